@@ -1,0 +1,216 @@
+"""The extraction job: a manifest of tracks in, Parquet feature shards and a rejects table out.
+
+Layout of an output (local path or URI):
+
+    _config.json          FeatureConfig, label map, manifest fingerprint, shard size
+    _manifest.parquet     the tracks this output covers, with their splits
+    _summary.json         tracks ok / rejected by reason, segments, wall time, tracks/s
+    features/part-NNNNNN.parquet   one row per segment (see FEATURE_COLUMNS)
+    rejects/part-NNNNNN.parquet    one row per rejected track: track_id, path, reason, detail
+
+The manifest, sorted by track_id, is cut into fixed chunks of `tracks_per_shard` tracks; chunk k
+is one Ray task that writes rejects/part-k then features/part-k, each atomically. A chunk is done
+when its features file exists, so a killed run re-run with the same command skips done chunks and
+rewrites any others whole: every good track ends with exactly one set of segments, even when Ray
+retries a task or a late task of the killed run finishes after the new run started.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import mgc
+from mgc import audio, storage
+from mgc.errors import MgcError, Reject
+from mgc.features import FeatureConfig, track_features
+from mgc.manifest import Manifest
+
+REJECT_SCHEMA = pa.schema([("track_id", pa.int64()), ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+
+
+def feature_schema(cfg: FeatureConfig) -> pa.Schema:
+    """Shard rows: one per segment, features as fixed-shape float16 tensors."""
+    return pa.schema(
+        [
+            ("track_id", pa.int64()),
+            ("segment", pa.int16()),
+            ("split", pa.string()),
+            ("genre_top", pa.string()),
+            ("label", pa.int16()),
+            ("logmel", pa.fixed_shape_tensor(pa.float16(), cfg.logmel_shape)),
+            ("mfcc", pa.fixed_shape_tensor(pa.float16(), cfg.mfcc_shape)),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    out: str
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    tracks_per_shard: int = 32
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tracks_per_shard < 1:
+            raise MgcError("--tracks-per-shard must be at least 1")
+
+
+def shard_name(chunk: int) -> str:
+    return f"part-{chunk:06d}.parquet"
+
+
+def process_chunk(chunk: dict[str, Any], out: str, cfg: FeatureConfig) -> list[dict[str, Any]]:
+    """Decode and featurise one chunk of tracks, write its shard and rejects, and return one
+    status row per track (the driver only ever sees these small rows)."""
+    schema = feature_schema(cfg)
+    columns: dict[str, list] = {name: [] for name in schema.names}
+    rejects: list[dict[str, Any]] = []
+    status = []
+    for tid, path, split, genre, label in zip(chunk["track_id"], chunk["path"], chunk["split"], chunk["genre_top"], chunk["label"]):
+        tid = int(tid)
+        try:
+            logmel, mfcc = track_features(audio.load(path, cfg), cfg)
+        except Reject as r:
+            rejects.append({"track_id": tid, "path": path, "reason": r.reason, "detail": r.detail})
+            status.append({"track_id": tid, "reason": r.reason, "segments": 0})
+            continue
+        except Exception as e:  # noqa: BLE001 - one odd file must not sink the other tracks
+            rejects.append({"track_id": tid, "path": path, "reason": "feature_error", "detail": f"{path}: {type(e).__name__}: {e}"})
+            status.append({"track_id": tid, "reason": "feature_error", "segments": 0})
+            continue
+        n = len(logmel)
+        columns["track_id"] += [tid] * n
+        columns["segment"] += list(range(n))
+        columns["split"] += [split] * n
+        columns["genre_top"] += [genre] * n
+        columns["label"] += [int(label)] * n
+        columns["logmel"].append(logmel)
+        columns["mfcc"].append(mfcc)
+        status.append({"track_id": tid, "reason": "ok", "segments": n})
+
+    name = shard_name(int(chunk["chunk"]))
+    storage.write_parquet(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), storage.join(out, "rejects", name))
+    if columns["logmel"]:
+        arrays = [pa.array(columns[c], type=schema.field(c).type) for c in ("track_id", "segment", "split", "genre_top", "label")]
+        arrays += [pa.FixedShapeTensorArray.from_numpy_ndarray(np.concatenate(columns[c])) for c in ("logmel", "mfcc")]
+        table = pa.Table.from_arrays(arrays, schema=schema)
+    else:
+        table = schema.empty_table()
+    # Written last: its existence marks the chunk done.
+    storage.write_parquet(table, storage.join(out, "features", name))
+    return status
+
+
+def plan_chunks(manifest: Manifest, tracks_per_shard: int) -> list[dict[str, Any]]:
+    t = manifest.tracks
+    chunks = []
+    for k, start in enumerate(range(0, len(t), tracks_per_shard)):
+        part = t.iloc[start : start + tracks_per_shard]
+        chunks.append(
+            {
+                "chunk": k,
+                "track_id": part["track_id"].tolist(),
+                "path": part["path"].tolist(),
+                "split": part["split"].tolist(),
+                "genre_top": part["genre_top"].tolist(),
+                "label": part["label"].astype(int).tolist(),
+            }
+        )
+    return chunks
+
+
+def _check_or_write_config(manifest: Manifest, cfg: ExtractConfig) -> None:
+    """Refuse to mix shards of different features or track lists in one output."""
+    path = storage.join(cfg.out, "_config.json")
+    state = {
+        "mgc_version": mgc.__version__,
+        "feature_config": cfg.features.to_dict(),
+        "labels": manifest.labels,
+        "manifest_fingerprint": manifest.fingerprint(),
+        "tracks": len(manifest),
+        "tracks_per_shard": cfg.tracks_per_shard,
+        "source": manifest.source,
+    }
+    if not storage.exists(path):
+        storage.write_json(path, state)
+        storage.write_parquet(pa.Table.from_pandas(manifest.tracks, preserve_index=False), storage.join(cfg.out, "_manifest.parquet"))
+        return
+    old = storage.read_json(path)
+    old_features = FeatureConfig.from_dict(old["feature_config"])
+    if old_features != cfg.features:
+        raise MgcError(
+            f"{cfg.out} holds features made with a different FeatureConfig ({'; '.join(old_features.diff(cfg.features))}); "
+            "write to a new --out, or delete it to start over"
+        )
+    for key, what in (("labels", "label map"), ("manifest_fingerprint", "track list"), ("tracks_per_shard", "--tracks-per-shard")):
+        if old.get(key) != state[key]:
+            raise MgcError(
+                f"{cfg.out} was written for a different {what} ({old.get(key)!r:.80} vs {state[key]!r:.80}); "
+                "re-run with the original options, or write to a new --out"
+            )
+
+
+def summarize(out: str) -> dict[str, Any]:
+    """Totals over everything written under `out` (all runs that contributed)."""
+    summary: dict[str, Any] = {"tracks_ok": 0, "segments": 0, "tracks_rejected": 0, "rejects_by_reason": {}}
+    if storage.list_files(storage.join(out, "features"), ".parquet"):
+        ids = storage.read_parquet(storage.join(out, "features"), columns=["track_id"]).column("track_id")
+        summary["segments"] = len(ids)
+        summary["tracks_ok"] = len(ids.unique())
+    if storage.list_files(storage.join(out, "rejects"), ".parquet"):
+        reasons = storage.read_parquet(storage.join(out, "rejects"), columns=["reason"]).column("reason").to_pylist()
+        summary["tracks_rejected"] = len(reasons)
+        summary["rejects_by_reason"] = {r: reasons.count(r) for r in sorted(set(reasons))}
+    return summary
+
+
+def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
+    """Extract features for every track of `manifest` into cfg.out on the connected Ray cluster
+    (ray.init() is called if needed). Returns the summary also written to _summary.json."""
+    import ray
+    from tqdm.auto import tqdm
+
+    if len(manifest) == 0:
+        raise MgcError("the manifest holds no tracks: nothing to extract")
+    storage.ensure_writable_dir(cfg.out)
+    _check_or_write_config(manifest, cfg)
+    for sub in ("features", "rejects"):
+        storage.remove_stale_temporaries(storage.join(cfg.out, sub))
+
+    done = set(storage.list_files(storage.join(cfg.out, "features"), ".parquet"))
+    todo = [c for c in plan_chunks(manifest, cfg.tracks_per_shard) if shard_name(c["chunk"]) not in done]
+    n_todo = sum(len(c["track_id"]) for c in todo)
+    started = time.time()
+    counts: dict[str, int] = {}
+    if todo:
+        if not ray.is_initialized():
+            ray.init()
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # ours below counts tracks, with rate and ETA
+        fn = functools.partial(process_chunk, out=cfg.out, cfg=cfg.features)
+        # One block per chunk, so that each chunk is one task and chunks spread over all CPUs.
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo)).flat_map(fn, num_cpus=1)
+        with tqdm(total=n_todo, unit="track", desc="extract", disable=not cfg.progress, mininterval=1.0) as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+                for reason, n in batch["reason"].value_counts().items():
+                    counts[reason] = counts.get(reason, 0) + int(n)
+                bar.update(len(batch))
+                bar.set_postfix(rejected=sum(v for k, v in counts.items() if k != "ok"), refresh=False)
+    wall = time.time() - started
+    summary = summarize(cfg.out)
+    summary["this_run"] = {
+        "tracks_processed": n_todo,
+        "chunks_processed": len(todo),
+        "chunks_skipped": len(done),
+        "wall_s": round(wall, 3),
+        "tracks_per_s": round(n_todo / wall, 3) if n_todo and wall > 0 else None,
+        "cluster_cpus": ray.cluster_resources().get("CPU") if ray.is_initialized() else None,
+    }
+    storage.write_json(storage.join(cfg.out, "_summary.json"), summary)
+    return summary

@@ -1,0 +1,107 @@
+"""Free Music Archive metadata: tracks.csv, genres.csv, subsets, splits and audio paths.
+
+Formats as published in fma_metadata.zip: tracks.csv has two header rows (column group, name)
+and a third naming the index `track_id`; genres.csv is indexed by `genre_id`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mgc import storage
+from mgc.errors import MgcError
+from mgc.manifest import Manifest, build
+
+# ('set', 'subset') is ordered: a track of 'small' is also in 'medium' and 'large'. 'full' holds
+# every track, with untrimmed audio (fma_full).
+SUBSETS = ("small", "medium", "large", "full")
+TRACK_COLUMNS = [("set", "subset"), ("set", "split"), ("track", "genre_top")]
+GENRE_COLUMNS = ["#tracks", "parent", "title", "top_level"]
+
+
+def metadata_dir(fma_root: str) -> str:
+    """fma_metadata/ under the root as in the FMA download, else the root itself."""
+    candidate = storage.join(fma_root, "fma_metadata")
+    return candidate if storage.exists(storage.join(candidate, "tracks.csv")) else fma_root
+
+
+def _read_csv(path: str, what: str, **kwargs) -> pd.DataFrame:
+    try:
+        return pd.read_csv(storage.open_text(path), **kwargs)
+    except FileNotFoundError:
+        raise MgcError(f"{path}: not found (FMA {what} expected here)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, IndexError) as e:
+        raise MgcError(f"{path}: cannot parse as FMA {what}: {e}") from None
+
+
+def read_tracks(path: str) -> pd.DataFrame:
+    """tracks.csv with its two-level columns, indexed by track_id."""
+    tracks = _read_csv(path, "tracks.csv", header=[0, 1], index_col=0)
+    if not isinstance(tracks.columns, pd.MultiIndex) or tracks.index.name != "track_id":
+        raise MgcError(f"{path}: not in FMA tracks.csv format (two header rows, then a row naming 'track_id')")
+    missing = [c for c in TRACK_COLUMNS if c not in tracks.columns]
+    if missing:
+        raise MgcError(f"{path}: missing column(s) {missing} of FMA tracks.csv")
+    if not pd.api.types.is_integer_dtype(tracks.index):
+        raise MgcError(f"{path}: track_id column holds non-integer values")
+    subsets = tracks[("set", "subset")]
+    bad = sorted(set(subsets.dropna()) - set(SUBSETS[:3]))
+    if bad or subsets.isna().any():
+        raise MgcError(f"{path}: ('set','subset') holds {bad or 'empty values'}; expected small, medium or large")
+    return tracks
+
+
+def read_genres(path: str) -> pd.DataFrame:
+    genres = _read_csv(path, "genres.csv", index_col=0)
+    missing = [c for c in GENRE_COLUMNS if c not in genres.columns]
+    if genres.index.name != "genre_id" or missing:
+        raise MgcError(f"{path}: not in FMA genres.csv format (index genre_id; columns {GENRE_COLUMNS})")
+    return genres
+
+
+def select_subset(tracks: pd.DataFrame, subset: str) -> pd.DataFrame:
+    """Tracks of `subset` and of the smaller subsets it contains."""
+    if subset not in SUBSETS:
+        raise MgcError(f"unknown subset {subset!r}; choose one of {', '.join(SUBSETS)}")
+    if subset == "full":
+        return tracks
+    order = {s: i for i, s in enumerate(SUBSETS)}
+    return tracks[tracks[("set", "subset")].map(order) <= order[subset]]
+
+
+def audio_path(audio_root: str, track_id: int) -> str:
+    """<audio_root>/<first 3 digits>/<6-digit id>.mp3, as in fma_large/000/000002.mp3."""
+    tid = f"{int(track_id):06d}"
+    return storage.join(audio_root, tid[:3], f"{tid}.mp3")
+
+
+def manifest(fma_root: str, audio_dir: str = "fma_large", subset: str = "large") -> Manifest:
+    """The manifest of an FMA subset under `fma_root`, with the FMA's own split."""
+    if subset not in SUBSETS:
+        raise MgcError(f"unknown subset {subset!r}; choose one of {', '.join(SUBSETS)}")
+    if not storage.exists(fma_root):
+        raise MgcError(f"{fma_root}: FMA root not found")
+    audio_root = storage.join(fma_root, audio_dir)
+    if not storage.exists(audio_root):
+        raise MgcError(f"{audio_root}: audio folder not found (see --audio-dir)")
+    meta = metadata_dir(fma_root)
+    tracks_csv = storage.join(meta, "tracks.csv")
+    genres_csv = storage.join(meta, "genres.csv")
+    tracks = select_subset(read_tracks(tracks_csv), subset)
+    genres = read_genres(genres_csv)
+    top_titles = set(genres.loc[genres["parent"] == 0, "title"])
+    genre_top = tracks[("track", "genre_top")]
+    unknown = sorted(set(genre_top.dropna()) - top_titles)
+    if unknown:
+        raise MgcError(f"{tracks_csv}: genre_top value(s) {unknown} are not top-level genres in {genres_csv}")
+    df = pd.DataFrame(
+        {
+            "track_id": tracks.index.astype("int64"),
+            "path": [audio_path(audio_root, t) for t in tracks.index],
+            "split": tracks[("set", "split")].to_numpy(),
+            "genre_top": genre_top.to_numpy(),
+        }
+    )
+    if df["split"].isna().any():
+        raise MgcError(f"{tracks_csv}: ('set','split') is empty for track {int(df.loc[df['split'].isna(), 'track_id'].iloc[0])}")
+    return build(df, {"kind": "fma", "root": fma_root, "audio_dir": audio_dir, "subset": subset}, tracks_csv)

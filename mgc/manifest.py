@@ -1,0 +1,141 @@
+"""The manifest: which tracks to process, where their audio is, their split and label.
+
+Built from FMA metadata (`mgc.fma`), a CSV of paths and labels, or a folder with one sub-folder
+per genre (GTZAN's layout). Columns: track_id (int64), path (str), split (training / validation /
+test), genre_top (str or None), label (int16, -1 when unlabelled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
+
+from mgc import storage
+from mgc.errors import MgcError
+
+SPLITS = ("training", "validation", "test")
+AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".opus", ".aiff", ".aif", ".au")
+
+
+@dataclass
+class Manifest:
+    tracks: pd.DataFrame
+    labels: list[str]
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """Identifies the track list (ids, paths, splits, labels), to refuse mixing outputs."""
+        h = hashlib.sha256()
+        for col in ("track_id", "path", "split", "label"):
+            h.update("\x1f".join(map(str, self.tracks[col].tolist())).encode())
+            h.update(b"\x1e")
+        return h.hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+
+def build(df: pd.DataFrame, source: dict[str, Any], where: str) -> Manifest:
+    """Validate a frame with track_id, path, split, genre_top and attach labels (sorted genres)."""
+    if df["track_id"].duplicated().any():
+        dup = df.loc[df["track_id"].duplicated(), "track_id"].iloc[0]
+        raise MgcError(f"{where}: track_id {dup} appears more than once")
+    bad = sorted(set(df["split"]) - set(SPLITS))
+    if bad:
+        raise MgcError(f"{where}: unknown split value(s) {bad}; expected {list(SPLITS)}")
+    genre = df["genre_top"].astype(object).where(df["genre_top"].notna(), None)
+    labels = sorted({g for g in genre if g is not None})
+    index = {g: i for i, g in enumerate(labels)}
+    out = pd.DataFrame(
+        {
+            "track_id": df["track_id"].astype("int64"),
+            "path": df["path"].astype(str),
+            "split": df["split"].astype(str),
+            "genre_top": genre,
+            "label": np.array([index.get(g, -1) if g is not None else -1 for g in genre], dtype=np.int16),
+        }
+    )
+    return Manifest(out.sort_values("track_id", ignore_index=True), labels, source)
+
+
+def stratified_split(track_ids, genres, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> list[str]:
+    """Deterministic split by track, stratified by genre: the same track always lands in the same
+    split for a given seed, whatever the row order."""
+    keys = [hashlib.sha1(f"{seed}:{t}".encode()).hexdigest() for t in track_ids]
+    frame = pd.DataFrame({"key": keys, "genre": [g if g is not None else "" for g in genres]})
+    split = pd.Series("training", index=frame.index, dtype=object)
+    for _, group in frame.groupby("genre"):
+        order = group.sort_values("key").index
+        n = len(order)
+        n_val, n_test = int(round(n * fractions[1])), int(round(n * fractions[2]))
+        split[order[:n_val]] = "validation"
+        split[order[n_val : n_val + n_test]] = "test"
+    return split.tolist()
+
+
+def _resolve_against(base_dir: str, p: str) -> str:
+    if storage.is_uri(p) or os.path.isabs(p):
+        return p
+    return posixpath.join(base_dir, p) if storage.is_uri(base_dir) else os.path.normpath(os.path.join(base_dir, p))
+
+
+def from_csv(path: str, seed: int = 0) -> Manifest:
+    """A CSV with columns path, label (genre name) and optional split, track_id.
+
+    Relative paths resolve against the CSV's folder. Without a split column a stratified split is
+    made (see `stratified_split`) and recorded in the manifest's source.
+    """
+    try:
+        df = pd.read_csv(storage.open_text(path), dtype={"path": str, "label": str})
+    except FileNotFoundError:
+        raise MgcError(f"{path}: manifest not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise MgcError(f"{path}: cannot parse manifest CSV: {e}") from None
+    missing = [c for c in ("path", "label") if c not in df.columns]
+    if missing:
+        raise MgcError(f"{path}: manifest lacks column(s) {missing}; it needs path and label (split, track_id optional)")
+    if df["path"].isna().any():
+        raise MgcError(f"{path}: row {int(df['path'].isna().idxmax()) + 2} has an empty path")
+    base = posixpath.dirname(path) if storage.is_uri(path) else os.path.dirname(os.path.abspath(path))
+    df["path"] = [_resolve_against(base, p) for p in df["path"]]
+    if "track_id" not in df.columns:
+        df["track_id"] = np.arange(len(df))
+    elif df["track_id"].isna().any() or not pd.api.types.is_integer_dtype(df["track_id"]):
+        raise MgcError(f"{path}: track_id must be an integer in every row")
+    df["genre_top"] = df["label"].where(df["label"].notna() & (df["label"].astype(str).str.strip() != ""), None)
+    source: dict[str, Any] = {"kind": "csv", "path": path}
+    if "split" not in df.columns:
+        df["split"] = stratified_split(df["track_id"], df["genre_top"], seed)
+        source["split"] = {"method": "stratified", "seed": seed, "fractions": [0.8, 0.1, 0.1]}
+    return build(df, source, path)
+
+
+def from_folder(root: str, seed: int = 0) -> Manifest:
+    """One sub-folder per genre (GTZAN's layout): root/<genre>/<file>. Split made as in from_csv."""
+    fs, p = storage.resolve(root)
+    if fs.get_file_info(p).type != pafs.FileType.Directory:
+        raise MgcError(f"{root}: folder not found")
+    rows = []
+    for info in fs.get_file_info(pafs.FileSelector(p, recursive=True)):
+        if info.type != pafs.FileType.File or not info.base_name.lower().endswith(AUDIO_EXTENSIONS):
+            continue
+        rel = os.path.relpath(info.path, p) if not storage.is_uri(root) else info.path[len(p) :].lstrip("/")
+        parts = rel.replace(os.sep, "/").split("/")
+        if len(parts) < 2:
+            continue  # files directly under the root carry no genre
+        rows.append((storage.join(root, *parts), parts[0]))
+    if not rows:
+        raise MgcError(f"{root}: no audio files in genre sub-folders (expected root/<genre>/<file>.mp3|wav|flac|ogg)")
+    rows.sort()
+    df = pd.DataFrame(rows, columns=["path", "genre_top"])
+    df["track_id"] = np.arange(len(df))
+    df["split"] = stratified_split(df["track_id"], df["genre_top"], seed)
+    source = {"kind": "folder", "path": root, "split": {"method": "stratified", "seed": seed, "fractions": [0.8, 0.1, 0.1]}}
+    return build(df, source, root)

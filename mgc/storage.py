@@ -1,0 +1,152 @@
+"""One storage layer for local paths and URIs (s3://, gs://, ...) through pyarrow.fs.
+
+Every stage reads and writes through these helpers, so a job that runs on a laptop runs against
+S3 unchanged. Writes are atomic: a reader (or a resumed run) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from mgc.errors import MgcError
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def resolve(path: str) -> tuple[pafs.FileSystem, str]:
+    """Return the filesystem and the path inside it for a local path or a URI."""
+    if is_uri(path) and not path.startswith("file://"):
+        try:
+            return pafs.FileSystem.from_uri(path)
+        except (pa.ArrowInvalid, OSError) as e:
+            raise MgcError(f"{path}: cannot open storage: {e}") from e
+    local = path[len("file://"):] if path.startswith("file://") else path
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI (URIs always use '/')."""
+    if is_uri(base):
+        return posixpath.join(base, *parts)
+    return os.path.join(base, *parts)
+
+
+def exists(path: str) -> bool:
+    fs, p = resolve(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def read_bytes(path: str) -> bytes:
+    """Read a whole file; FileNotFoundError if it is absent."""
+    fs, p = resolve(path)
+    info = fs.get_file_info(p)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(path)
+    if info.type == pafs.FileType.Directory:
+        raise IsADirectoryError(path)
+    with fs.open_input_stream(p) as f:
+        return f.read()
+
+
+def list_files(directory: str, suffix: str = "") -> list[str]:
+    """Names (not paths) of the visible files in a directory; [] if it does not exist."""
+    fs, p = resolve(directory)
+    if fs.get_file_info(p).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(p, recursive=False))
+    return sorted(
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.File and i.base_name.endswith(suffix) and not i.base_name.startswith((".", "_"))
+    )
+
+
+def _write_atomic(path: str, write) -> None:
+    """Write through `write(stream)` so that `path` appears complete or not at all.
+
+    Object stores publish an object only when its upload completes, so we write in place there;
+    on a filesystem we write a hidden temporary beside it and rename.
+    """
+    fs, p = resolve(path)
+    parent = posixpath.dirname(p) if is_uri(path) else os.path.dirname(p)
+    fs.create_dir(parent, recursive=True)
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_output_stream(p) as f:
+            write(f)
+        return
+    tmp = os.path.join(parent, f".{os.path.basename(p)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with fs.open_output_stream(tmp) as f:
+            write(f)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    _write_atomic(path, lambda f: f.write(data))
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str) -> Any:
+    return json.loads(read_bytes(path))
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    """Write one Parquet file atomically."""
+    _write_atomic(path, lambda f: pq.write_table(table, f, compression="zstd"))
+
+
+def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a Parquet file or a directory of them (hidden and _-prefixed files are skipped)."""
+    import pyarrow.dataset as pads
+
+    fs, p = resolve(path)
+    return pads.dataset(p, filesystem=fs, format="parquet").to_table(columns=columns)
+
+
+def remove_stale_temporaries(directory: str) -> int:
+    """Delete temporaries a killed writer left behind in a local directory; returns how many."""
+    fs, p = resolve(directory)
+    if not isinstance(fs, pafs.LocalFileSystem) or not os.path.isdir(p):
+        return 0
+    stale = [n for n in os.listdir(p) if n.startswith(".") and n.endswith(".tmp")]
+    for n in stale:
+        os.remove(os.path.join(p, n))
+    return len(stale)
+
+
+def ensure_writable_dir(path: str) -> None:
+    """Create `path` if needed and prove we can write there, or fail with a clear message."""
+    probe = join(path, f".mgc-write-probe-{uuid.uuid4().hex}")
+    try:
+        fs, p = resolve(path)
+        fs.create_dir(p, recursive=True)
+        fp = resolve(probe)[1]
+        with fs.open_output_stream(fp) as f:
+            f.write(b"ok")
+        fs.delete_file(fp)
+    except MgcError:
+        raise
+    except (OSError, pa.ArrowException) as e:
+        raise MgcError(f"{path}: output is not writable: {e}") from e
+
+
+def open_text(path: str) -> io.StringIO:
+    """A whole text file as a stream (metadata CSVs are small enough to hold)."""
+    return io.StringIO(read_bytes(path).decode("utf-8"))

@@ -1,0 +1,578 @@
+"""A deterministic synthetic corpus in the exact FMA layout and metadata format.
+
+The real FMA cannot be downloaded everywhere mgc is developed and tested, so this module writes
+N clips of 44.1 kHz stereo MP3 under <out>/<audio_dir>/NNN/NNNNNN.mp3 with fma_metadata/tracks.csv
+and genres.csv in the published format. Eight genres differ the way real ones do (tempo, rhythm
+pattern, timbre, harmony, noise colour); an artist has a style of its own and each track varies
+it, so a model has to learn the genre rather than look clips up. A configurable share of files is
+broken like the FMA's own bad clips (empty, truncated, not audio, under 2 s, silent, missing).
+
+Everything derives from the seed: the same config writes byte-identical audio and metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from mgc import fma
+from mgc.errors import MgcError
+
+# The FMA's 16 top-level genres (genre_id, title), as in its genres.csv.
+TOP_GENRES = [
+    (2, "International"), (3, "Blues"), (4, "Jazz"), (5, "Classical"), (8, "Old-Time / Historic"),
+    (9, "Country"), (10, "Pop"), (12, "Rock"), (13, "Easy Listening"), (14, "Soul-RnB"),
+    (15, "Electronic"), (17, "Folk"), (20, "Spoken"), (21, "Hip-Hop"), (38, "Experimental"),
+    (1235, "Instrumental"),
+]  # fmt: skip
+# Two real sub-genres (genre_id, title) of each synthesised genre, for the genres list columns.
+SUBGENRES = {
+    "Electronic": [(42, "Ambient Electronic"), (181, "Techno")],
+    "Experimental": [(1, "Avant-Garde"), (6, "Novelty")],
+    "Folk": [(33, "Psych-Folk"), (49, "Free-Folk")],
+    "Hip-Hop": [(83, "Nerdcore"), (100, "Alternative Hip-Hop")],
+    "Instrumental": [(18, "Soundtrack"), (107, "Ambient")],
+    "International": [(46, "Latin America"), (77, "French")],
+    "Pop": [(76, "Experimental Pop"), (362, "Synth Pop")],
+    "Rock": [(25, "Punk"), (26, "Post-Rock")],
+}
+GENRE_IDS = {title: gid for gid, title in TOP_GENRES}
+
+# Broken-file kinds and the reject reason extraction must give each ('ok': still usable).
+BROKEN_EXPECTED = {
+    "empty": "decode_error",
+    "truncated": "ok",
+    "not_audio": "decode_error",
+    "short": "too_short",
+    "silent": "silent",
+    "missing": "missing_file",
+}
+
+# tracks.csv columns in the FMA's order.
+TRACKS_COLUMNS = (
+    [("album", c) for c in "comments date_created date_released engineer favorites id information listens producer tags title tracks type".split()]
+    + [("artist", c) for c in "active_year_begin active_year_end associated_labels bio comments date_created favorites id latitude location longitude members name related_projects tags website wikipedia_page".split()]
+    + [("set", "split"), ("set", "subset")]
+    + [("track", c) for c in "bit_rate comments composer date_created date_recorded duration favorites genre_top genres genres_all information interest language_code license listens lyricist number publisher tags title".split()]
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """What to generate. `workers` 0 means one process per core."""
+
+    out: str
+    tracks: int = 400
+    seconds: float = 30.0
+    sample_rate: int = 44100
+    seed: int = 0
+    broken_share: float = 0.05
+    unlabelled_share: float = 0.03
+    audio_dir: str = "fma_large"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tracks < 1:
+            raise MgcError("synth: --tracks must be at least 1")
+        if self.seconds < 3:
+            raise MgcError("synth: --seconds must be at least 3 (one segment)")
+        if not 0 <= self.broken_share < 1 or not 0 <= self.unlabelled_share < 1:
+            raise MgcError("synth: shares must be in [0, 1)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sound sources
+
+
+def _midi(m: float) -> float:
+    return 440.0 * 2.0 ** ((m - 69) / 12)
+
+
+def _env(n: int, sr: int, attack: float, decay: float) -> np.ndarray:
+    t = np.arange(n) / sr
+    e = np.exp(-t / decay)
+    a = min(n, max(1, int(attack * sr)))
+    e[:a] *= np.linspace(0.0, 1.0, a)
+    return e
+
+
+# Timbres: (frequency ratio, amplitude, decay multiplier) per partial.
+TIMBRES = {
+    "sine": [(1, 1.0, 1.0), (2, 0.08, 0.6)],
+    "saw": [(k, 1.0 / k, 1.0) for k in range(1, 13)],
+    "square": [(k, 1.0 / k, 1.0) for k in range(1, 16, 2)],
+    "pluck": [(k * (1 + 0.0004 * k * k), 1.0 / k, 1.0 / k) for k in range(1, 11)],
+    "piano": [(k * (1 + 0.0002 * k * k), 1.0 / k**1.4, 1.0 / k**0.7) for k in range(1, 9)],
+    "bell": [(1, 1.0, 1.0), (2.76, 0.6, 0.7), (5.40, 0.4, 0.5), (8.93, 0.25, 0.35)],
+    "organ": [(1, 1.0, 1.0), (2, 0.5, 1.0), (3, 0.3, 1.0), (4, 0.15, 1.0), (6, 0.1, 1.0)],
+}
+
+
+def _note(freq: float, dur: float, sr: int, timbre: str, attack: float, decay: float, rng) -> np.ndarray:
+    n = max(1, int(dur * sr))
+    t = np.arange(n) / sr
+    out = np.zeros(n)
+    for ratio, amp, dmul in TIMBRES[timbre]:
+        f = freq * ratio
+        if f >= sr / 2 * 0.95:
+            break
+        out += amp * np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)) * np.exp(-t / (decay * dmul))
+    a = min(n, max(1, int(attack * sr)))
+    out[:a] *= np.linspace(0.0, 1.0, a)
+    return out
+
+
+def _noise(n: int, colour: float, rng) -> np.ndarray:
+    """Noise with power spectrum 1/f^colour (0 white, 1 pink, 2 brown), unit peak."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.arange(len(spec), dtype=float)
+    f[0] = 1.0
+    x = np.fft.irfft(spec / f ** (colour / 2), n)
+    return x / (np.abs(x).max() + 1e-12)
+
+
+def _drum(kind: str, sr: int, rng) -> np.ndarray:
+    if kind == "kick":
+        t = np.arange(int(0.35 * sr)) / sr
+        f = 48 + 110 * np.exp(-t / 0.035)
+        return np.sin(2 * np.pi * np.cumsum(f) / sr) * np.exp(-t / 0.13)
+    if kind == "snare":
+        t = np.arange(int(0.25 * sr)) / sr
+        body = 0.5 * np.sin(2 * np.pi * 185 * t) * np.exp(-t / 0.05)
+        return body + np.diff(rng.standard_normal(len(t) + 1)) * 0.45 * np.exp(-t / 0.07)
+    if kind == "hat":
+        t = np.arange(int(0.07 * sr)) / sr
+        return np.diff(np.diff(rng.standard_normal(len(t) + 2))) * 0.2 * np.exp(-t / 0.018)
+    if kind == "clap":
+        t = np.arange(int(0.3 * sr)) / sr
+        bursts = sum(np.exp(-np.clip(t - d, 0, None) / 0.006) * (t >= d) for d in (0, 0.011, 0.023))
+        return np.diff(rng.standard_normal(len(t) + 1)) * 0.5 * (bursts + 0.4 * np.exp(-t / 0.09))
+    if kind == "clave":
+        t = np.arange(int(0.06 * sr)) / sr
+        return np.sin(2 * np.pi * 2500 * t) * np.exp(-t / 0.012)
+    if kind == "frame":
+        t = np.arange(int(0.4 * sr)) / sr
+        f = 95 + 40 * np.exp(-t / 0.02)
+        slap = np.diff(rng.standard_normal(len(t) + 1)) * 0.2 * np.exp(-t / 0.015)
+        return np.sin(2 * np.pi * np.cumsum(f) / sr) * np.exp(-t / 0.22) + slap
+    if kind == "shaker":
+        t = np.arange(int(0.09 * sr)) / sr
+        return np.diff(rng.standard_normal(len(t) + 1)) * 0.15 * np.sin(np.pi * t / t[-1])
+    raise ValueError(kind)
+
+
+class _Mix:
+    """A stereo buffer that voices are added into at sample offsets."""
+
+    def __init__(self, seconds: float, sr: int):
+        self.sr = sr
+        self.buf = np.zeros((2, int(seconds * sr)))
+
+    @property
+    def seconds(self) -> float:
+        return self.buf.shape[1] / self.sr
+
+    def add(self, x: np.ndarray, at: float, gain: float, pan: float = 0.0) -> None:
+        start = int(at * self.sr)
+        if start >= self.buf.shape[1] or start < 0:
+            return
+        x = x[: self.buf.shape[1] - start] * gain
+        self.buf[0, start : start + len(x)] += x * np.sqrt((1 - pan) / 2)
+        self.buf[1, start : start + len(x)] += x * np.sqrt((1 + pan) / 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Genres: each renders a track from an artist style and a per-track random stream.
+
+SCALES = {
+    "major": [0, 2, 4, 5, 7, 9, 11],
+    "minor": [0, 2, 3, 5, 7, 8, 10],
+    "mixolydian": [0, 2, 4, 5, 7, 9, 10],
+    "major_pent": [0, 2, 4, 7, 9],
+    "minor_pent": [0, 3, 5, 7, 10],
+    "hijaz": [0, 1, 4, 5, 7, 8, 10],
+}
+
+
+def _degree(scale: str, root: float, d: int) -> float:
+    s = SCALES[scale]
+    return root + s[d % len(s)] + 12 * (d // len(s))
+
+
+def _chord(scale: str, root: float, d: int, size: int = 3) -> list[float]:
+    return [_degree(scale, root, d + 2 * i) for i in range(size)]
+
+
+def _mutate(pattern: str, rng, p: float) -> str:
+    """Flip a few steps of a 16-step pattern: the same groove, never quite the same bar."""
+    return "".join(("x" if c == "." else ".") if rng.random() < p else c for c in pattern)
+
+
+def _drums(mix: _Mix, rng, bpm: float, patterns: dict[str, tuple[str, float]], swing: float = 0.0, p_mut: float = 0.04):
+    step = 60.0 / bpm / 4
+    sounds = {k: _drum(k, mix.sr, rng) for k in patterns}
+    bar = 0
+    while bar * 16 * step < mix.seconds:
+        for kind, (pattern, gain) in patterns.items():
+            pat = _mutate(pattern, rng, p_mut)
+            for i, c in enumerate(pat):
+                if c == "x":
+                    at = (bar * 16 + i) * step + (swing * step if i % 2 else 0.0)
+                    mix.add(sounds[kind], at, gain * rng.uniform(0.75, 1.0), pan=0.2 if kind in ("hat", "shaker") else 0.0)
+        bar += 1
+
+
+def _bars(mix: _Mix, bpm: float):
+    bar_s = 240.0 / bpm
+    return [i * bar_s for i in range(int(mix.seconds / bar_s) + 1)], bar_s
+
+
+def _electronic(mix, rng, style):
+    bpm, root = style["bpm"], style["root"]
+    _drums(mix, rng, bpm, {"kick": ("x...x...x...x...", 0.9), "hat": ("..x...x...x...x.", 0.35), "clap": ("....x.......x...", 0.4 * style["flag"])})
+    starts, bar_s = _bars(mix, bpm)
+    prog = [0, 5, 6, 4]
+    for b, t0 in enumerate(starts):
+        d = prog[b % 4]
+        bass = _degree("minor", root, d)
+        for i in range(16 if style["flag"] else 8):
+            step = bar_s / (16 if style["flag"] else 8)
+            mix.add(_note(_midi(bass + 12 * (i % 4 == 2)), step * 0.9, mix.sr, "saw", 0.003, 0.08, rng), t0 + i * step, 0.25)
+        for m in _chord("minor", root + 24, d):
+            mix.add(_note(_midi(m), bar_s, mix.sr, "saw", 0.3, 1.5, rng), t0, 0.05, pan=rng.uniform(-0.5, 0.5))
+    mix.add(_noise(mix.buf.shape[1], 0.0, rng), 0, style["noise"] * 0.3)
+
+
+def _hiphop(mix, rng, style):
+    bpm, root = style["bpm"], style["root"]
+    kick = "x.....x...x....." if style["flag"] else "x......x..x....."
+    _drums(mix, rng, bpm, {"kick": (kick, 1.0), "snare": ("....x.......x...", 0.6), "hat": ("x.x.x.x.x.x.x.x.", 0.25)}, swing=style["swing"])
+    starts, bar_s = _bars(mix, bpm)
+    for b, t0 in enumerate(starts):
+        d = [0, 0, 3, 2][b % 4]
+        for i, c in enumerate(kick):
+            if c == "x":
+                mix.add(_note(_midi(_degree("minor_pent", root, d)), bar_s / 4, mix.sr, "sine", 0.005, 0.4, rng), t0 + i * bar_s / 16, 0.6)
+        for beat in range(4):
+            if rng.random() < 0.5:
+                m = _degree("minor_pent", root + 24, int(rng.integers(0, 7)))
+                mix.add(_note(_midi(m), bar_s / 4, mix.sr, style["timbre"], 0.005, 0.3, rng), t0 + beat * bar_s / 4, 0.12, pan=-0.3)
+    crackle = (rng.random(mix.buf.shape[1]) < 8 / mix.sr) * rng.uniform(-1, 1, mix.buf.shape[1])
+    mix.add(_noise(mix.buf.shape[1], 2.0, rng) * 0.5 + crackle, 0, style["noise"] * 0.5)
+
+
+def _rock(mix, rng, style):
+    bpm, root = style["bpm"], style["root"]
+    _drums(mix, rng, bpm, {"kick": ("x.......x.x.....", 0.9), "snare": ("....x.......x...", 0.8), "hat": ("x.x.x.x.x.x.x.x.", 0.35)})
+    starts, bar_s = _bars(mix, bpm)
+    prog = [0, 6, 3, 0] if style["flag"] else [0, 3, 4, 3]
+    for b, t0 in enumerate(starts):
+        r = _degree("mixolydian", root, prog[b % 4])
+        for i in range(8):
+            chord = sum(_note(_midi(m), bar_s / 8, mix.sr, "saw", 0.002, 0.5, rng) for m in (r + 12, r + 19, r + 24))
+            mix.add(np.tanh(style["drive"] * chord) * 0.5, t0 + i * bar_s / 8, 0.35, pan=rng.uniform(-0.6, 0.6))
+            mix.add(_note(_midi(r), bar_s / 8, mix.sr, "saw", 0.002, 0.2, rng), t0 + i * bar_s / 8, 0.25)
+    mix.add(_noise(mix.buf.shape[1], 1.0, rng), 0, style["noise"] * 0.4)
+
+
+def _folk(mix, rng, style):
+    bpm, root = style["bpm"], style["root"]
+    if style["flag"]:
+        _drums(mix, rng, bpm, {"shaker": ("x.x.x.x.x.x.x.x.", 0.3)})
+    starts, bar_s = _bars(mix, bpm)
+    prog = [0, 3, 4, 0]
+    for b, t0 in enumerate(starts):
+        ch = _chord("major", root + 12, prog[b % 4]) + [_degree("major", root + 24, prog[b % 4])]
+        order = [0, 1, 2, 3, 2, 1, 2, 3] if style["flag"] else [0, 2, 1, 3, 0, 2, 1, 3]
+        for i, k in enumerate(order):
+            mix.add(_note(_midi(ch[k]), bar_s / 2, mix.sr, "pluck", 0.002, 0.6, rng), t0 + i * bar_s / 8, 0.3, pan=rng.uniform(-0.3, 0.3))
+        mix.add(_note(_midi(_degree("major", root, prog[b % 4])), bar_s, mix.sr, "pluck", 0.002, 0.9, rng), t0, 0.35)
+    mix.add(_noise(mix.buf.shape[1], 1.0, rng), 0, style["noise"] * 0.05)
+
+
+def _pop(mix, rng, style):
+    bpm, root = style["bpm"], style["root"]
+    _drums(mix, rng, bpm, {"kick": ("x.......x.......", 0.8), "clap": ("....x.......x...", 0.55), "hat": ("x.x.x.x.x.x.x.x.", 0.2)})
+    starts, bar_s = _bars(mix, bpm)
+    prog = [0, 5, 3, 4]
+    motif = [int(x) for x in rng.integers(0, 6, 4)]
+    for b, t0 in enumerate(starts):
+        d = prog[b % 4]
+        for m in _chord("major", root + 12, d):
+            mix.add(_note(_midi(m), bar_s, mix.sr, "organ", 0.05, 2.0, rng), t0, 0.07, pan=rng.uniform(-0.4, 0.4))
+        for beat in range(4):
+            mix.add(_note(_midi(_degree("major", root - 12, d)), bar_s / 4, mix.sr, "sine", 0.005, 0.3, rng), t0 + beat * bar_s / 4, 0.4)
+        for i, deg in enumerate(motif):
+            m = _degree("major_pent", root + 24, deg + (b % 2))
+            mix.add(_note(_midi(m), bar_s / 4, mix.sr, "square", 0.01, 0.35, rng), t0 + i * bar_s / 4, 0.12)
+    mix.add(_noise(mix.buf.shape[1], 1.0, rng), 0, style["noise"] * 0.05)
+
+
+def _experimental(mix, rng, style):
+    t = 0.0
+    while t < mix.seconds:
+        kind = rng.integers(0, 4)
+        dur = rng.uniform(0.1, 2.0)
+        n = int(dur * mix.sr)
+        if kind == 0:
+            x = _noise(n, rng.uniform(0, 2), rng) * _env(n, mix.sr, 0.01, dur / 3)
+        elif kind == 1:
+            x = sum(_note(f, dur, mix.sr, "sine", 0.05, dur / 2, rng) for f in rng.uniform(100, 4000, rng.integers(3, 7)))
+        elif kind == 2:
+            tt = np.arange(n) / mix.sr
+            f = rng.uniform(60, 600) * np.exp(np.log(rng.uniform(0.25, 4)) * tt / dur)
+            x = np.sin(2 * np.pi * np.cumsum(f) / mix.sr) * _env(n, mix.sr, 0.1, dur)
+        else:
+            x = (rng.random(n) < 0.002).astype(float) * rng.uniform(-1, 1, n)
+        mix.add(x, t, rng.uniform(0.1, 0.5), pan=rng.uniform(-1, 1))
+        t += rng.exponential(1.0 / style["density"])
+    tt = np.arange(mix.buf.shape[1]) / mix.sr
+    drone = np.sin(2 * np.pi * style["drone"] * tt + 3 * np.sin(2 * np.pi * 0.1 * tt))
+    mix.add(drone, 0, 0.15)
+    mix.add(_noise(mix.buf.shape[1], style["colour"], rng), 0, style["noise"] * 0.6)
+
+
+def _instrumental(mix, rng, style):
+    bpm, root = style["bpm"], style["root"]
+    starts, bar_s = _bars(mix, bpm)
+    prog = [0, 3, 5, 4]
+    for b, t0 in enumerate(starts):
+        ch = _chord("major", root + 12, prog[b % 4], size=4)
+        if style["flag"]:
+            for i, m in enumerate(ch):
+                mix.add(_note(_midi(m), bar_s, mix.sr, "piano", 0.004, 1.6, rng), t0 + i * bar_s / 4, 0.25)
+        else:
+            for m in ch:
+                mix.add(_note(_midi(m), bar_s, mix.sr, "piano", 0.004, 1.8, rng), t0, 0.2)
+        for h in range(2):
+            m = _degree("major", root + 24, int(rng.integers(0, 8)))
+            mix.add(_note(_midi(m), bar_s / 2, mix.sr, "piano", 0.004, 1.0, rng), t0 + h * bar_s / 2, 0.25, pan=0.2)
+        for m in _chord("major", root, prog[b % 4]):
+            mix.add(_note(_midi(m), bar_s * 1.1, mix.sr, "saw", 0.4, 3.0, rng) * 0.3, t0, 0.08, pan=-0.3)
+    mix.add(_noise(mix.buf.shape[1], 1.0, rng), 0, style["noise"] * 0.05)
+
+
+def _international(mix, rng, style):
+    bpm, root = style["bpm"], style["root"]
+    _drums(mix, rng, bpm, {"clave": ("x..x..x...x.x...", 0.45), "frame": ("x..x.x..x..x.x..", 0.7)})
+    starts, bar_s = _bars(mix, bpm)
+    tt = np.arange(mix.buf.shape[1]) / mix.sr
+    drone = sum(np.sin(2 * np.pi * _midi(root + d) * tt) for d in (0, 7))
+    mix.add(drone, 0, 0.06)
+    deg = 0
+    for t0 in starts:
+        for i in range(8):
+            deg = int(np.clip(deg + rng.integers(-2, 3), 0, 10))
+            m = _degree("hijaz", root + 24, deg)
+            mix.add(_note(_midi(m), bar_s / 6, mix.sr, "bell", 0.003, 0.25, rng), t0 + i * bar_s / 8, 0.18, pan=rng.uniform(-0.5, 0.5))
+    mix.add(_noise(mix.buf.shape[1], 0.0, rng), 0, style["noise"] * 0.05)
+
+
+def _style(genre: str, rng) -> dict:
+    """An artist's style: where in its genre's space it sits."""
+    tempo = {"Electronic": (122, 134), "Hip-Hop": (82, 96), "Rock": (110, 150), "Folk": (80, 115),
+             "Pop": (98, 124), "Instrumental": (60, 84), "International": (90, 112), "Experimental": (60, 60)}[genre]  # fmt: skip
+    return {
+        "bpm": rng.uniform(*tempo),
+        "root": float(rng.integers(36, 48)),
+        "flag": bool(rng.random() < 0.5),
+        "noise": rng.uniform(0.2, 1.0),
+        "swing": rng.uniform(0.05, 0.3),
+        "timbre": ["piano", "bell", "square"][int(rng.integers(0, 3))],
+        "drive": rng.uniform(3, 10),
+        "density": rng.uniform(1, 4),
+        "drone": rng.uniform(40, 120),
+        "colour": rng.uniform(0, 2),
+    }
+
+
+RENDERERS: dict[str, Callable] = {
+    "Electronic": _electronic, "Experimental": _experimental, "Folk": _folk, "Hip-Hop": _hiphop,
+    "Instrumental": _instrumental, "International": _international, "Pop": _pop, "Rock": _rock,
+}  # fmt: skip
+GENRES = tuple(RENDERERS)
+
+
+def render(genre: str, artist_seed: int, track_seed: int, seconds: float, sr: int) -> np.ndarray:
+    """One clip [samples, 2] float32 of `genre` in the style of an artist, varied per track."""
+    style = _style(genre, np.random.default_rng(artist_seed))
+    rng = np.random.default_rng(track_seed)
+    # A track moves a little from its artist's tempo and key.
+    style["bpm"] *= rng.uniform(0.96, 1.04)
+    style["root"] += float(rng.integers(-2, 3))
+    mix = _Mix(seconds, sr)
+    RENDERERS[genre](mix, rng, style)
+    peak = np.abs(mix.buf).max() + 1e-9
+    return (mix.buf.T / peak * rng.uniform(0.3, 0.9)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus
+
+
+def _write_mp3(path: str, x: np.ndarray, sr: int) -> None:
+    tmp = path + ".tmp"
+    # 320 kbit/s constant, as most FMA clips are encoded.
+    sf.write(tmp, x, sr, format="MP3", subtype="MPEG_LAYER_III", compression_level=0.0, bitrate_mode="CONSTANT")
+    os.replace(tmp, path)
+
+
+def _write_track(job: tuple) -> None:
+    path, genre, artist_seed, track_seed, seconds, sr, kind = job
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if kind == "missing":
+        return
+    if kind == "empty":
+        open(path, "wb").close()
+        return
+    if kind == "not_audio":
+        with open(path, "wb") as f:
+            f.write(b"<html><body>404 Not Found</body></html>\n" * 20)
+        return
+    if kind == "short":
+        seconds = 1.5
+    x = render(genre, artist_seed, track_seed, seconds, sr)
+    if kind == "silent":
+        x = np.zeros_like(x)
+    _write_mp3(path, x, sr)
+    if kind == "truncated":
+        # Cut mid-stream, as an interrupted upload leaves a file: 40% of it still decodes.
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(data[: int(len(data) * 0.4)])
+
+
+def plan(cfg: SynthConfig) -> pd.DataFrame:
+    """The corpus before any audio: one row per track with artist, genre, split, subset, kind."""
+    rng = np.random.default_rng(cfg.seed)
+    rows = []
+    track_id = 2
+    artist = 0
+    # Artists take genres in turn, so genres stay balanced; each has 1-4 tracks.
+    while len(rows) < cfg.tracks:
+        artist += 1
+        genre = GENRES[(artist - 1) % len(GENRES)]
+        for _ in range(int(rng.integers(1, 5))):
+            if len(rows) == cfg.tracks:
+                break
+            rows.append({"track_id": track_id, "artist_id": artist, "genre": genre})
+            track_id += int(rng.integers(1, 4))
+    df = pd.DataFrame(rows)
+    # Artist-filtered splits, stratified by genre: every artist's tracks share one split; the first
+    # artists of a genre seed validation and test so that small corpora cover every genre.
+    split_of = {}
+    for genre, g in df.groupby("genre", sort=True):
+        artists = list(g["artist_id"].unique())
+        rng.shuffle(artists)
+        counts = {"training": 0, "validation": 0, "test": 0}
+        target = {"training": 0.8, "validation": 0.1, "test": 0.1}
+        for i, a in enumerate(artists):
+            n = int((g["artist_id"] == a).sum())
+            if len(artists) >= 3 and i < 2:
+                s = ["validation", "test"][i]
+            else:
+                total = sum(counts.values()) + n
+                s = max(target, key=lambda k: target[k] * total - counts[k])
+            split_of[a] = s
+            counts[s] += n
+    df["split"] = df["artist_id"].map(split_of)
+    df["subset"] = rng.choice(["small", "medium", "large"], size=len(df), p=[0.4, 0.3, 0.3])
+    df["labelled"] = ~((df["subset"] == "large") & (rng.random(len(df)) < cfg.unlabelled_share / 0.3))
+    df["kind"] = "ok"
+    n_broken = int(round(cfg.broken_share * len(df)))
+    if n_broken:
+        idx = rng.choice(len(df), size=n_broken, replace=False)
+        kinds = list(BROKEN_EXPECTED)
+        df.loc[idx, "kind"] = [kinds[i % len(kinds)] for i in range(n_broken)]
+    df["expected"] = df["kind"].map(lambda k: BROKEN_EXPECTED.get(k, "ok"))
+    df["artist_seed"] = cfg.seed * 1_000_003 + df["artist_id"]
+    df["track_seed"] = cfg.seed * 1_000_003 + df["track_id"] * 7919 + 1
+    return df
+
+
+def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
+    rng = np.random.default_rng(cfg.seed + 1)
+    out = pd.DataFrame(index=pd.Index(df["track_id"], name="track_id"), columns=pd.MultiIndex.from_tuples(TRACKS_COLUMNS))
+    out.loc[:, :] = ""
+    genres_col, genres_all = [], []
+    for g, labelled in zip(df["genre"], df["labelled"]):
+        sub = SUBGENRES[g][int(rng.integers(0, 2))][0]
+        if labelled:
+            genres_col.append(f"[{sub}]")
+            genres_all.append(str(sorted([sub, GENRE_IDS[g]])))
+        else:  # several top genres: the FMA leaves genre_top empty
+            other = GENRES[(GENRES.index(g) + 1) % len(GENRES)]
+            osub = SUBGENRES[other][0][0]
+            genres_col.append(str(sorted([sub, osub])))
+            genres_all.append(str(sorted([sub, osub, GENRE_IDS[g], GENRE_IDS[other]])))
+    created = "2016-01-01 00:00:00"
+    album = df["artist_id"].to_numpy()
+    cols = {
+        ("album", "comments"): 0, ("album", "date_created"): created, ("album", "favorites"): 0,
+        ("album", "id"): album, ("album", "information"): "<p></p>", ("album", "listens"): 0,
+        ("album", "tags"): "[]", ("album", "title"): [f"Album {a}" for a in album],
+        ("album", "tracks"): df.groupby("artist_id")["track_id"].transform("size").to_numpy(), ("album", "type"): "Album",
+        ("artist", "comments"): 0, ("artist", "date_created"): created, ("artist", "favorites"): 0,
+        ("artist", "id"): album, ("artist", "name"): [f"Synthetic Artist {a}" for a in album], ("artist", "tags"): "[]",
+        ("set", "split"): df["split"].to_numpy(), ("set", "subset"): df["subset"].to_numpy(),
+        ("track", "bit_rate"): 320000, ("track", "comments"): 0, ("track", "date_created"): created,
+        ("track", "duration"): int(cfg.seconds), ("track", "favorites"): 0,
+        ("track", "genre_top"): np.where(df["labelled"], df["genre"], ""),
+        ("track", "genres"): genres_col, ("track", "genres_all"): genres_all, ("track", "interest"): 0,
+        ("track", "language_code"): "en", ("track", "license"): "Attribution 4.0 International",
+        ("track", "listens"): 0, ("track", "number"): df.groupby("artist_id").cumcount().to_numpy() + 1,
+        ("track", "tags"): "[]", ("track", "title"): [f"Track {t}" for t in df["track_id"]],
+    }  # fmt: skip
+    for k, v in cols.items():
+        out[k] = v
+    return out
+
+
+def _genres_csv(df: pd.DataFrame) -> pd.DataFrame:
+    rows = [(gid, int((df["genre"] == title).sum()), 0, title, gid) for gid, title in TOP_GENRES]
+    for parent, subs in SUBGENRES.items():
+        for gid, title in subs:
+            rows.append((gid, 0, GENRE_IDS[parent], title, GENRE_IDS[parent]))
+    g = pd.DataFrame(rows, columns=["genre_id", "#tracks", "parent", "title", "top_level"]).set_index("genre_id")
+    return g.sort_index()
+
+
+def generate(cfg: SynthConfig, progress: bool = True) -> str:
+    """Write the corpus under cfg.out and return it. A corpus already written with the same config
+    is reused as it is."""
+    from tqdm.auto import tqdm
+
+    from mgc import storage
+
+    if storage.is_uri(cfg.out):
+        raise MgcError(f"{cfg.out}: synth writes to a local folder; copy it to object storage afterwards")
+    meta_dir = os.path.join(cfg.out, "fma_metadata")
+    stamp = os.path.join(meta_dir, "synth_config.json")
+    wanted = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers")}
+    if os.path.exists(stamp) and storage.read_json(stamp) == wanted:
+        return cfg.out
+    df = plan(cfg)
+    audio_root = os.path.join(cfg.out, cfg.audio_dir)
+    jobs = [
+        (fma.audio_path(audio_root, r.track_id), r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind)
+        for r in df.itertuples()
+    ]
+    workers = cfg.workers or os.cpu_count() or 1
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for _ in tqdm(pool.map(_write_track, jobs, chunksize=4), total=len(jobs), desc="synth", unit="track", disable=not progress):
+            pass
+    os.makedirs(meta_dir, exist_ok=True)
+    _tracks_csv(df, cfg).to_csv(os.path.join(meta_dir, "tracks.csv"))
+    _genres_csv(df).to_csv(os.path.join(meta_dir, "genres.csv"))
+    truth = df[["track_id", "genre", "split", "subset", "labelled", "kind", "expected"]]
+    truth.to_csv(os.path.join(meta_dir, "synth_truth.csv"), index=False)
+    storage.write_json(stamp, wanted)
+    return cfg.out
