@@ -34,6 +34,9 @@ from mgc.manifest import Manifest
 REJECT_SCHEMA = pa.schema([("track_id", pa.int64()), ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
+SCALAR_COLUMNS = ["track_id", "segment", "split", "genre_top", "label"]
+
+
 def feature_schema(cfg: FeatureConfig) -> pa.Schema:
     """Shard rows: one per segment, features as fixed-shape float16 tensors."""
     return pa.schema(
@@ -97,13 +100,13 @@ def process_chunk(chunk: dict[str, Any], out: str, cfg: FeatureConfig) -> list[d
     name = shard_name(int(chunk["chunk"]))
     storage.write_parquet(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), storage.join(out, "rejects", name))
     if columns["logmel"]:
-        arrays = [pa.array(columns[c], type=schema.field(c).type) for c in ("track_id", "segment", "split", "genre_top", "label")]
+        arrays = [pa.array(columns[c], type=schema.field(c).type) for c in SCALAR_COLUMNS]
         arrays += [pa.FixedShapeTensorArray.from_numpy_ndarray(np.concatenate(columns[c])) for c in ("logmel", "mfcc")]
         table = pa.Table.from_arrays(arrays, schema=schema)
     else:
         table = schema.empty_table()
     # Written last: its existence marks the chunk done.
-    storage.write_parquet(table, storage.join(out, "features", name))
+    storage.write_parquet(table, storage.join(out, "features", name), scalar_columns=SCALAR_COLUMNS)
     return status
 
 
@@ -193,6 +196,9 @@ def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
             ray.init()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # ours below counts tracks, with rate and ETA
+        # Reservations keep resources for other operators; this pipeline has one, and on a
+        # small node they left a third of the CPUs idle (bench/README.md).
+        ctx.op_resource_reservation_enabled = False
         fn = functools.partial(process_chunk, out=cfg.out, cfg=cfg.features)
         # One block per chunk, so that each chunk is one task and chunks spread over all CPUs.
         ds = ray.data.from_items(todo, override_num_blocks=len(todo)).flat_map(fn, num_cpus=1)

@@ -1,0 +1,98 @@
+"""Shared fixtures: one real Ray cluster per test session (`ray start --head`, token auth on),
+and one small synthetic FMA corpus."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FMA_SAMPLE = REPO.parent / "shared" / "fma_sample"
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def fma_sample() -> Path:
+    """Genuine FMA metadata and two real MP3s; absent from a fresh clone."""
+    if not (FMA_SAMPLE / "tracks.csv").exists():
+        pytest.skip("../shared/fma_sample is not present")
+    return FMA_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """A head node started with the real `ray start --head`, token authentication on.
+
+    Yields a dict with the GCS address, the dashboard URL for `ray job submit`, and the
+    environment a client needs (RAY_AUTH_MODE=token and the token)."""
+    ray_bin = shutil.which("ray", path=str(BIN)) or shutil.which("ray")
+    token = secrets.token_hex(32)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+    # As if started from the activated venv: job entrypoints' `python` is the project's.
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    port, dash = _free_port(), _free_port()
+    cmd = [
+        ray_bin, "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
+        "--node-ip-address=127.0.0.1", "--num-cpus=2", "--object-store-memory=500000000", "--include-dashboard=true",
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
+    info = {
+        "address": f"127.0.0.1:{port}",
+        "dashboard": f"http://127.0.0.1:{dash}",
+        "env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+        "ray": ray_bin,
+    }
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS")}
+    os.environ.update({k: info["env"][k] for k in saved})
+    try:
+        yield info
+    finally:
+        import ray
+
+        ray.shutdown()
+        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def ray_connected(ray_cluster):
+    """This test process joined to the session's cluster as a driver."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=ray_cluster["address"], log_to_driver=False)
+    return ray_cluster
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """48 synthetic 9 s tracks (3 segments each) in FMA layout, 15% broken (every kind)."""
+    from mgc.synth import SynthConfig, generate
+
+    out = tmp_path_factory.mktemp("corpus")
+    generate(SynthConfig(out=str(out), tracks=48, seconds=9.0, broken_share=0.15, seed=7), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def truth(corpus) -> pd.DataFrame:
+    return pd.read_csv(corpus / "fma_metadata" / "synth_truth.csv")

@@ -1,0 +1,38 @@
+"""Checks on an extraction output shared by the tests."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from mgc import storage
+
+
+def read_output(out: Path):
+    feats = storage.read_parquet(str(out / "features"), columns=["track_id", "segment", "split", "genre_top", "label"]).to_pandas()
+    rejects = storage.read_parquet(str(out / "rejects")).to_pandas()
+    return feats, rejects
+
+
+def assert_complete_and_unique(out: Path, truth, segments_per_track: int):
+    """Every good track has exactly segments 0..n-1 once; every broken one exactly one reject with
+    the reason the corpus planned."""
+    feats, rejects = read_output(out)
+    assert not feats.duplicated(["track_id", "segment"]).any(), "duplicate segments"
+    assert not rejects["track_id"].duplicated().any(), "duplicate rejects"
+    assert set(feats["track_id"]).isdisjoint(rejects["track_id"])
+    per_track = feats.groupby("track_id")["segment"].agg(["count", "max"])
+    assert (per_track["max"] == per_track["count"] - 1).all()
+    good = truth[truth["expected"] == "ok"]
+    assert set(per_track.index) == set(good["track_id"])
+    full = good[good["kind"] == "ok"]["track_id"]
+    assert (per_track.loc[full, "count"] == segments_per_track).all()
+    got = dict(zip(rejects["track_id"], rejects["reason"]))
+    assert got == dict(zip(truth.loc[truth["expected"] != "ok", "track_id"], truth.loc[truth["expected"] != "ok", "expected"]))
+    return feats, rejects
+
+
+def first_shard_tensors(out: Path):
+    name = sorted(p for p in (out / "features").glob("part-*.parquet"))[0]
+    table = pq.read_table(name)
+    return table.column("logmel").combine_chunks().to_numpy_ndarray(), table.column("mfcc").combine_chunks().to_numpy_ndarray(), np.asarray(table.column("label"))
