@@ -65,6 +65,42 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace, model: str, name: str):
+    from mgc.train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "name", "progress"}
+    return TrainConfig(model=model, name=name, progress=not args.no_progress, **{k: getattr(args, k) for k in fields})
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import ray
+
+    from mgc.train import run
+
+    cfg = _train_config(args, args.model, args.name)
+    if not ray.is_initialized():
+        ray.init(address=args.ray_address)
+    out = run(cfg)
+    print(json.dumps({"run_dir": cfg.run_dir, "best_epoch": out["best_epoch"], "test": {k: {m: v for m, v in d.items() if m != "confusion"} for k, d in out["test"].items()}}, indent=2))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import ray
+
+    from mgc import storage
+    from mgc.train import compare, run
+
+    if not ray.is_initialized():
+        ray.init(address=args.ray_address)
+    runs = [run(_train_config(args, m, f"{args.name}{m}" if args.name else m)) for m in args.models.split(",")]
+    table = compare(runs)
+    storage.write_bytes(storage.join(args.storage_path, "comparison.csv"), table.to_csv(index=False).encode())
+    storage.write_bytes(storage.join(args.storage_path, "comparison.md"), (table.to_markdown(index=False) + "\n").encode())
+    print(table.to_string(index=False))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import os
 
@@ -111,6 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataclass_options(e, FeatureConfig, "feature options (stored in _config.json)")
     e.set_defaults(func=_cmd_extract)
 
+    from mgc.models import MODELS
+    from mgc.train import TrainConfig
+
+    t = sub.add_parser("train", help="train a model on extracted shards with Ray Train (DDP)")
+    t.add_argument("--model", default="cnn", choices=MODELS, help="network (default: cnn)")
+    t.add_argument("--name", default="", help="run name under --storage-path (default: the model name); re-use it to resume")
+    add_train_options(t, TrainConfig)
+    t.set_defaults(func=_cmd_train)
+
+    c = sub.add_parser("compare", help="train several models on the same shards and tabulate their test metrics")
+    c.add_argument("--models", default="cnn,cnn_lstm", help="comma-separated (default: cnn,cnn_lstm)")
+    c.add_argument("--name", default="", help="prefix of the run names")
+    add_train_options(c, TrainConfig)
+    c.set_defaults(func=_cmd_compare)
+
     d = sub.add_parser("demo", help="run the pipeline on a synthetic corpus")
     d.add_argument("--workdir", default="demo", help="where the corpus and outputs go (default: demo)")
     d.add_argument("--tracks", type=int, default=240, help="synthetic tracks (default: 240)")
@@ -119,6 +170,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ray-address", default=None)
     d.set_defaults(func=_cmd_demo)
     return p
+
+
+def add_train_options(parser: argparse.ArgumentParser, cls) -> None:
+    """Options of TrainConfig (tuples as comma-separated integers)."""
+    hints = typing.get_type_hints(cls)
+    parser.add_argument("--features", required=True, help="output folder (or URI) of mgc extract")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
+    parser.add_argument("--no-progress", action="store_true")
+    group = parser.add_argument_group("training options")
+    for f in dataclasses.fields(cls):
+        if f.name in ("features", "model", "name", "progress"):
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        kind = hints[f.name]
+        if kind is bool:
+            group.add_argument(flag, action="store_true", help=f"(default: {f.default})")
+        elif typing.get_origin(kind) is tuple:
+            group.add_argument(flag, type=lambda v: tuple(int(x) for x in v.split(",") if x), default=f.default, help=f"comma-separated (default: {','.join(map(str, f.default)) or 'model default'})")
+        else:
+            group.add_argument(flag, type=kind, default=f.default, help=f"(default: {f.default})")
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,59 @@
+"""PNG figures for runs: confusion matrices and learning curves (matplotlib, no display)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mgc import storage  # noqa: E402
+
+
+def _save(fig, path: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    storage.write_bytes(path, buf.getvalue())
+
+
+def confusion_matrix(cm: list[list[int]], labels: list[str], path: str, title: str) -> None:
+    """Row-normalised confusion matrix with counts in the cells."""
+    cm_arr = np.asarray(cm, dtype=float)
+    share = cm_arr / np.maximum(cm_arr.sum(1, keepdims=True), 1)
+    size = 1.0 + 0.55 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            if cm_arr[i, j]:
+                ax.text(j, i, int(cm_arr[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
+    _save(fig, path)
+
+
+def learning_curves(history: list[dict[str, Any]], path: str, title: str) -> None:
+    """Train and validation loss, and validation accuracy / macro F1 by epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+    a.plot(epochs, [h["val_segment_log_loss"] for h in history], marker="o", label="val segment log loss")
+    a.plot(epochs, [h["val_track_log_loss"] for h in history], marker="o", label="val track log loss")
+    a.set_xlabel("epoch")
+    a.legend()
+    for key, label in (("val_segment_accuracy", "val segment accuracy"), ("val_track_accuracy", "val track accuracy"), ("val_track_f1_macro", "val track macro F1")):
+        b.plot(epochs, [h[key] for h in history], marker="o", label=label)
+    b.set_ylim(0, 1.02)
+    b.set_xlabel("epoch")
+    b.legend(loc="lower right")
+    fig.suptitle(title)
+    _save(fig, path)

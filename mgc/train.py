@@ -1,0 +1,391 @@
+"""Data-parallel training on the extracted shards with Ray Train (TorchTrainer, DDP).
+
+The driver checks the shards and computes normalisation statistics of the training split before
+any worker starts; each worker streams its share of the training split with a local shuffle
+buffer; rank 0 scores the whole validation split every epoch at segment and track level and
+checkpoints. Checkpoints are ranked by validation track-level macro F1; a lost worker resumes from
+the latest one, and so does a re-run with the same --name and --storage-path. After training, the
+best checkpoint is exported as a model artifact and scored once on the test split.
+
+Run directory (<storage_path>/<name>/): Ray Train's checkpoints, plus model/ (the artifact),
+metrics.json, history.json, confusion_matrix.png, learning_curves.png, test_predictions.parquet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mgc import artifact, metrics, plots, storage
+from mgc.errors import MgcError
+from mgc.features import FeatureConfig
+from mgc.manifest import SPLITS
+from mgc.models import ModelConfig
+
+SCORE = "val_track_f1_macro"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Model sizes default to the literature's; tests shrink them."""
+
+    features: str
+    model: str = "cnn"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    dropout: float = 0.3
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    use_gpu: bool = False
+    storage_path: str = "runs"
+    name: str = ""
+    class_weights: bool = False
+    shuffle_buffer: int = 2048
+    max_failures: int = 2
+    seed: int = 0
+    channels: tuple[int, ...] = (64, 128, 256, 512)
+    dense: tuple[int, ...] = (1024, 256, 64, 32)
+    lstm_units: tuple[int, ...] = ()
+    kernel: int = 3
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1:
+            raise MgcError("--epochs, --batch-size and --num-workers must be at least 1")
+        if not self.lr > 0:
+            raise MgcError(f"learning rate {self.lr} must be positive")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.model
+
+    @property
+    def run_dir(self) -> str:
+        return storage.join(self.storage_path, self.run_name)
+
+
+@dataclass
+class Prepared:
+    """What the driver learns from the shards before training."""
+
+    features: FeatureConfig
+    labels: list[str]
+    model: ModelConfig
+    mean: list[float]
+    std: list[float]
+    class_weights: list[float] | None
+    segments: dict[str, int] = field(default_factory=dict)
+
+
+def _shards(cfg: TrainConfig) -> str:
+    return storage.join(cfg.features, "features")
+
+
+def _check_shards(cfg: TrainConfig, fcfg: FeatureConfig) -> None:
+    """Every shard must hold tensors of the shape _config.json promises."""
+    fs, root = storage.resolve(_shards(cfg))
+    want = {"logmel": list(fcfg.logmel_shape), "mfcc": list(fcfg.mfcc_shape)}
+    for name in storage.list_files(_shards(cfg), ".parquet"):
+        schema = pq.read_schema(fs.open_input_file(f"{root}/{name}"))
+        for column, shape in want.items():
+            typ = schema.field(column).type if column in schema.names else None
+            if not isinstance(typ, pa.FixedShapeTensorType) or list(typ.shape) != shape:
+                raise MgcError(
+                    f"{storage.join(_shards(cfg), name)}: {column} is {typ}, but {cfg.features}/_config.json says "
+                    f"{shape}: shards from a different FeatureConfig are mixed in; re-extract into a clean folder"
+                )
+
+
+def prepare(cfg: TrainConfig) -> Prepared:
+    """Validate the features and the options, and compute what training needs. Raises MgcError
+    before any worker starts: missing folder, mixed FeatureConfigs, empty or leaking splits,
+    labels in validation that training lacks, unknown model."""
+    import ray
+    from ray.data.expressions import col
+
+    if not storage.exists(cfg.features):
+        raise MgcError(f"{cfg.features}: feature directory not found")
+    config_path = storage.join(cfg.features, "_config.json")
+    if not storage.exists(config_path) or not storage.list_files(_shards(cfg), ".parquet"):
+        raise MgcError(f"{cfg.features}: no _config.json or no shards in features/: not the output of mgc extract")
+    config = storage.read_json(config_path)
+    fcfg = FeatureConfig.from_dict(config["feature_config"])
+    labels = config["labels"]
+    _check_shards(cfg, fcfg)
+    model_cfg = ModelConfig(
+        name=cfg.model, n_classes=len(labels), n_bands=fcfg.n_mfcc if cfg.model == "lstm" else fcfg.n_mels,
+        n_frames=fcfg.frames, channels=cfg.channels, kernel=cfg.kernel, dense=cfg.dense,
+        lstm_units=cfg.lstm_units, dropout=cfg.dropout,
+    )  # fmt: skip
+
+    index = storage.read_parquet(_shards(cfg), columns=["track_id", "split", "label"]).to_pandas()
+    leaks = index.groupby("track_id")["split"].nunique()
+    if (leaks > 1).any():
+        raise MgcError(f"{cfg.features}: track {int(leaks.idxmax())} has segments in more than one split")
+    labelled = index[index["label"] >= 0]
+    segments = {s: int((labelled["split"] == s).sum()) for s in SPLITS}
+    for split, n in segments.items():
+        if n == 0:
+            raise MgcError(f"{cfg.features}: the {split} split has no labelled segments")
+    seen = set(labelled.loc[labelled["split"] == "training", "label"])
+    for split in ("validation", "test"):
+        missing = sorted(set(labelled.loc[labelled["split"] == split, "label"]) - seen)
+        if missing:
+            raise MgcError(f"{cfg.features}: genre(s) {[labels[i] for i in missing]} appear in {split} but not in training")
+
+    # Band-wise mean and std over the training split, summed from per-block partials.
+    def partial(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = batch[model_cfg.input].astype(np.float64)
+        return {"n": np.array([x.shape[0] * x.shape[2]]), "s": x.sum(axis=(0, 2))[None], "ss": (x**2).sum(axis=(0, 2))[None]}
+
+    train = ray.data.read_parquet(_shards(cfg)).filter(expr=(col("split") == "training") & (col("label") >= 0))
+    parts = train.select_columns([model_cfg.input]).map_batches(partial, batch_format="numpy", batch_size=256).take_all()
+    n = sum(float(p["n"]) for p in parts)  # rows of take_all(): one per batch
+    s = np.sum([p["s"] for p in parts], axis=0)
+    ss = np.sum([p["ss"] for p in parts], axis=0)
+    mean = s / n
+    std = np.sqrt(np.maximum(ss / n - mean**2, 1e-8))
+    weights = None
+    if cfg.class_weights:
+        counts = labelled.loc[labelled["split"] == "training", "label"].value_counts().reindex(range(len(labels)), fill_value=0)
+        weights = (counts.sum() / (len(labels) * counts.clip(lower=1))).tolist()
+    _check_run_dir(cfg, fcfg, model_cfg)
+    return Prepared(fcfg, labels, model_cfg, mean.tolist(), std.tolist(), weights, segments)
+
+
+def _check_run_dir(cfg: TrainConfig, fcfg: FeatureConfig, model_cfg: ModelConfig) -> None:
+    """A run resumed by name must be the same run: same features and model."""
+    path = storage.join(cfg.run_dir, "run_config.json")
+    state = json.loads(json.dumps({"feature_config": fcfg.to_dict(), "model_config": model_cfg.to_dict(), "features": cfg.features}))
+    if not storage.exists(path):
+        storage.write_json(path, state)
+        return
+    old = storage.read_json(path)
+    for key in state:
+        if old.get(key) != state[key]:
+            raise MgcError(f"{cfg.run_dir} holds a run with a different {key.replace('_', ' ')}; choose another --name")
+
+
+def dataset(features: str, split: str, columns: list[str]):
+    """The labelled segments of one split as a Ray Dataset."""
+    import ray
+    from ray.data.expressions import col
+
+    ds = ray.data.read_parquet(storage.join(features, "features"))
+    return ds.filter(expr=(col("split") == split) & (col("label") >= 0)).select_columns(columns)
+
+
+def predict(model, batches, input_column: str, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(track_ids, labels, segment log-probabilities) of every batch, in eval mode."""
+    import torch
+
+    ids, ys, lps = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            x = batch[input_column].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(x)
+            lps.append(torch.log_softmax(logits.float(), 1).cpu().numpy())
+            ids.append(batch["track_id"].cpu().numpy())
+            ys.append(batch["label"].cpu().numpy())
+    return np.concatenate(ids), np.concatenate(ys).astype(int), np.concatenate(lps)
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    from mgc.models import build
+
+    tc = TrainConfig(**config["train"])
+    mc = ModelConfig.from_dict(config["model"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(tc.seed)
+    device = ray.train.torch.get_device()
+    net = build(mc, config["mean"], config["std"])
+    opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
+    state: dict[str, Any] = {"epoch": 0, "history": [], "resumed_at": []}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            saved = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+        net.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        state = {"epoch": saved["epoch"], "history": saved["history"], "resumed_at": saved["resumed_at"] + [saved["epoch"]]}
+    model = ray.train.torch.prepare_model(net)  # DDP over the workers, on the worker's device
+    weight = torch.tensor(config["class_weights"], device=device) if config["class_weights"] else None
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    columns = {"dtypes": {mc.input: torch.float32, "label": torch.int64, "track_id": torch.int64}, "device": device}
+    train_shard = ray.train.get_dataset_shard("train")
+    val_data = ray.train.get_dataset_shard("val")
+
+    for epoch in range(state["epoch"], tc.epochs):
+        model.train()
+        total = torch.zeros(2, device=device)
+        batches = train_shard.iter_torch_batches(
+            batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer, local_shuffle_seed=tc.seed + epoch,
+            prefetch_batches=2, pin_memory=device.type == "cuda", **columns,
+        )  # fmt: skip
+        for batch in batches:
+            x, y = batch[mc.input], batch["label"]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += torch.stack([loss.detach().float() * len(y), torch.tensor(float(len(y)), device=device)])
+        if world > 1:
+            dist.all_reduce(total)
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": float(total[0] / total[1])}
+        with tempfile.TemporaryDirectory() as tmp:
+            saved_checkpoint = None
+            if rank == 0:
+                # Rank 0 scores the whole validation split: segments of a track stay together.
+                batches = val_data.iter_torch_batches(batch_size=256, **columns)
+                ids, ys, lps = predict(net, batches, mc.input, device)
+                row.update(metrics.flat(metrics.evaluate(ids, ys, lps, mc.n_classes), "val"))
+                state["history"].append(row)
+                torch.save(
+                    {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": state["history"], "resumed_at": state["resumed_at"]},
+                    os.path.join(tmp, "state.pt"),
+                )
+                saved_checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(row, checkpoint=saved_checkpoint, checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
+
+
+def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None):
+    """The TorchTrainer for a run (Tune builds one per trial the same way)."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    columns = [prep.model.input, "label", "track_id"]
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "train": {k: v for k, v in dataclasses.asdict(cfg).items()},
+            "model": prep.model.to_dict(),
+            "mean": prep.mean,
+            "std": prep.std,
+            "class_weights": prep.class_weights,
+        },
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=_worker_resources(cfg)),
+        run_config=RunConfig(
+            name=cfg.run_name,
+            storage_path=_absolute(cfg.storage_path),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
+            callbacks=callbacks or [],
+        ),
+        datasets={"train": dataset(cfg.features, "training", columns), "val": dataset(cfg.features, "validation", columns)},
+        # Only training is split across workers; rank 0 reads all of validation.
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+
+
+def _worker_resources(cfg: TrainConfig) -> dict[str, float]:
+    return {"CPU": cfg.cpus_per_worker, **({"GPU": 1.0} if cfg.use_gpu else {})}
+
+
+def check_resources(cfg: TrainConfig, cluster: dict[str, float]) -> None:
+    """Training workers must leave a CPU for Ray Data's reads, or training waits for data forever."""
+    need_gpu = cfg.num_workers if cfg.use_gpu else 0
+    if cluster.get("GPU", 0) < need_gpu:
+        raise MgcError(f"--use-gpu with {cfg.num_workers} workers needs {need_gpu} GPUs; the cluster has {cluster.get('GPU', 0):g}")
+    free = cluster.get("CPU", 0) - cfg.num_workers * cfg.cpus_per_worker
+    if free < 1:
+        raise MgcError(
+            f"{cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPU leave {free:g} of the cluster's {cluster.get('CPU', 0):g} CPUs "
+            "for reading data (at least 1 is needed): lower --num-workers or --cpus-per-worker"
+        )
+
+
+def _absolute(path: str) -> str:
+    return path if storage.is_uri(path) else os.path.abspath(path)
+
+
+def finish(cfg: TrainConfig, prep: Prepared, result) -> dict[str, Any]:
+    """Export the best checkpoint as an artifact, score the test split once, write the outputs."""
+    import torch
+
+    from mgc.models import build
+
+    if result.error:
+        raise result.error
+    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][SCORE])
+    latest = result.checkpoint
+    with best_ckpt.as_directory() as d:
+        best = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+    with latest.as_directory() as d:
+        last = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+    history = last["history"]
+    net = build(prep.model)
+    net.load_state_dict(best["model"])
+    run_dir = cfg.run_dir
+    artifact.save(storage.join(run_dir, "model"), net, prep.features, prep.labels, {"epoch": best["epoch"], "run": cfg.run_name})
+
+    columns = [prep.model.input, "label", "track_id"]
+    batches = dataset(cfg.features, "test", columns).iter_torch_batches(
+        batch_size=256, dtypes={prep.model.input: torch.float32, "label": torch.int64, "track_id": torch.int64}
+    )
+    ids, ys, lps = predict(net, batches, prep.model.input, torch.device("cpu"))
+    test = metrics.evaluate(ids, ys, lps, prep.model.n_classes)
+    predictions = pa.table({"track_id": ids, "label": ys, "logprobs": pa.FixedShapeTensorArray.from_numpy_ndarray(lps.astype(np.float32))})
+    storage.write_parquet(predictions, storage.join(run_dir, "test_predictions.parquet"))
+
+    out = {
+        "run": cfg.run_name,
+        "model": prep.model.to_dict(),
+        "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress",)},
+        "labels": prep.labels,
+        "segments": prep.segments,
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "resumed_at": list(last["resumed_at"]),  # epochs resumed from a checkpoint (lost worker, re-run)
+        "validation": {k: v for k, v in best_metrics.items() if k.startswith("val_")},
+        "test": test,
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+    }
+    storage.write_json(storage.join(run_dir, "metrics.json"), out)
+    storage.write_json(storage.join(run_dir, "history.json"), history)
+    plots.confusion_matrix(test["track"]["confusion"], prep.labels, storage.join(run_dir, "confusion_matrix.png"), f"{cfg.run_name}: test, track level")
+    plots.learning_curves(history, storage.join(run_dir, "learning_curves.png"), cfg.run_name)
+    return out
+
+
+def run(cfg: TrainConfig) -> dict[str, Any]:
+    """Train one model end to end; returns what metrics.json holds."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
+    check_resources(cfg, ray.cluster_resources())
+    prep = prepare(cfg)
+    return finish(cfg, prep, trainer(cfg, prep).fit())
+
+
+def compare(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """The studies' table: one row per model, test metrics at segment and track level."""
+    rows = []
+    for r in runs:
+        row = {"model": r["model"]["name"], "run": r["run"], "parameters": r["parameters"], "best_epoch": r["best_epoch"]}
+        for level in ("segment", "track"):
+            for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss"):
+                row[f"{level}_{k}"] = round(r["test"][level][k], 4)
+        rows.append(row)
+    return pd.DataFrame(rows)
