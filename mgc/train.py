@@ -247,6 +247,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)  # keeps the LSTMs' steps stable
             opt.step()
             total += torch.stack([loss.detach().float() * len(y), torch.tensor(float(len(y)), device=device)])
         if world > 1:

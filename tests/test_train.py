@@ -1,0 +1,245 @@
+"""Ray Train on CPU: DDP, learning, honest metrics, failures, resume, the artifact, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO
+from mgc import fma, storage
+from mgc.cli import main
+from mgc.errors import MgcError
+from mgc.extract import ExtractConfig
+from mgc.extract import run as extract
+from mgc.features import FeatureConfig
+from mgc.train import TrainConfig, check_resources, prepare
+from mgc.train import run as train
+
+# Small networks and 0.5 CPU per worker: 2 DDP workers and Ray Data's reads share 2 CPUs.
+SMALL = dict(channels=(8, 16, 32, 32), dense=(64, 32), lstm_units=(32, 32), batch_size=32, lr=2e-3, dropout=0.2, num_workers=2, cpus_per_worker=0.5, progress=False)
+
+
+@pytest.fixture(scope="module")
+def features(ray_connected, tmp_path_factory):
+    """240 synthetic 9 s tracks of 8 genres, extracted."""
+    from mgc.synth import SynthConfig, generate
+
+    corpus = tmp_path_factory.mktemp("train_corpus")
+    generate(SynthConfig(out=str(corpus), tracks=240, seconds=9.0, broken_share=0.02, seed=3), progress=False)
+    out = tmp_path_factory.mktemp("train_features")
+    extract(fma.manifest(str(corpus)), ExtractConfig(out=str(out), tracks_per_shard=16, progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def compared(features, tmp_path_factory):
+    """`mgc compare` of cnn and cnn_lstm, as a user runs it."""
+    runs = tmp_path_factory.mktemp("runs")
+    args = ["compare", "--models", "cnn,cnn_lstm", "--features", str(features), "--storage-path", str(runs), "--epochs", "10",
+            "--channels", "8,16,32,32", "--dense", "64,32", "--lstm-units", "64,64", "--batch-size", "32", "--lr", "0.003",
+            "--dropout", "0.2", "--cpus-per-worker", "0.5", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    return runs
+
+
+@pytest.mark.parametrize("model", ["cnn", "cnn_lstm"])
+def test_models_learn_the_genres(compared, model):
+    m = json.loads((compared / model / "metrics.json").read_text())
+    assert m["validation"]["val_track_accuracy"] >= 0.9, m["validation"]
+    assert m["test"]["track"]["accuracy"] >= 0.8, m["test"]["track"]
+    for level in ("segment", "track"):
+        assert set(m["test"][level]) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "confusion"}
+    cm = np.array(m["test"]["track"]["confusion"])
+    assert cm.shape == (8, 8) and cm.sum() == m["test"]["track"]["n"]
+    history = json.loads((compared / model / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 11))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    for png in ("confusion_matrix.png", "learning_curves.png"):
+        assert (compared / model / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = pd.read_csv(compared / "comparison.csv")
+    assert list(table["model"]) == ["cnn", "cnn_lstm"]
+    row = table.set_index("model").loc[model]
+    assert row["track_accuracy"] == pytest.approx(m["test"]["track"]["accuracy"], abs=1e-4)
+    assert "| cnn_lstm" in (compared / "comparison.md").read_text()
+
+
+def test_artifact_predicts_the_same_in_a_plain_process(compared, features):
+    """No Ray in the process: the artifact alone reproduces the test predictions of training."""
+    script = f"""
+import sys, numpy as np, pyarrow.parquet as pq, pyarrow.compute as pc, torch
+from mgc import artifact
+model, meta = artifact.load({str(compared / 'cnn' / 'model')!r})
+t = pq.read_table({str(features / 'features')!r}, columns=['track_id', 'split', 'label', meta['input']])
+t = t.filter(pc.and_(pc.equal(t['split'], 'test'), pc.greater_equal(t['label'], 0)))
+x = torch.from_numpy(t[meta['input']].combine_chunks().to_numpy_ndarray().astype(np.float32))
+with torch.no_grad():
+    lp = torch.log_softmax(model(x), 1).numpy()
+saved = pq.read_table({str(compared / 'cnn' / 'test_predictions.parquet')!r})
+order = np.argsort(t['track_id'].to_numpy(), kind='stable')
+ref_order = np.argsort(saved['track_id'].to_numpy(), kind='stable')
+ref = saved['logprobs'].combine_chunks().to_numpy_ndarray()
+assert np.allclose(lp[order], ref[ref_order], atol=1e-4), np.abs(lp[order] - ref[ref_order]).max()
+assert 'ray' not in sys.modules
+print(len(lp))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout.strip()) > 0
+
+
+def _shuffled_copy(features, dest):
+    """The same shards with the training labels permuted across tracks."""
+    shutil.copytree(features, dest)
+    rng = np.random.default_rng(0)
+    files = sorted((dest / "features").glob("part-*.parquet"))
+    tables = [pq.read_table(f) for f in files]
+    index = pd.concat([t.select(["track_id", "split", "label"]).to_pandas() for t in tables]).drop_duplicates("track_id")
+    train = index[(index["split"] == "training") & (index["label"] >= 0)]
+    mapping = dict(zip(train["track_id"], rng.permutation(train["label"].to_numpy())))
+    for f, t in zip(files, tables):
+        labels = [mapping.get(tid, lab) for tid, lab in zip(t["track_id"].to_pylist(), t["label"].to_pylist())]
+        pq.write_table(t.set_column(t.schema.get_field_index("label"), "label", pa.array(labels, pa.int16())), f)
+    return dest
+
+
+def test_shuffled_labels_do_not_reach_high_accuracy(features, tmp_path):
+    shuffled = _shuffled_copy(features, tmp_path / "shuffled")
+    out = train(TrainConfig(features=str(shuffled), model="cnn", epochs=4, storage_path=str(tmp_path / "runs"), **SMALL))
+    assert out["validation"]["val_track_accuracy"] < 0.5, out["validation"]
+
+
+def test_ddp_workers_hold_identical_weights_after_a_step(features, tmp_path):
+    """Each rank steps on different data; equal weights afterwards prove gradients were averaged."""
+    import ray.train
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    def loop(config):
+        import hashlib
+
+        import torch
+
+        from mgc.models import ModelConfig, build
+
+        rank = ray.train.get_context().get_world_rank()
+        torch.manual_seed(0)
+        model = ray.train.torch.prepare_model(build(ModelConfig(channels=(4, 8), dense=(16,), n_classes=8)))
+        digest = lambda: hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()  # noqa: E731
+        before = digest()
+        torch.manual_seed(100 + rank)  # different data on each rank
+        x, y = torch.randn(8, 128, 130), torch.randint(0, 8, (8,))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        (config["out"] / f"rank{rank}.json").write_text(json.dumps({"before": before, "after": digest()}))
+
+    TorchTrainer(
+        loop, train_loop_config={"out": tmp_path}, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=RunConfig(name="ddp", storage_path=str(tmp_path / "runs")),
+    ).fit()  # fmt: skip
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["before"] == r1["before"] and r0["after"] != r0["before"]
+    assert r0["after"] == r1["after"]
+
+
+def test_a_killed_worker_resumes_from_the_checkpoint(ray_cluster, features, tmp_path):
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, str(REPO / "jobs" / "train.py"), "--features", str(features), "--storage-path", str(runs), "--name", "killed",
+           "--epochs", "4", "--channels", "8,16,32,32", "--dense", "64,32", "--cpus-per-worker", "0.5", "--batch-size", "32", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=ray_cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 400
+    while not (runs / "killed" / "epoch-0002").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    workers = [p for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker")]
+    assert workers and proc.poll() is None, "training ended before a worker could be killed"
+    workers[-1].kill()
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, output[-3000:]
+    m = json.loads((runs / "killed" / "metrics.json").read_text())
+    # Resumed from a checkpoint (epoch 1 if the kill came while epoch 2's was being reported), not from scratch.
+    assert m["resumed_at"] and 1 <= m["resumed_at"][0] < 4, m["resumed_at"]
+    assert m["epochs_run"] == 4
+    assert [h["epoch"] for h in json.loads((runs / "killed" / "history.json").read_text())] == [1, 2, 3, 4]
+
+
+def test_rerunning_the_same_run_name_resumes(features, tmp_path):
+    cfg = dict(features=str(features), model="cnn", storage_path=str(tmp_path), name="again", **SMALL)
+    train(TrainConfig(epochs=1, **cfg))
+    out = train(TrainConfig(epochs=2, **cfg))
+    assert out["resumed_at"] == [1] and out["epochs_run"] == 2
+
+
+def _extract_variant(src_features, dest, **feature_kwargs):
+    config = json.loads((src_features / "_config.json").read_text())
+    root = config["source"]["root"]
+    extract(fma.manifest(root), ExtractConfig(out=str(dest), tracks_per_shard=16, features=FeatureConfig(**feature_kwargs), progress=False))
+    return dest
+
+
+def test_bad_inputs_fail_before_any_worker_starts(features, tmp_path):
+    def cfg(path, **kw):
+        return TrainConfig(features=str(path), storage_path=str(tmp_path / "runs"), **{**SMALL, **kw})
+
+    with pytest.raises(MgcError, match="feature directory not found"):
+        prepare(cfg(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MgcError, match="not the output of mgc extract"):
+        prepare(cfg(tmp_path / "empty"))
+    with pytest.raises(MgcError, match="unknown model 'resnet'"):
+        prepare(cfg(features, model="resnet"))
+    # Shards of another FeatureConfig mixed in: the error names the shard.
+    mixed = tmp_path / "mixed"
+    shutil.copytree(features, mixed)
+    other = _extract_variant(features, tmp_path / "other", n_mels=64)
+    shutil.copy(other / "features" / "part-000000.parquet", mixed / "features" / "part-999999.parquet")
+    with pytest.raises(MgcError, match=r"part-999999.parquet: logmel .* different FeatureConfig"):
+        prepare(cfg(mixed))
+    # An empty split, and a genre in validation that training lacks.
+    for name, mutate, message in [
+        ("novalid", lambda t: t["split"].replace("validation", "training"), "validation split has no labelled segments"),
+        ("newgenre", None, "appear in validation but not in training"),
+    ]:
+        dest = tmp_path / name
+        shutil.copytree(features, dest)
+        for f in (dest / "features").glob("part-*.parquet"):
+            df = pq.read_table(f).to_pandas()
+            if mutate:
+                df["split"] = mutate(df)
+            else:  # every Rock track of training becomes unlabelled
+                df.loc[(df["split"] == "training") & (df["genre_top"] == "Rock"), "label"] = -1
+            table = pq.read_table(f)
+            table = table.set_column(table.schema.get_field_index("split"), "split", pa.array(df["split"], pa.string()))
+            table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(df["label"], pa.int16()))
+            pq.write_table(table, f)
+        with pytest.raises(MgcError, match=message):
+            prepare(cfg(dest))
+    with pytest.raises(MgcError, match="leave 0 of the cluster's 2 CPUs"):
+        check_resources(cfg(features, cpus_per_worker=1.0), {"CPU": 2.0})
+    with pytest.raises(MgcError, match="needs 2 GPUs"):
+        check_resources(cfg(features, use_gpu=True), {"CPU": 8.0})
+    assert not list((tmp_path / "runs").glob("*/run_config.json")), "a refused run left a run directory"
+
+
+def test_real_fma_splits_are_by_track_and_artist(fma_sample, tmp_path):
+    """The FMA's own split, kept by mgc, never puts a track (or an artist) in two splits."""
+    (tmp_path / "fma_metadata").mkdir()
+    for name in ("tracks.csv", "genres.csv"):
+        shutil.copy(fma_sample / name, tmp_path / "fma_metadata" / name)
+    (tmp_path / "fma_large").mkdir()
+    m = fma.manifest(str(tmp_path), subset="large")
+    assert m.tracks["track_id"].is_unique
+    tracks = fma.read_tracks(str(tmp_path / "fma_metadata" / "tracks.csv"))
+    artist = tracks[("artist", "id")].reindex(m.tracks["track_id"]).to_numpy()
+    by_split = {s: set(artist[m.tracks["split"].to_numpy() == s]) for s in ("training", "validation", "test")}
+    assert not by_split["training"] & by_split["test"] and not by_split["training"] & by_split["validation"]
+    assert storage.exists(str(tmp_path / "fma_large"))
