@@ -13,14 +13,23 @@ from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str) -> None:
-    """One --option per field of a config dataclass, with its default shown in --help."""
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, skip: tuple[str, ...] = ()) -> None:
+    """One --option per field of a config dataclass, with its default shown in --help: bools are
+    flags, tuples comma-separated integers, optionals take their inner type."""
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        kind = hints[f.name]
-        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
-        group.add_argument(f"--{f.name.replace('_', '-')}", type=base, default=f.default, help=f"(default: {f.default})")
+        if f.name in skip:
+            continue
+        flag, kind = f"--{f.name.replace('_', '-')}", hints[f.name]
+        if kind is bool:
+            group.add_argument(flag, action="store_true", help=f"(default: {f.default})")
+        elif typing.get_origin(kind) is tuple:
+            shown = ",".join(map(str, f.default)) or "the model's"
+            group.add_argument(flag, type=lambda v: tuple(int(x) for x in v.split(",") if x), default=f.default, help=f"comma-separated (default: {shown})")
+        else:
+            base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+            group.add_argument(flag, type=base, default=f.default, help=f"(default: {f.default})")
 
 
 def _feature_config(args: argparse.Namespace) -> FeatureConfig:
@@ -190,23 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_train_options(parser: argparse.ArgumentParser, cls) -> None:
-    """Options of TrainConfig (tuples as comma-separated integers)."""
-    hints = typing.get_type_hints(cls)
+    """Where the features are, which cluster, and every TrainConfig option."""
     parser.add_argument("--features", required=True, help="output folder (or URI) of mgc extract")
     parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
     parser.add_argument("--no-progress", action="store_true")
-    group = parser.add_argument_group("training options")
-    for f in dataclasses.fields(cls):
-        if f.name in ("features", "model", "name", "progress"):
-            continue
-        flag = f"--{f.name.replace('_', '-')}"
-        kind = hints[f.name]
-        if kind is bool:
-            group.add_argument(flag, action="store_true", help=f"(default: {f.default})")
-        elif typing.get_origin(kind) is tuple:
-            group.add_argument(flag, type=lambda v: tuple(int(x) for x in v.split(",") if x), default=f.default, help=f"comma-separated (default: {','.join(map(str, f.default)) or 'model default'})")
-        else:
-            group.add_argument(flag, type=kind, default=f.default, help=f"(default: {f.default})")
+    _add_dataclass_options(parser, cls, "training options", skip=("features", "model", "name", "progress"))
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:

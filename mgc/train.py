@@ -114,9 +114,6 @@ def prepare(cfg: TrainConfig) -> Prepared:
     """Validate the features and the options, and compute what training needs. Raises MgcError
     before any worker starts: missing folder, mixed FeatureConfigs, empty or leaking splits,
     labels in validation that training lacks, unknown model."""
-    import ray
-    from ray.data.expressions import col
-
     if not storage.exists(cfg.features):
         raise MgcError(f"{cfg.features}: feature directory not found")
     config_path = storage.join(cfg.features, "_config.json")
@@ -152,8 +149,8 @@ def prepare(cfg: TrainConfig) -> Prepared:
         x = batch[model_cfg.input].astype(np.float64)
         return {"n": np.array([x.shape[0] * x.shape[2]]), "s": x.sum(axis=(0, 2))[None], "ss": (x**2).sum(axis=(0, 2))[None]}
 
-    train = ray.data.read_parquet(_shards(cfg)).filter(expr=(col("split") == "training") & (col("label") >= 0))
-    parts = train.select_columns([model_cfg.input]).map_batches(partial, batch_format="numpy", batch_size=256).take_all()
+    train = dataset(cfg.features, "training", [model_cfg.input])
+    parts = train.map_batches(partial, batch_format="numpy", batch_size=256).take_all()
     n = sum(float(p["n"]) for p in parts)  # rows of take_all(): one per batch
     s = np.sum([p["s"] for p in parts], axis=0)
     ss = np.sum([p["ss"] for p in parts], axis=0)
@@ -185,7 +182,8 @@ def dataset(features: str, split: str, columns: list[str], cache: bool = False):
     import ray
     from ray.data.expressions import col
 
-    ds = ray.data.read_parquet(storage.join(features, "features"))
+    fs, path = storage.resolve(storage.join(features, "features"))
+    ds = ray.data.read_parquet(path, filesystem=fs)
     ds = ds.filter(expr=(col("split") == split) & (col("label") >= 0)).select_columns(columns)
     return ds.materialize() if cache else ds
 
@@ -300,7 +298,7 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None):
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=_worker_resources(cfg)),
         run_config=RunConfig(
             name=cfg.run_name,
-            storage_path=_absolute(cfg.storage_path),
+            **_ray_storage(cfg.storage_path),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
             callbacks=callbacks or [],
@@ -328,8 +326,12 @@ def check_resources(cfg: TrainConfig, cluster: dict[str, float]) -> None:
         )
 
 
-def _absolute(path: str) -> str:
-    return path if storage.is_uri(path) else os.path.abspath(path)
+def _ray_storage(path: str) -> dict[str, Any]:
+    """RunConfig's storage arguments, through our storage layer (so custom S3 endpoints hold)."""
+    if not storage.is_uri(path):
+        return {"storage_path": os.path.abspath(path)}
+    fs, inner = storage.resolve(path)
+    return {"storage_path": inner, "storage_filesystem": fs}
 
 
 def finish(cfg: TrainConfig, prep: Prepared, result) -> dict[str, Any]:

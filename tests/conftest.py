@@ -34,14 +34,48 @@ def fma_sample() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
+def s3_server():
+    """An S3-compatible server (moto's standalone server) on 127.0.0.1, and the standard AWS
+    variables that point clients at it."""
+    import time
+
+    port = _free_port()
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("moto_server did not start")
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "mgc-test", "AWS_SECRET_ACCESS_KEY": "mgc-test", "AWS_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory, s3_server):
     """A head node started with the real `ray start --head`, token authentication on.
 
     Yields a dict with the GCS address, the dashboard URL for `ray job submit`, and the
     environment a client needs (RAY_AUTH_MODE=token and the token)."""
     ray_bin = shutil.which("ray", path=str(BIN)) or shutil.which("ray")
     token = secrets.token_hex(32)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+    # The nodes get the S3 server's variables, as a cluster's nodes get their credentials.
+    env = {**os.environ, **s3_server, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
     # As if started from the activated venv: job entrypoints' `python` is the project's.
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     port, dash = _free_port(), _free_port()

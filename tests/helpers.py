@@ -8,13 +8,13 @@ import pyarrow.parquet as pq
 from mgc import storage
 
 
-def read_output(out: Path):
-    feats = storage.read_parquet(str(out / "features"), columns=["track_id", "segment", "split", "genre_top", "label"]).to_pandas()
-    rejects = storage.read_parquet(str(out / "rejects")).to_pandas()
+def read_output(out: Path | str):
+    feats = storage.read_parquet(storage.join(str(out), "features"), columns=["track_id", "segment", "split", "genre_top", "label"]).to_pandas()
+    rejects = storage.read_parquet(storage.join(str(out), "rejects")).to_pandas()
     return feats, rejects
 
 
-def assert_complete_and_unique(out: Path, truth, segments_per_track: int):
+def assert_complete_and_unique(out: Path | str, truth, segments_per_track: int):
     """Every good track has exactly segments 0..n-1 once; every broken one exactly one reject with
     the reason the corpus planned."""
     feats, rejects = read_output(out)
