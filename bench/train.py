@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--model", default="cnn")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--shuffle-buffer", type=int, default=512, help="rows in each worker's local shuffle buffer")
     ap.add_argument("--workdir", default=str(HERE / "out"))
     args = ap.parse_args()
 
@@ -94,7 +95,7 @@ def main() -> None:
     shutil.rmtree(runs, ignore_errors=True)
     # 2 workers at 0.5 CPU each leave one CPU of this 2-core machine for Ray Data's reads.
     cfg = TrainConfig(
-        features=str(features), model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=1e-3,
+        features=str(features), model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, shuffle_buffer=args.shuffle_buffer,
         num_workers=2, cpus_per_worker=cores / 4, storage_path=str(runs), progress=False, **SIZES,
     )  # fmt: skip
     prep = prepare(cfg)
@@ -112,6 +113,7 @@ def main() -> None:
     cached_rate = float(np.median(cached[1:] or cached))
     result = {
         "model": args.model,
+        "shuffle_buffer": args.shuffle_buffer,
         "sizes": SIZES,
         "parameters": int(sum(p.numel() for p in __import__("mgc.models", fromlist=["build"]).build(prep.model).parameters())),
         "training_segments": prep.segments["training"],

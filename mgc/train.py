@@ -51,7 +51,9 @@ class TrainConfig:
     storage_path: str = "runs"
     name: str = ""
     class_weights: bool = False
-    shuffle_buffer: int = 2048
+    # Rows each worker shuffles locally; the shards' order is also shuffled every epoch. A buffer
+    # larger than a worker's share of an epoch stalls compute until all of it is read (bench/README.md).
+    shuffle_buffer: int = 512
     # Hold the decoded splits in Ray's object store after the first read (spills to disk when
     # they do not fit): later epochs skip Parquet decoding, which costs as much as a small model's step.
     cache_data: bool = False
@@ -282,6 +284,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
 def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None):
     """The TorchTrainer for a run (Tune builds one per trial the same way)."""
+    import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -303,7 +306,12 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None):
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
             callbacks=callbacks or [],
         ),
-        datasets={split: dataset(cfg.features, source, columns, cache=cfg.cache_data) for split, source in (("train", "training"), ("val", "validation"))},
+        datasets={
+            "train": dataset(cfg.features, "training", columns, cache=cfg.cache_data).randomize_block_order(
+                seed=ray.data.RandomSeedConfig(seed=cfg.seed, reseed_after_execution=True)  # a new order each epoch
+            ),
+            "val": dataset(cfg.features, "validation", columns, cache=cfg.cache_data),
+        },
         # Only training is split across workers; rank 0 reads all of validation.
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
