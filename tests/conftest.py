@@ -3,6 +3,7 @@ and one small synthetic FMA corpus."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -23,6 +24,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]):
+    """These variables in this process's environment for a session fixture's lifetime."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in variables.items():
+            mp.setenv(k, v)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -52,18 +62,12 @@ def s3_server():
                 raise RuntimeError("moto_server did not start")
             time.sleep(0.2)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "mgc-test", "AWS_SECRET_ACCESS_KEY": "mgc-test", "AWS_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        yield env
+        with _environment(env):
+            yield env
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")
@@ -91,20 +95,14 @@ def ray_cluster(tmp_path_factory, s3_server):
         "env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
         "ray": ray_bin,
     }
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS")}
-    os.environ.update({k: info["env"][k] for k in saved})
     try:
-        yield info
+        with _environment({k: info["env"][k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS")}):
+            yield info
     finally:
         import ray
 
         ray.shutdown()
         subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")
