@@ -94,6 +94,7 @@ def main() -> None:
 
     from mgc import fma
     from mgc.extract import ExtractConfig, run
+    from mgc.manifest import Manifest
     from mgc.synth import SynthConfig, generate
 
     work = Path(args.workdir)
@@ -110,7 +111,7 @@ def main() -> None:
 
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     mb = 1 << 20
-    quarter = type(manifest)(manifest.tracks.head(n // 4), manifest.labels, manifest.source)
+    quarter = Manifest(manifest.tracks.head(n // 4), manifest.labels, manifest.source)
 
     def extract(m, name: str) -> tuple[float, dict]:
         out = work / name

@@ -78,6 +78,7 @@ def main() -> None:
     from mgc import fma
     from mgc.extract import ExtractConfig
     from mgc.extract import run as extract
+    from mgc.models import build
     from mgc.synth import SynthConfig, generate
     from mgc.train import TrainConfig, prepare
     from mgc.train import run as train
@@ -115,7 +116,7 @@ def main() -> None:
         "model": args.model,
         "shuffle_buffer": args.shuffle_buffer,
         "sizes": SIZES,
-        "parameters": int(sum(p.numel() for p in __import__("mgc.models", fromlist=["build"]).build(prep.model).parameters())),
+        "parameters": int(sum(p.numel() for p in build(prep.model).parameters())),
         "training_segments": prep.segments["training"],
         "cores": cores,
         "plain_segments_per_s": round(plain_rate, 1),

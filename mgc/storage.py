@@ -25,18 +25,15 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
-def _s3_endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-
-
 def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     """Return the filesystem and the path inside it for a local path or a URI.
 
     s3:// honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (S3-compatible stores), which pyarrow
     itself ignores; credentials and region come from the standard AWS variables or profile.
     """
-    if path.startswith("s3://") and _s3_endpoint():
-        endpoint = urlparse(_s3_endpoint())
+    endpoint_url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if path.startswith("s3://") and endpoint_url:
+        endpoint = urlparse(endpoint_url)
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         fs = pafs.S3FileSystem(endpoint_override=endpoint.netloc, scheme=endpoint.scheme or "https", region=region)
         return fs, path[len("s3://") :].rstrip("/")
