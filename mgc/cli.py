@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
 import typing
 
 from mgc.errors import MgcError
@@ -15,20 +16,32 @@ from mgc.features import FeatureConfig
 
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, skip: tuple[str, ...] = ()) -> None:
     """One --option per field of a config dataclass, with its default shown in --help: bools are
-    flags, tuples comma-separated integers, optionals take their inner type."""
+    flags, tuples comma-separated, a scalar-or-tuple field either, optionals take their inner type."""
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag, kind = f"--{f.name.replace('_', '-')}", hints[f.name]
+        options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+        tup = next((t for t in options if typing.get_origin(t) is tuple), None)
         if kind is bool:
             group.add_argument(flag, action="store_true", help=f"(default: {f.default})")
-        elif typing.get_origin(kind) is tuple:
-            shown = ",".join(map(str, f.default)) or "the model's"
-            group.add_argument(flag, type=lambda v: tuple(int(x) for x in v.split(",") if x), default=f.default, help=f"comma-separated (default: {shown})")
+        elif tup is not None:
+            item = typing.get_args(tup)[0]
+            scalar = next((t for t in options if t not in (tup, type(None))), None)
+
+            def parse(v: str, item=item, scalar=scalar):
+                if scalar is not None and "," not in v:
+                    return scalar(v)
+                return tuple(item(x) for x in v.split(",") if x)
+
+            shown = f.default if not isinstance(f.default, tuple) else ",".join(map(str, f.default)) or "the model's"
+            group.add_argument(flag, type=parse, default=f.default, help=f"comma-separated (default: {shown})")
+        elif f.default is dataclasses.MISSING:
+            group.add_argument(flag, type=kind, required=True, help="(required)")
         else:
-            base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+            base = next((t for t in options if t is not type(None)), kind)
             group.add_argument(flag, type=base, default=f.default, help=f"(default: {f.default})")
 
 
@@ -74,10 +87,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace, model: str, name: str):
+def _train_config(args: argparse.Namespace, model: str, name: str, skip: tuple[str, ...] = ()):
     from mgc.train import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "name", "progress"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "name", "progress", *skip}
     return TrainConfig(model=model, name=name, progress=not args.no_progress, **{k: getattr(args, k) for k in fields})
 
 
@@ -107,6 +120,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     storage.write_bytes(storage.join(args.storage_path, "comparison.csv"), table.to_csv(index=False).encode())
     storage.write_bytes(storage.join(args.storage_path, "comparison.md"), (table.to_markdown(index=False) + "\n").encode())
     print(table.to_string(index=False))
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    import ray
+
+    from mgc import tune
+
+    if not args.resume and not args.features:
+        raise MgcError("--features is required (or --resume with --storage-path and --name of a sweep)")
+    if not ray.is_initialized():
+        ray.init(address=args.ray_address)
+    if args.resume:
+        best = tune.resume(args.storage_path, args.name or f"{args.model}-sweep")
+    else:
+        train = _train_config(args, args.model, args.name or f"{args.model}-sweep", skip=tune.PER_TRIAL)
+        fields = {f.name for f in dataclasses.fields(tune.SweepConfig)} - {"train"}
+        best = tune.run(tune.SweepConfig(train=train, **{k: getattr(args, k) for k in fields}))
+    print(json.dumps(best, indent=2))
     return 0
 
 
@@ -145,7 +177,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
+    """The parser; `tune_defaults` (from a --config file) replace `mgc tune`'s defaults."""
     p = argparse.ArgumentParser(prog="mgc", description="Music genre classification at catalogue scale, on Ray.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = p.add_subparsers(dest="command", required=True)
@@ -187,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_options(c, TrainConfig)
     c.set_defaults(func=_cmd_compare)
 
+    from mgc.tune import PER_TRIAL, SweepConfig
+
+    u = sub.add_parser("tune", help="sweep learning rate and dropout with Ray Tune (ASHA), each trial a Ray Train run")
+    u.add_argument("--model", default="cnn", choices=MODELS, help="network (default: cnn)")
+    u.add_argument("--name", default="", help="sweep name under --storage-path (default: <model>-sweep)")
+    u.add_argument("--config", help="TOML or JSON file of these options (keys as here, - or _); the command line overrides it")
+    u.add_argument("--resume", action="store_true", help="continue the sweep --storage-path/--name after an interruption")
+    add_train_options(u, TrainConfig, features_required=False, skip=PER_TRIAL)
+    _add_dataclass_options(u, SweepConfig, "sweep options", skip=("train",))
+    u.set_defaults(func=_cmd_tune, **(tune_defaults or {}))
+
     d = sub.add_parser("demo", help="run the pipeline on a synthetic corpus")
     d.add_argument("--workdir", default="demo", help="where the corpus and outputs go (default: demo)")
     d.add_argument("--tracks", type=int, default=240, help="synthetic tracks (default: 240)")
@@ -198,12 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def add_train_options(parser: argparse.ArgumentParser, cls) -> None:
-    """Where the features are, which cluster, and every TrainConfig option."""
-    parser.add_argument("--features", required=True, help="output folder (or URI) of mgc extract")
+def add_train_options(parser: argparse.ArgumentParser, cls, features_required: bool = True, skip: tuple[str, ...] = ()) -> None:
+    """Where the features are, which cluster, and every TrainConfig option (less `skip`)."""
+    parser.add_argument("--features", required=features_required, help="output folder (or URI) of mgc extract")
     parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
     parser.add_argument("--no-progress", action="store_true")
-    _add_dataclass_options(parser, cls, "training options", skip=("features", "model", "name", "progress"))
+    _add_dataclass_options(parser, cls, "training options", skip=("features", "model", "name", "progress", *skip))
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -223,6 +267,10 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "config", None):
+            from mgc.tune import config_file_values
+
+            args = build_parser(config_file_values(args.config)).parse_args(argv)
         return args.func(args)
     except MgcError as e:
         if args.debug:

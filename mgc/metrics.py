@@ -10,6 +10,9 @@ import pandas as pd
 from scipy.special import log_softmax
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
 
+# The scalar scores of every split and level, as reported per epoch and written to metrics.json.
+SCALARS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss")
+
 
 def scores(y: np.ndarray, logprobs: np.ndarray, n_classes: int) -> dict[str, Any]:
     """Accuracy, macro precision / recall / F1, log loss and the confusion matrix."""

@@ -37,17 +37,34 @@ class ModelConfig:
     kernel: int = 3
     dense: tuple[int, ...] = (1024, 256, 64, 32)
     lstm_units: tuple[int, ...] = field(default=())
-    dropout: float = 0.3
+    # One rate shared by every dropout layer, or one per layer in the order of `dropout_layers`.
+    dropout: float | tuple[float, ...] = 0.3
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
             raise MgcError(f"unknown model {self.name!r}; choose one of {', '.join(MODELS)}")
         if not self.lstm_units:
             object.__setattr__(self, "lstm_units", _LSTM_DEFAULTS[self.name])
-        if not 0 <= self.dropout < 1:
+        rates = self.dropout_rates
+        if len(rates) != len(self.dropout_layers):
+            raise MgcError(f"{self.name} has {len(self.dropout_layers)} dropout layers ({', '.join(self.dropout_layers)}), but {len(rates)} rates were given")
+        if not all(0 <= r < 1 for r in rates):
             raise MgcError(f"dropout {self.dropout} is outside [0, 1)")
         if self.name != "lstm" and len(self.channels) and self.n_bands >> len(self.channels) < 1:
             raise MgcError(f"{len(self.channels)} pooling blocks leave no frequency bands of {self.n_bands}")
+
+    @property
+    def dropout_layers(self) -> tuple[str, ...]:
+        """Names of the dropout layers, in order: between stacked LSTMs, then the head's input."""
+        stacked = len(self.lstm_units) if self.name != "cnn" else 0
+        return tuple(f"lstm{i}" for i in range(1, stacked)) + ("head",)
+
+    @property
+    def dropout_rates(self) -> tuple[float, ...]:
+        """One rate per dropout layer."""
+        if isinstance(self.dropout, (int, float)):
+            return (float(self.dropout),) * len(self.dropout_layers)
+        return tuple(float(r) for r in self.dropout)
 
     @property
     def input(self) -> str:
@@ -60,8 +77,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
         d = dict(d)
-        for k in ("channels", "dense", "lstm_units"):
-            if k in d:
+        for k in ("channels", "dense", "lstm_units", "dropout"):
+            if isinstance(d.get(k), list):
                 d[k] = tuple(d[k])
         return cls(**d)
 
@@ -85,18 +102,23 @@ class _Head(nn.Module):
 
 
 class _LSTMStack(nn.Module):
-    def __init__(self, n_in: int, units: tuple[int, ...], bidirectional_first: bool = False):
+    """Stacked LSTMs with dropout between them (`dropout`: one rate per gap)."""
+
+    def __init__(self, n_in: int, units: tuple[int, ...], dropout: tuple[float, ...], bidirectional_first: bool = False):
         super().__init__()
         self.layers = nn.ModuleList()
         for i, u in enumerate(units):
             bi = bidirectional_first and i == 0
             self.layers.append(nn.LSTM(n_in, u, batch_first=True, bidirectional=bi))
             n_in = u * (2 if bi else 1)
+        self.drops = nn.ModuleList(nn.Dropout(r) for r in dropout)
         self.size = n_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for lstm in self.layers:
+        for i, lstm in enumerate(self.layers):
             x, _ = lstm(x)
+            if i < len(self.drops):
+                x = self.drops[i](x)
         return x[:, -1]  # the last time step summarises the sequence
 
 
@@ -126,8 +148,9 @@ class GenreNet(nn.Module):
         self.register_buffer("norm_mean", torch.zeros(bands) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("norm_std", torch.ones(bands) if std is None else torch.as_tensor(std, dtype=torch.float32))
         self.seq: _LSTMStack | None = None
+        *gaps, head_rate = cfg.dropout_rates
         if cfg.name == "lstm":
-            self.seq = _LSTMStack(bands, cfg.lstm_units)
+            self.seq = _LSTMStack(bands, cfg.lstm_units, gaps)
             n_out = self.seq.size
         elif cfg.name == "crnn":
             blocks, c_in, f = [], 1, bands
@@ -135,7 +158,7 @@ class GenreNet(nn.Module):
                 blocks.append(_ResBlock(c_in, c, cfg.kernel))
                 c_in, f = c, f // 2
             self.trunk = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d((1, None)))  # frequency -> 1 band
-            self.seq = _LSTMStack(c_in, cfg.lstm_units)
+            self.seq = _LSTMStack(c_in, cfg.lstm_units, gaps)
             n_out = self.seq.size
         else:
             blocks, c_in = [], 1
@@ -147,9 +170,9 @@ class GenreNet(nn.Module):
             if cfg.name == "cnn":
                 n_out = c_in * f * t
             else:
-                self.seq = _LSTMStack(c_in * f, cfg.lstm_units, bidirectional_first=cfg.name == "cnn_bilstm")
+                self.seq = _LSTMStack(c_in * f, cfg.lstm_units, gaps, bidirectional_first=cfg.name == "cnn_bilstm")
                 n_out = self.seq.size
-        self.head = _Head(n_out, cfg.dense, cfg.n_classes, cfg.dropout)
+        self.head = _Head(n_out, cfg.dense, cfg.n_classes, head_rate)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, bands, frames] features -> [batch, n] vector before the head."""

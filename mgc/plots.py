@@ -1,4 +1,4 @@
-"""PNG figures for runs: confusion matrices and learning curves (matplotlib, no display)."""
+"""PNG figures for runs and sweeps: confusion matrices, learning curves, the search plane (matplotlib, no display)."""
 
 from __future__ import annotations
 
@@ -56,4 +56,24 @@ def learning_curves(history: list[dict[str, Any]], path: str, title: str) -> Non
     b.set_xlabel("epoch")
     b.legend(loc="lower right")
     fig.suptitle(title)
+    _save(fig, path)
+
+
+def search_plane(lr, dropout, score, early, best: int, path: str, metric: str, dropout_label: str) -> None:
+    """Each trial at its learning rate (log) and dropout, coloured by its best score; trials ASHA
+    stopped early are crosses, the best trial is ringed."""
+    lr, dropout, score, early = (np.asarray(v) for v in (lr, dropout, score, early))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    finite = np.isfinite(score.astype(float))
+    vmin, vmax = (np.nanmin(score[finite]), np.nanmax(score[finite])) if finite.any() else (0, 1)
+    for mask, marker, label in ((~early, "o", "ran every epoch"), (early, "X", "stopped early (ASHA)")):
+        if mask.any():
+            sc = ax.scatter(lr[mask], dropout[mask], c=score[mask].astype(float), cmap="viridis", vmin=vmin, vmax=vmax, marker=marker, s=70, edgecolors="black", linewidths=0.5, label=label)
+    ax.scatter([lr[best]], [dropout[best]], s=260, facecolors="none", edgecolors="red", linewidths=1.5, label="best")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(dropout_label)
+    ax.legend(loc="best", fontsize=8)
+    fig.colorbar(sc, ax=ax, label=f"best {metric}")
+    ax.set_title(f"{len(lr)} trials")
     _save(fig, path)

@@ -33,6 +33,8 @@ from mgc.manifest import SPLITS
 from mgc.models import ModelConfig
 
 SCORE = "val_track_f1_macro"
+# What every epoch reports (besides throughput): the metrics Tune and checkpoint ranking can use.
+REPORTED = ("train_loss", *(f"val_{level}_{k}" for level in ("segment", "track") for k in metrics.SCALARS))
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,11 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
-    dropout: float = 0.3
+    dropout: float | tuple[float, ...] = 0.3  # shared, or one rate per dropout layer of the model
     num_workers: int = 2
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
+    gpus_per_worker: float = 1.0  # with use_gpu; fractions let several workers or trials share a GPU
     storage_path: str = "runs"
     name: str = ""
     class_weights: bool = False
@@ -162,7 +165,6 @@ def prepare(cfg: TrainConfig) -> Prepared:
     if cfg.class_weights:
         counts = labelled.loc[labelled["split"] == "training", "label"].value_counts().reindex(range(len(labels)), fill_value=0)
         weights = (counts.sum() / (len(labels) * counts.clip(lower=1))).tolist()
-    _check_run_dir(cfg, fcfg, model_cfg)
     return Prepared(fcfg, labels, model_cfg, mean.tolist(), std.tolist(), weights, segments)
 
 
@@ -282,12 +284,14 @@ def train_loop(config: dict[str, Any]) -> None:
             ray.train.report(row, checkpoint=saved_checkpoint, checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
 
 
-def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None):
-    """The TorchTrainer for a run (Tune builds one per trial the same way)."""
+def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, score: tuple[str, str] = (SCORE, "max")):
+    """The TorchTrainer for a run (Tune builds one per trial the same way); checkpoints are kept
+    by the reported metric `score` = (name, "max" | "min")."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    _check_run_dir(cfg, prep.features, prep.model)
     columns = [prep.model.input, "label", "track_id"]
     return TorchTrainer(
         train_loop,
@@ -301,9 +305,9 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None):
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=_worker_resources(cfg)),
         run_config=RunConfig(
             name=cfg.run_name,
-            **_ray_storage(cfg.storage_path),
+            **ray_storage(cfg.storage_path),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=score[0], checkpoint_score_order=score[1]),
             callbacks=callbacks or [],
         ),
         datasets={
@@ -318,14 +322,14 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None):
 
 
 def _worker_resources(cfg: TrainConfig) -> dict[str, float]:
-    return {"CPU": cfg.cpus_per_worker, **({"GPU": 1.0} if cfg.use_gpu else {})}
+    return {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if cfg.use_gpu else {})}
 
 
 def check_resources(cfg: TrainConfig, cluster: dict[str, float]) -> None:
     """Training workers must leave a CPU for Ray Data's reads, or training waits for data forever."""
-    need_gpu = cfg.num_workers if cfg.use_gpu else 0
+    need_gpu = cfg.num_workers * cfg.gpus_per_worker if cfg.use_gpu else 0
     if cluster.get("GPU", 0) < need_gpu:
-        raise MgcError(f"--use-gpu with {cfg.num_workers} workers needs {need_gpu} GPUs; the cluster has {cluster.get('GPU', 0):g}")
+        raise MgcError(f"{cfg.num_workers} workers x {cfg.gpus_per_worker:g} GPU need {need_gpu:g} GPUs; the cluster has {cluster.get('GPU', 0):g}")
     free = cluster.get("CPU", 0) - cfg.num_workers * cfg.cpus_per_worker
     if free < 1:
         raise MgcError(
@@ -334,7 +338,7 @@ def check_resources(cfg: TrainConfig, cluster: dict[str, float]) -> None:
         )
 
 
-def _ray_storage(path: str) -> dict[str, Any]:
+def ray_storage(path: str) -> dict[str, Any]:
     """RunConfig's storage arguments, through our storage layer (so custom S3 endpoints hold)."""
     if not storage.is_uri(path):
         return {"storage_path": os.path.abspath(path)}
@@ -342,18 +346,23 @@ def _ray_storage(path: str) -> dict[str, Any]:
     return {"storage_path": inner, "storage_filesystem": fs}
 
 
-def finish(cfg: TrainConfig, prep: Prepared, result) -> dict[str, Any]:
-    """Export the best checkpoint as an artifact, score the test split once, write the outputs."""
+def checkpoint_state(run_dir: str, epoch: int) -> dict[str, Any]:
+    """The training state a run checkpointed after `epoch` (model, optimizer, history)."""
+    import io
+
+    import torch
+
+    data = storage.read_bytes(storage.join(run_dir, f"epoch-{epoch:04d}", "state.pt"))
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """Export the `best` checkpointed state as an artifact into cfg.run_dir, score the test split
+    once, write the outputs; `last` is the latest state (for the whole history)."""
     import torch
 
     from mgc.models import build
 
-    best_ckpt, best_metrics = max(result.best_checkpoints, key=lambda cm: cm[1][SCORE])
-    latest = result.checkpoint
-    with best_ckpt.as_directory() as d:
-        best = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
-    with latest.as_directory() as d:
-        last = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
     history = last["history"]
     net = build(prep.model)
     net.load_state_dict(best["model"])
@@ -398,7 +407,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
     check_resources(cfg, ray.cluster_resources())
     prep = prepare(cfg)
-    return finish(cfg, prep, trainer(cfg, prep).fit())
+    result = trainer(cfg, prep).fit()
+    best_epoch, best_metrics = max(((m["epoch"], m) for _, m in result.best_checkpoints), key=lambda em: em[1][SCORE])
+    return finish(cfg, prep, checkpoint_state(cfg.run_dir, best_epoch), best_metrics, checkpoint_state(cfg.run_dir, result.metrics["epoch"]))
 
 
 def compare(runs: list[dict[str, Any]]) -> pd.DataFrame:
@@ -407,7 +418,7 @@ def compare(runs: list[dict[str, Any]]) -> pd.DataFrame:
     for r in runs:
         row = {"model": r["model"]["name"], "run": r["run"], "parameters": r["parameters"], "best_epoch": r["best_epoch"]}
         for level in ("segment", "track"):
-            for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss"):
+            for k in metrics.SCALARS:
                 row[f"{level}_{k}"] = round(r["test"][level][k], 4)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -116,6 +116,34 @@ def ray_connected(ray_cluster):
 
 
 @pytest.fixture(scope="session")
+def features(ray_connected, tmp_path_factory) -> Path:
+    """240 synthetic 9 s tracks of 8 genres, extracted: the input of the training and tuning tests."""
+    from mgc import fma
+    from mgc.extract import ExtractConfig, run
+    from mgc.synth import SynthConfig, generate
+
+    corpus = tmp_path_factory.mktemp("train_corpus")
+    generate(SynthConfig(out=str(corpus), tracks=240, seconds=9.0, broken_share=0.02, seed=3), progress=False)
+    out = tmp_path_factory.mktemp("train_features")
+    run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), tracks_per_shard=16, progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def compared(features, tmp_path_factory) -> Path:
+    """`mgc compare` of cnn and cnn_lstm, as a user runs it: the runs folder (cnn/model is the
+    artifact the labelling and recommendation tests use)."""
+    from mgc.cli import main
+
+    runs = tmp_path_factory.mktemp("runs")
+    args = ["compare", "--models", "cnn,cnn_lstm", "--features", str(features), "--storage-path", str(runs), "--epochs", "10",
+            "--channels", "8,16,32,32", "--dense", "64,32", "--lstm-units", "64,64", "--batch-size", "32", "--lr", "0.003",
+            "--dropout", "0.2", "--cpus-per-worker", "0.5", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    return runs
+
+
+@pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     """48 synthetic 9 s tracks (3 segments each) in FMA layout, 15% broken (every kind)."""
     from mgc.synth import SynthConfig, generate

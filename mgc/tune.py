@@ -1,0 +1,322 @@
+"""Ray Tune sweeps over learning rate and dropout; every trial is a real Ray Train run.
+
+The Train V2 pattern: a Tune function per trial builds and fits mgc.train's TorchTrainer, whose
+TuneReportCallback passes each epoch's metrics to Tune and so to the ASHA scheduler. A killed
+sweep resumes from its directory: finished trials are kept, interrupted ones continue from their
+last Ray Train checkpoint.
+
+Sweep directory (<storage_path>/<name>/), besides Tune's own state and trial folders:
+
+    sweep.json          the sweep's configuration (what --resume reads back)
+    runs/<trial_id>/    each trial's Ray Train run: checkpoints, attempts.json (start times)
+    trials.csv          one row per trial: configuration, last and best score, epochs, stop reason
+    best.json           the best trial: configuration, score, epoch, test metrics
+    search_plane.png    learning rate x dropout, coloured by each trial's best score
+    best/               the best trial's best checkpoint as a training run directory: model/
+                        (the artifact), metrics.json (test split scored once), plots
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from mgc import plots, storage
+from mgc import train as training
+from mgc.errors import MgcError
+from mgc.train import SCORE, TrainConfig
+
+SEARCHERS = ("random", "optuna", "hyperopt")
+# TrainConfig fields that a sweep samples or derives for each trial, so not options of a sweep.
+PER_TRIAL = ("lr", "dropout", "use_gpu", "gpus_per_worker")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep: search space, search algorithm, ASHA early stopping and trial resources.
+    `train` is every trial's run, less the learning rate and dropout the sweep samples;
+    the sweep directory is its storage_path/name."""
+
+    train: TrainConfig
+    num_samples: int = 16
+    max_concurrent: int = 0  # 0: as many trials as the cluster's CPUs and GPUs hold at once
+    lr_min: float = 1e-5
+    lr_max: float = 1e-2
+    dropout_min: float = 0.1
+    dropout_max: float = 0.7
+    dropout_per_layer: bool = False  # sample each dropout layer's rate, not one shared rate
+    search: str = "random"  # random, or a model-based searcher: optuna, hyperopt (where installed)
+    metric: str = SCORE  # what ASHA and the best trial go by; *loss is minimised, the rest maximised
+    grace_period: int = 1  # epochs before ASHA may stop a trial
+    reduction_factor: int = 3  # ASHA keeps the best 1/reduction_factor at each rung
+    gpus_per_trial: float = 0.0  # shared by the trial's workers; fractions let trials share a GPU
+
+    @property
+    def mode(self) -> str:
+        return "min" if self.metric.endswith("loss") else "max"
+
+    @property
+    def sweep_dir(self) -> str:
+        return self.train.run_dir
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SweepConfig":
+        lists = {k: tuple(v) for k, v in d["train"].items() if isinstance(v, list)}  # JSON turned tuples into lists
+        return cls(**{**d, "train": TrainConfig(**{**d["train"], **lists})})
+
+
+def check(sweep: SweepConfig, cluster: dict[str, float]) -> None:
+    """Everything that can be wrong before a trial starts, as one clear MgcError."""
+    if not 0 < sweep.lr_min < sweep.lr_max:
+        raise MgcError(f"learning-rate range [{sweep.lr_min:g}, {sweep.lr_max:g}] is empty or inverted: need 0 < --lr-min < --lr-max")
+    if not 0 <= sweep.dropout_min < sweep.dropout_max < 1:
+        raise MgcError(f"dropout range [{sweep.dropout_min:g}, {sweep.dropout_max:g}] is empty or inverted: need 0 <= --dropout-min < --dropout-max < 1")
+    if sweep.metric not in training.REPORTED:
+        raise MgcError(f"metric {sweep.metric!r} is not reported by training; choose one of {', '.join(training.REPORTED)}")
+    if sweep.num_samples < 1:
+        raise MgcError("--num-samples must be at least 1")
+    if not 1 <= sweep.grace_period <= sweep.train.epochs or sweep.reduction_factor < 2:
+        raise MgcError(f"ASHA needs 1 <= --grace-period <= --epochs ({sweep.train.epochs}) and --reduction-factor >= 2")
+    gpus = cluster.get("GPU", 0)
+    if sweep.gpus_per_trial > gpus:
+        raise MgcError(f"--gpus-per-trial {sweep.gpus_per_trial:g} is more than the cluster's {gpus:g} GPUs")
+    training.check_resources(trial_config(sweep, {"lr": sweep.lr_min, "dropout": sweep.dropout_min}, "check"), cluster)
+    _searcher(sweep)
+
+
+def trial_config(sweep: SweepConfig, params: dict[str, Any], trial_id: str, layers: tuple[str, ...] = ()) -> TrainConfig:
+    """One trial's training run: the sampled learning rate and dropout, under runs/<trial_id>."""
+    dropout = tuple(params[f"dropout_{name}"] for name in layers) if sweep.dropout_per_layer else params["dropout"]
+    gpus = sweep.gpus_per_trial
+    return dataclasses.replace(
+        sweep.train, lr=params["lr"], dropout=dropout, storage_path=storage.join(sweep.sweep_dir, "runs"), name=trial_id,
+        use_gpu=gpus > 0, gpus_per_worker=gpus / sweep.train.num_workers if gpus else 1.0, progress=False,
+    )  # fmt: skip
+
+
+def _space(sweep: SweepConfig, layers: tuple[str, ...]) -> dict[str, Any]:
+    from ray import tune
+
+    dropout = tune.uniform(sweep.dropout_min, sweep.dropout_max)
+    names = [f"dropout_{name}" for name in layers] if sweep.dropout_per_layer else ["dropout"]
+    return {"lr": tune.loguniform(sweep.lr_min, sweep.lr_max), **{n: dropout for n in names}}
+
+
+def _searcher(sweep: SweepConfig, max_concurrent: int = 1):
+    """Tune's search algorithm named by sweep.search, seeded with the training seed, running at
+    most `max_concurrent` trials at once (Tune ignores TuneConfig's limit for random search)."""
+    if sweep.search not in SEARCHERS:
+        raise MgcError(f"unknown search algorithm {sweep.search!r}; choose one of {', '.join(SEARCHERS)}")
+    from ray.tune.search import ConcurrencyLimiter
+
+    if sweep.search == "random":
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        return BasicVariantGenerator(random_state=sweep.train.seed, max_concurrent=max_concurrent)
+    try:
+        if sweep.search == "optuna":
+            import optuna  # noqa: F401
+            from ray.tune.search.optuna import OptunaSearch
+
+            return ConcurrencyLimiter(OptunaSearch(seed=sweep.train.seed), max_concurrent)
+        import hyperopt  # noqa: F401
+        from ray.tune.search.hyperopt import HyperOptSearch
+
+        return ConcurrencyLimiter(HyperOptSearch(random_state_seed=sweep.train.seed), max_concurrent)
+    except ImportError as e:
+        raise MgcError(f"--search {sweep.search} needs the {sweep.search} package ({e}): pip install {sweep.search}") from None
+
+
+def _trial(params: dict[str, Any], sweep: SweepConfig, prep: training.Prepared) -> None:
+    """One trial, in its Tune actor: a Ray Train run of the sampled configuration. Its start is
+    recorded, so trials.csv shows which trials an interruption restarted."""
+    import ray
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    cfg = trial_config(sweep, params, ray.tune.get_context().get_trial_id(), prep.model.dropout_layers)
+    attempts_path = storage.join(cfg.run_dir, "attempts.json")
+    attempts = storage.read_json(attempts_path) if storage.exists(attempts_path) else []
+    storage.write_json(attempts_path, attempts + [time.time()])
+    trial_prep = dataclasses.replace(prep, model=dataclasses.replace(prep.model, dropout=cfg.dropout))
+    training.trainer(cfg, trial_prep, callbacks=[TuneReportCallback()], score=(sweep.metric, sweep.mode)).fit()
+
+
+def concurrency(sweep: SweepConfig, cluster: dict[str, float]) -> int:
+    """Trials at once: what the cluster holds, keeping a CPU for Ray Data, unless set."""
+    if sweep.max_concurrent:
+        return sweep.max_concurrent
+    per_trial = sweep.train.num_workers * sweep.train.cpus_per_worker
+    n = int((cluster.get("CPU", 0) - 1) // per_trial)
+    if sweep.gpus_per_trial:
+        n = min(n, int(cluster.get("GPU", 0) // sweep.gpus_per_trial))
+    return max(1, n)
+
+
+def _absolute(sweep: SweepConfig, storage_path: str | None = None) -> SweepConfig:
+    """Local paths made absolute here, in the driver: trials resolve them in Ray workers elsewhere."""
+
+    def fix(path: str) -> str:
+        return path if storage.is_uri(path) else os.path.abspath(path)
+
+    train = dataclasses.replace(sweep.train, features=fix(sweep.train.features), storage_path=fix(storage_path or sweep.train.storage_path))
+    return dataclasses.replace(sweep, train=train)
+
+
+def run(sweep: SweepConfig) -> dict[str, Any]:
+    """Run a new sweep to the end; returns what best.json holds."""
+    sweep = _absolute(sweep)
+    if storage.exists(storage.join(sweep.sweep_dir, "sweep.json")):
+        raise MgcError(f"{sweep.sweep_dir} already holds a sweep: resume it with --resume, or choose another --name")
+    return _fit(sweep, resume=False)
+
+
+def resume(storage_path: str, name: str) -> dict[str, Any]:
+    """Continue the sweep stored at storage_path/name: finished trials are kept."""
+    saved = storage.join(storage_path, name, "sweep.json")
+    if not storage.exists(saved):
+        raise MgcError(f"{storage.join(storage_path, name)}: no sweep to resume (no sweep.json)")
+    # The sweep's folder is where it is now, whatever path it was started with.
+    return _fit(_absolute(SweepConfig.from_dict(storage.read_json(saved)), storage_path), resume=True)
+
+
+def _fit(sweep: SweepConfig, resume: bool) -> dict[str, Any]:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    if not ray.is_initialized():
+        ray.init()
+    ray.data.DataContext.get_current().enable_progress_bars = sweep.train.progress
+    cluster = ray.cluster_resources()
+    check(sweep, cluster)
+    prep = training.prepare(sweep.train)
+    if not resume:
+        storage.write_json(storage.join(sweep.sweep_dir, "sweep.json"), sweep.to_dict())
+    # The Tune function only drives its Ray Train run: it reserves memory, not a CPU that the
+    # workers or Ray Data's reads need (Tune requires it to reserve something).
+    trainable = tune.with_resources(tune.with_parameters(_trial, sweep=sweep, prep=prep), {"memory": 512 * 2**20})
+    where = training.ray_storage(sweep.train.storage_path)
+    experiment = f"{where['storage_path'].rstrip('/')}/{sweep.train.run_name}"
+    if resume and tune.Tuner.can_restore(experiment, storage_filesystem=where.get("storage_filesystem")):
+        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=where.get("storage_filesystem"))
+    else:  # a new sweep, or one killed before Tune saved any state
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_space(sweep, prep.model.dropout_layers),
+            tune_config=tune.TuneConfig(
+                metric=sweep.metric, mode=sweep.mode, search_alg=_searcher(sweep, concurrency(sweep, cluster)), num_samples=sweep.num_samples,
+                scheduler=ASHAScheduler(time_attr="epoch", max_t=sweep.train.epochs, grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor),
+            ),  # fmt: skip
+            run_config=tune.RunConfig(
+                name=sweep.train.run_name, failure_config=tune.FailureConfig(max_failures=1), verbose=None if sweep.train.progress else 0, **where
+            ),
+        )
+    return summarise(sweep, prep, tuner.fit())
+
+
+def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFrame:
+    """trials.csv: one row per trial from Tune's per-epoch results."""
+    rows = []
+    dropout_keys = [f"dropout_{name}" for name in layers] if sweep.dropout_per_layer else ["dropout"]
+    for result in grid:
+        # Tune adds trial_id to every report; a trial that failed before reporting has its folder's name.
+        trial_id = result.metrics.get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1]
+        config = result.config or {}
+        row: dict[str, Any] = {"trial_id": trial_id, "lr": config.get("lr"), **{k: config.get(k) for k in dropout_keys}}
+        history = result.metrics_dataframe
+        if history is not None and "epoch" in history:
+            # A restarted trial may report an epoch twice: keep the latest report of each.
+            history = history.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").sort_values("epoch")
+        if history is not None and len(history) and sweep.metric in history:
+            best = history.loc[history[sweep.metric].idxmax() if sweep.mode == "max" else history[sweep.metric].idxmin()]
+            row.update({
+                "epochs_run": int(history["epoch"].iloc[-1]), f"last_{sweep.metric}": float(history[sweep.metric].iloc[-1]),
+                f"best_{sweep.metric}": float(best[sweep.metric]), "best_epoch": int(best["epoch"]),
+                "last_val_track_accuracy": float(history["val_track_accuracy"].iloc[-1]),
+            })  # fmt: skip
+        else:
+            row.update({"epochs_run": 0, f"last_{sweep.metric}": None, f"best_{sweep.metric}": None, "best_epoch": None, "last_val_track_accuracy": None})
+        if result.error:
+            row["stop_reason"] = f"error: {str(result.error).strip().splitlines()[-1][:200]}"
+        elif row["epochs_run"] >= sweep.train.epochs:
+            row["stop_reason"] = "completed"
+        else:
+            row["stop_reason"] = "stopped early by ASHA"
+        attempts = storage.join(sweep.sweep_dir, "runs", trial_id, "attempts.json")
+        row["attempts"] = len(storage.read_json(attempts)) if storage.exists(attempts) else 0
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("trial_id").reset_index(drop=True)
+
+
+def summarise(sweep: SweepConfig, prep: training.Prepared, grid) -> dict[str, Any]:
+    """Write trials.csv, the search-plane PNG, the best trial's artifact and best.json."""
+    layers = prep.model.dropout_layers
+    table = _trial_rows(sweep, grid, layers)
+    best_col = f"best_{sweep.metric}"
+    storage.write_bytes(storage.join(sweep.sweep_dir, "trials.csv"), table.to_csv(index=False).encode())
+    scored = table.dropna(subset=[best_col])
+    if scored.empty:
+        raise MgcError(f"{sweep.sweep_dir}: no trial reported {sweep.metric}; see trials.csv for the trials' errors")
+    top = scored.loc[scored[best_col].idxmax() if sweep.mode == "max" else scored[best_col].idxmin()]
+    dropout_cols = [c for c in table.columns if c.startswith("dropout")]
+    plots.search_plane(
+        table["lr"], table[dropout_cols].mean(axis=1), table[best_col].astype(float), table["stop_reason"] != "completed", int(top.name),
+        storage.join(sweep.sweep_dir, "search_plane.png"), sweep.metric, "dropout" if len(dropout_cols) == 1 else "mean dropout over layers",
+    )  # fmt: skip
+
+    params = {"lr": float(top["lr"]), **{c: float(top[c]) for c in dropout_cols}}
+    cfg = trial_config(sweep, params, str(top["trial_id"]), layers)
+    best_state = training.checkpoint_state(cfg.run_dir, int(top["best_epoch"]))
+    last_state = training.checkpoint_state(cfg.run_dir, int(top["epochs_run"]))
+    best_metrics = next(h for h in last_state["history"] if h["epoch"] == int(top["best_epoch"]))
+    trial_prep = dataclasses.replace(prep, model=dataclasses.replace(prep.model, dropout=cfg.dropout))
+    exported = dataclasses.replace(cfg, storage_path=sweep.sweep_dir, name="best")
+    out = training.finish(exported, trial_prep, best_state, best_metrics, last_state)
+    best = {
+        "trial_id": str(top["trial_id"]),
+        "metric": sweep.metric,
+        "mode": sweep.mode,
+        "score": float(top[best_col]),
+        "epoch": int(top["best_epoch"]),
+        "config": {"lr": cfg.lr, "dropout": cfg.dropout},
+        "train_run": cfg.run_dir,
+        "artifact": storage.join(exported.run_dir, "model"),
+        "test": {level: {k: v for k, v in m.items() if k != "confusion"} for level, m in out["test"].items()},
+        "trials": int(len(table)),
+        "stopped_early": int((table["stop_reason"] == "stopped early by ASHA").sum()),
+    }
+    storage.write_json(storage.join(sweep.sweep_dir, "best.json"), best)
+    return best
+
+
+def config_file_values(path: str) -> dict[str, Any]:
+    """Options from a TOML or JSON sweep file (keys as the command line's, - or _), checked."""
+    import json
+    import tomllib
+
+    if not storage.exists(path):
+        raise MgcError(f"{path}: sweep config file not found")
+    text = storage.read_bytes(path).decode("utf-8")
+    try:
+        values = tomllib.loads(text) if path.endswith(".toml") else json.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as e:
+        raise MgcError(f"{path}: not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {e}") from None
+    known = {f.name for f in dataclasses.fields(SweepConfig)} | {f.name for f in dataclasses.fields(TrainConfig)}
+    known -= {"train", "progress", *PER_TRIAL}
+    out = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise MgcError(f"{path}: unknown option {key!r}")
+        out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
