@@ -36,21 +36,42 @@ def _open(path: str):
     return io.BytesIO(data)
 
 
+BLOCK_SECONDS = 60  # decode unit of long files
+
+
 def load(path: str, cfg: FeatureConfig) -> np.ndarray:
     """Decode `path` to mono float32 at cfg.sample_rate (at most cfg.max_seconds of it).
 
     Raises Reject('missing_file' | 'decode_error') for files that cannot be used.
     """
     source = _open(path)
+    pieces = []
     try:
         with sf.SoundFile(source) as f:
             sr = f.samplerate
             frames = -1 if cfg.max_seconds is None else int(cfg.max_seconds * sr)
-            x = f.read(frames=frames, dtype="float32", always_2d=True)
+            wanted = f.frames if frames < 0 else min(frames, f.frames)
+            if wanted <= BLOCK_SECONDS * sr:  # a clip: one read, one resample (the fast path)
+                pieces.append(_downmix(path, f.read(frames=frames, dtype="float32", always_2d=True)))
+                if sr != cfg.sample_rate:
+                    pieces[0] = soxr.resample(pieces[0], sr, cfg.sample_rate, quality="HQ")
+            else:
+                # Blocks mixed down and resampled as they come: a long file never exists as
+                # multi-channel float32 at once (an hour of 44.1 kHz stereo would be 1.3 GB).
+                stream = soxr.ResampleStream(sr, cfg.sample_rate, 1, dtype="float32", quality="HQ") if sr != cfg.sample_rate else None
+                for x in f.blocks(blocksize=BLOCK_SECONDS * sr, frames=frames, dtype="float32", always_2d=True):
+                    mono = _downmix(path, x)
+                    pieces.append(mono if stream is None else stream.resample_chunk(mono))
+                if stream is not None:
+                    pieces.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
     except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as e:
         raise Reject("decode_error", f"{path}: {e}") from None
-    if x.size == 0:
+    if sum(len(p) for p in pieces) == 0:
         raise Reject("decode_error", f"{path}: no audio frames decoded")
+    return np.ascontiguousarray(pieces[0] if len(pieces) == 1 else np.concatenate(pieces), dtype=np.float32)
+
+
+def _downmix(path: str, x: np.ndarray) -> np.ndarray:
     if not np.isfinite(x).all():
         raise Reject("decode_error", f"{path}: decoded samples contain NaN or infinity")
     # Summing column views is ~10x faster than x.mean(axis=1) over interleaved channels.
@@ -59,6 +80,4 @@ def load(path: str, cfg: FeatureConfig) -> np.ndarray:
         mono += x[:, c]
     if x.shape[1] > 1:
         mono *= np.float32(1.0 / x.shape[1])
-    if sr != cfg.sample_rate:
-        mono = soxr.resample(mono, sr, cfg.sample_rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return mono

@@ -142,6 +142,57 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_label(args: argparse.Namespace) -> int:
+    import ray
+
+    from mgc.label import LabelConfig, run
+
+    fields = {f.name for f in dataclasses.fields(LabelConfig)} - {"progress"}
+    cfg = LabelConfig(progress=not args.no_progress, **{k: getattr(args, k) for k in fields})
+    if not ray.is_initialized():
+        ray.init(address=args.ray_address)
+    print(json.dumps(run(cfg), indent=2))
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    import ray
+
+    from mgc import recommend, storage
+
+    if not ray.is_initialized():
+        ray.init(address=args.ray_address)
+    catalogue = recommend.embed(args.features, args.model)
+    recommend.save_catalogue(catalogue, storage.join(args.out, "catalogue.parquet"))
+    table = recommend.evaluate(catalogue, args.split)
+    storage.write_bytes(storage.join(args.out, "precision_at_k.csv"), table.to_csv(index=False).encode())
+    storage.write_bytes(storage.join(args.out, "precision_at_k.md"), (table.to_markdown(index=False) + "\n").encode())
+    print(table.to_string(index=False))
+    return 0
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mgc import recommend
+
+    catalogue = recommend.load_catalogue(args.catalogue)
+    if args.track_id is not None:
+        ids = catalogue["id"].astype(str).to_numpy()
+        hit = np.flatnonzero(ids == str(args.track_id))
+        if not len(hit):
+            raise MgcError(f"{args.track_id} is not in the catalogue {args.catalogue}")
+        query, exclude = np.asarray(catalogue["embedding"].iloc[hit[0]], dtype=np.float32), str(args.track_id)
+    else:
+        if not args.model:
+            raise MgcError("--file needs --model, the artifact whose embeddings the catalogue holds")
+        from mgc.label import label_file
+
+        query, exclude = np.asarray(label_file(args.file, args.model)["embedding"], dtype=np.float32), args.file
+    print(recommend.similar(catalogue, query, args.k, exclude_id=exclude).to_string(index=False))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """The pipeline so far on a synthetic corpus: synthesise, extract, train and compare two models."""
     import os
@@ -230,6 +281,31 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     add_train_options(u, TrainConfig, features_required=False, skip=PER_TRIAL)
     _add_dataclass_options(u, SweepConfig, "sweep options", skip=("train",))
     u.set_defaults(func=_cmd_tune, **(tune_defaults or {}))
+
+    from mgc.label import LabelConfig
+
+    b = sub.add_parser("label", help="label new audio files with genre probabilities and embeddings (Ray Data)")
+    b.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
+    b.add_argument("--no-progress", action="store_true")
+    _add_dataclass_options(b, LabelConfig, "labelling options", skip=("progress",))
+    b.set_defaults(func=_cmd_label)
+
+    m = sub.add_parser("embed", help="embed the tracks of an extraction output (a catalogue) and score recommendations")
+    m.add_argument("--features", required=True, help="output folder (or URI) of mgc extract")
+    m.add_argument("--model", required=True, help="model artifact directory")
+    m.add_argument("--out", required=True, help="folder for catalogue.parquet and precision_at_k.csv/.md")
+    m.add_argument("--split", default="test", help="the queries of the evaluation (default: test)")
+    m.add_argument("--ray-address", default=None)
+    m.set_defaults(func=_cmd_embed)
+
+    r = sub.add_parser("similar", help="catalogue tracks that sound like a track or a file (cosine similarity)")
+    r.add_argument("--catalogue", required=True, help="catalogue.parquet of mgc embed, or a labelling output folder")
+    q = r.add_mutually_exclusive_group(required=True)
+    q.add_argument("--track-id", help="an id in the catalogue (track id, or path for a labelling output)")
+    q.add_argument("--file", help="an audio file, embedded with --model")
+    r.add_argument("--model", help="model artifact (needed with --file)")
+    r.add_argument("-k", type=int, default=10, help="how many (default: 10)")
+    r.set_defaults(func=_cmd_similar)
 
     d = sub.add_parser("demo", help="run the pipeline on a synthetic corpus")
     d.add_argument("--workdir", default="demo", help="where the corpus and outputs go (default: demo)")

@@ -123,6 +123,10 @@ def check_not_silent(y: np.ndarray, cfg: FeatureConfig) -> None:
         raise Reject("silent", f"RMS level {rms_db:.1f} dBFS is below {cfg.silence_db:g} dBFS")
 
 
+# Segments per batched FFT: bounds the working set (~70 MB) for long files; a 30 s clip is one batch.
+BLOCK_SEGMENTS = 32
+
+
 def track_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
     """Features of one decoded track: (log-mel [n, n_mels, frames], MFCC [n, n_mfcc, frames]) float16.
 
@@ -130,8 +134,11 @@ def track_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.nd
     """
     segs = segment(y, cfg)
     check_not_silent(y, cfg)
-    # Absolute dB with no per-clip reference or top_db clipping: each segment's values depend on
-    # that segment alone, whatever else was decoded with it.
-    logmel = librosa.power_to_db(mel_power(segs, cfg), ref=1.0, amin=1e-10, top_db=None)
-    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
-    return np.ascontiguousarray(logmel, dtype=np.float16), np.ascontiguousarray(mfcc, dtype=np.float16)
+    logmels, mfccs = [], []
+    for start in range(0, len(segs), BLOCK_SEGMENTS):
+        # Absolute dB with no per-clip reference or top_db clipping: each segment's values depend
+        # on that segment alone, whatever else was decoded with it.
+        logmel = librosa.power_to_db(mel_power(segs[start : start + BLOCK_SEGMENTS], cfg), ref=1.0, amin=1e-10, top_db=None)
+        mfccs.append(librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc).astype(np.float16))
+        logmels.append(logmel.astype(np.float16))
+    return np.ascontiguousarray(np.concatenate(logmels)), np.ascontiguousarray(np.concatenate(mfccs))

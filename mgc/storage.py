@@ -70,16 +70,20 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def list_files(directory: str, suffix: str = "") -> list[str]:
-    """Names (not paths) of the visible files in a directory; [] if it does not exist."""
+def list_files(directory: str, suffix: str | tuple[str, ...] = "", recursive: bool = False) -> list[str]:
+    """Visible files in a directory ([] if it does not exist), as paths relative to it: names,
+    or with `recursive`, paths through its sub-folders ('/'-separated)."""
     fs, p = resolve(directory)
     if fs.get_file_info(p).type != pafs.FileType.Directory:
         return []
-    infos = fs.get_file_info(pafs.FileSelector(p, recursive=False))
+    infos = fs.get_file_info(pafs.FileSelector(p, recursive=recursive))
+    root = p.rstrip("/") + "/"
     return sorted(
-        i.base_name
+        i.path[len(root) :].replace(os.sep, "/")
         for i in infos
-        if i.type == pafs.FileType.File and i.base_name.endswith(suffix) and not i.base_name.startswith((".", "_"))
+        if i.type == pafs.FileType.File
+        and i.base_name.lower().endswith(suffix)
+        and not any(part.startswith((".", "_")) for part in i.path[len(root) :].replace(os.sep, "/").split("/"))
     )
 
 

@@ -63,3 +63,17 @@ def test_real_fma_clips_decode_and_are_too_short(fma_sample):
         with pytest.raises(Reject) as e:
             track_features(y, CFG)
         assert e.value.reason == "too_short"
+
+
+def test_a_long_file_decodes_in_blocks_to_the_same_samples(tmp_path):
+    """Past a minute, decoding goes block by block (bounded memory), with the same result."""
+    import soxr
+
+    from mgc.synth import render
+
+    path = tmp_path / "long.flac"
+    sf.write(path, render("Rock", 1, 2, 150.0, 44100), 44100, format="FLAC", subtype="PCM_16")
+    y = load(str(path), FeatureConfig())
+    whole = soxr.resample(sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1), 44100, 22050, quality="HQ")
+    assert len(y) == len(whole) and np.allclose(y, whole, atol=1e-5)
+    assert len(load(str(path), FeatureConfig(max_seconds=100.0))) == 100 * 22050

@@ -17,7 +17,6 @@ import pytest
 
 from conftest import REPO
 from mgc import fma, storage
-from mgc.cli import main
 from mgc.errors import MgcError
 from mgc.extract import ExtractConfig
 from mgc.extract import run as extract

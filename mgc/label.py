@@ -1,0 +1,341 @@
+"""Batch labelling of new uploads: top genres, probabilities and an embedding per file.
+
+Input: a folder or URI prefix (searched recursively for audio files), or a CSV/Parquet manifest
+with a `path` column (relative paths resolve against the manifest's folder; paths outside it are
+error rows). The pipeline, in Ray Data:
+
+    file list -> featurise (CPU tasks: read, content hash, the extraction's own decode and
+    features, at most `max_seconds` of each file) -> classify (an actor pool: the model loaded
+    once per actor, GPU actors with use_gpu) -> the driver writes each batch as one atomic part
+
+Output (<out>/):
+    labels/part-<run>-NNNNNN.parquet   one row per input file (LABEL_COLUMNS)
+    summary.csv                         per genre: files, share uncertain; per error reason: files
+    _summary.json                       counts of this run: labelled, skipped, errors, wall time
+
+A file is labelled once per content and model: a re-run skips every path whose latest row for the
+model has the same content hash (or, for a file that could not be read, is still unreadable), so
+re-running after a kill finishes the rest, without duplicates (a part is written whole or not at
+all). A changed file gets a new row; `current()` reads the latest row of each path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mgc import audio, storage
+from mgc.errors import MgcError, Reject
+from mgc.features import FeatureConfig, track_features
+
+AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au")
+LABEL_COLUMNS = [
+    "path", "content_hash", "model_id", "labelled_at", "status", "reason", "detail", "duration_s", "analysed_s", "n_segments",
+    "top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """One labelling run."""
+
+    model: str  # model artifact directory (local or URI)
+    input: str  # folder / prefix, or a .csv / .parquet manifest with a `path` column
+    out: str
+    top_k: int = 3
+    uncertain_below: float = 0.5  # top probability under this sets `uncertain`
+    # Seconds of each file analysed, from its start: bounds memory for hour-long uploads (a
+    # decoded hour of 44.1 kHz stereo is 1.3 GB of float32). None: the whole file.
+    max_seconds: float | None = 600.0
+    files_per_batch: int = 16  # files per inference batch and per output part
+    actors: int = 0  # inference actors; 0: one per GPU with use_gpu, else one per CPU
+    use_gpu: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1 or self.files_per_batch < 1 or self.actors < 0:
+            raise MgcError("--top-k and --files-per-batch must be at least 1, --actors at least 0")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise MgcError(f"--max-seconds {self.max_seconds} must be positive")
+
+
+def list_inputs(source: str) -> list[dict[str, Any]]:
+    """[{'path', 'error'}] of the input; `error` names what is wrong with a manifest entry."""
+    lower = source.lower()
+    if lower.endswith((".csv", ".parquet")):
+        if not storage.exists(source):
+            raise MgcError(f"{source}: manifest not found")
+        try:
+            table = storage.read_parquet(source) if lower.endswith(".parquet") else pa.Table.from_pandas(pd.read_csv(storage.open_text(source)))
+        except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
+            raise MgcError(f"{source}: cannot read the manifest: {e}") from None
+        if "path" not in table.column_names:
+            raise MgcError(f"{source}: the manifest has no 'path' column (columns: {', '.join(table.column_names)})")
+        root = source.rsplit("/", 1)[0] if storage.is_uri(source) else os.path.dirname(os.path.abspath(source))
+        return [_resolve_entry(root, str(p)) for p in table.column("path").to_pylist() if p is not None]
+    if not storage.exists(source):
+        raise MgcError(f"{source}: input folder not found")
+    return [{"path": storage.join(source, rel), "error": None} for rel in storage.list_files(source, AUDIO_EXTENSIONS, recursive=True)]
+
+
+def _resolve_entry(root: str, path: str) -> dict[str, Any]:
+    """A manifest path resolved against the manifest's folder; outside it is an error row."""
+    if storage.is_uri(root):
+        full = path if storage.is_uri(path) else posixpath.normpath(posixpath.join(root, path)).replace(":/", "://", 1)
+        inside = full.startswith(root.rstrip("/") + "/")
+    else:
+        full = os.path.normpath(os.path.join(root, path))
+        inside = os.path.commonpath([root, full]) == root
+    return {"path": full, "error": None if inside else f"{path}: outside the manifest's folder {root}"}
+
+
+def _content_hash(path: str) -> str:
+    """sha256 of the file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    fs, inner = storage.resolve(path)
+    with fs.open_input_stream(inner) as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def featurise(row: dict[str, Any], fcfg: FeatureConfig, input_column: str, done: dict[str, str | None]) -> dict[str, Any]:
+    """One file: its content hash, then, unless `done` (path -> hash of its latest row) says this
+    content is labelled already, the features the model reads, with the extraction's decode and
+    feature code. Never raises: failures are error rows."""
+    path = row["path"]
+    # Strings are "" rather than None: Ray Data would make an all-None block column float.
+    out: dict[str, Any] = {"path": path, "content_hash": "", "status": "error", "reason": "", "detail": "",
+                           "duration_s": np.nan, "analysed_s": np.nan, "features": np.zeros((0, *_shape(fcfg, input_column)), np.float16)}  # fmt: skip
+    try:
+        if row["error"]:
+            out.update(reason="outside_root", detail=row["error"])
+        else:
+            out["content_hash"] = _content_hash(path)
+    except FileNotFoundError:
+        out.update(reason="missing_file", detail=f"{path}: no such file")
+    except OSError as e:
+        out.update(reason="unreadable", detail=f"{path}: {e}")
+    if path in done and done[path] == (out["content_hash"] or None):
+        out["status"] = "skipped"  # same content (or still unreadable) as its latest row
+        return out
+    if not out["content_hash"]:
+        return out
+    try:
+        y = audio.load(path, fcfg)
+        logmel, mfcc = track_features(y, fcfg)
+        out.update(status="ok", features=logmel if input_column == "logmel" else mfcc, analysed_s=len(y) / fcfg.sample_rate, duration_s=_duration(path))
+    except Reject as r:
+        out.update(reason=r.reason, detail=r.detail if path in r.detail else f"{path}: {r.detail}")
+    except Exception as e:  # noqa: BLE001 - one odd file must not sink the batch
+        out.update(reason="feature_error", detail=f"{path}: {type(e).__name__}: {e}")
+    return out
+
+
+def _shape(fcfg: FeatureConfig, column: str) -> tuple[int, int]:
+    return fcfg.logmel_shape if column == "logmel" else fcfg.mfcc_shape
+
+
+def _duration(path: str) -> float:
+    """The whole file's duration from its header (the analysed part may be shorter)."""
+    import soundfile as sf
+
+    try:
+        if storage.is_uri(path):
+            return np.nan
+        info = sf.info(path)
+        return info.frames / info.samplerate
+    except Exception:  # noqa: BLE001 - a header without a length is not an error
+        return np.nan
+
+
+class Classifier:
+    """A Ray Data actor: loads the artifact once, then turns batches of featurised files into
+    genre probabilities, segment agreement and embeddings."""
+
+    def __init__(self, model_path: str, top_k: int, uncertain_below: float, use_gpu: bool, segments_per_step: int = 256):
+        import torch
+
+        from mgc import artifact
+
+        self.torch = torch
+        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        self.model, meta = artifact.load(model_path, device=str(self.device))
+        self.labels = meta["labels"]
+        self.schema = pa.schema([f for f in output_schema(len(self.labels), self.model.head.embedding_size) if f.name not in ("model_id", "labelled_at")])
+        self.top_k, self.uncertain_below, self.step = min(top_k, len(self.labels)), uncertain_below, segments_per_step
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        torch = self.torch
+        n = len(batch["path"])
+        feats = [np.asarray(f) for f in batch["features"]]
+        ok = [i for i in range(n) if batch["status"][i] == "ok" and len(feats[i])]
+        cols: dict[str, list] = {k: [None] * n for k in ("top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding")}
+        cols["n_segments"] = [len(f) for f in feats]
+        if ok:
+            x = np.concatenate([feats[i] for i in ok])
+            lps, embs = [], []
+            with torch.no_grad():
+                for s in range(0, len(x), self.step):
+                    xb = torch.from_numpy(x[s : s + self.step].astype(np.float32)).to(self.device)
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                        h = self.model.embed(xb)
+                        logits = self.model.head.out(h)
+                    lps.append(torch.log_softmax(logits.float(), 1).cpu().numpy())
+                    embs.append(h.float().cpu().numpy())
+            lp, emb = np.concatenate(lps), np.concatenate(embs)
+            start = 0
+            for i in ok:
+                k = len(feats[i])
+                seg_lp, seg_emb = lp[start : start + k], emb[start : start + k]
+                start += k
+                # The track's prediction, as in training's track-level metrics: mean segment log-probs.
+                mean = seg_lp.mean(0)
+                probs = np.exp(mean - np.logaddexp.reduce(mean))
+                order = np.argsort(-probs)[: self.top_k]
+                cols["top_genres"][i] = [self.labels[j] for j in order]
+                cols["top_probs"][i] = probs[order].astype(np.float32).tolist()
+                cols["agreement"][i] = float((seg_lp.argmax(1) == order[0]).mean())
+                cols["uncertain"][i] = bool(probs[order[0]] < self.uncertain_below)
+                cols["probabilities"][i] = probs.astype(np.float32).tolist()
+                cols["embedding"][i] = seg_emb.mean(0).astype(np.float32).tolist()
+        for k in ("path", "content_hash", "status", "reason", "detail"):
+            cols[k] = [str(v) or None for v in batch[k]]  # "" back to null
+        for k in ("duration_s", "analysed_s"):
+            cols[k] = [None if np.isnan(v) else float(v) for v in batch[k]]
+        return pa.Table.from_pydict(cols, schema=self.schema)
+
+
+def model_id(path: str) -> str:
+    """What identifies a model for skipping: the hash of its weights and metadata."""
+    digest = hashlib.sha256()
+    for name in ("model.json", "weights.pt"):
+        try:
+            digest.update(storage.read_bytes(storage.join(path, name)))
+        except FileNotFoundError:
+            raise MgcError(f"{path}: not a model artifact ({name} is missing)") from None
+    return digest.hexdigest()[:16]
+
+
+def output_schema(n_classes: int, emb: int) -> pa.Schema:
+    """The labels Parquet: LABEL_COLUMNS, typed."""
+    return pa.schema([
+        ("path", pa.string()), ("content_hash", pa.string()), ("model_id", pa.string()), ("labelled_at", pa.timestamp("us", tz="UTC")), ("status", pa.string()),
+        ("reason", pa.string()), ("detail", pa.string()), ("duration_s", pa.float32()), ("analysed_s", pa.float32()),
+        ("n_segments", pa.int32()), ("top_genres", pa.list_(pa.string())), ("top_probs", pa.list_(pa.float32())),
+        ("agreement", pa.float32()), ("uncertain", pa.bool_()), ("probabilities", pa.list_(pa.float32(), n_classes)),
+        ("embedding", pa.list_(pa.float32(), emb)),
+    ])  # fmt: skip
+
+
+def read_labels(out: str) -> pd.DataFrame:
+    """Every row labelled so far under `out` (empty frame if none)."""
+    if not storage.list_files(storage.join(out, "labels"), ".parquet"):
+        return pd.DataFrame(columns=LABEL_COLUMNS)
+    return storage.read_parquet(storage.join(out, "labels")).to_pandas()
+
+
+def run(cfg: LabelConfig) -> dict[str, Any]:
+    """Label every input file not yet labelled by this model into cfg.out; returns the summary."""
+    import ray
+
+    from mgc import artifact
+
+    started = time.time()
+    model, meta = artifact.load(cfg.model)  # a clear error now, not in every actor
+    mid = model_id(cfg.model)
+    fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": cfg.max_seconds})
+    inputs = list_inputs(cfg.input)
+    if not inputs:
+        raise MgcError(f"{cfg.input}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
+    storage.ensure_writable_dir(cfg.out)
+    storage.remove_stale_temporaries(storage.join(cfg.out, "labels"))
+    latest = current(cfg.out, mid)
+    done = {p: (h if isinstance(h, str) else None) for p, h in zip(latest["path"], latest["content_hash"])}
+    unique = list({r["path"]: r for r in inputs}.values())
+
+    if not ray.is_initialized():
+        ray.init()
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
+    cpus = ray.cluster_resources().get("CPU", 1)
+    ds = ray.data.from_items(unique, override_num_blocks=max(1, min(len(unique), int(cpus) * 4)))
+    featurise_args = {"fcfg": fcfg, "input_column": meta["input"], "done": done}
+    classifier_args = {"model_path": cfg.model, "top_k": cfg.top_k, "uncertain_below": cfg.uncertain_below, "use_gpu": cfg.use_gpu}
+    if cfg.use_gpu:
+        # Decoding in CPU tasks (the memory request, ~0.5 GB for a capped file, also keeps Ray
+        # Data from fusing them into the GPU actors), inference in one actor per GPU.
+        ds = ds.map(featurise, fn_kwargs=featurise_args, num_cpus=1, memory=512 * 2**20)
+        actors = cfg.actors or max(1, int(ray.cluster_resources().get("GPU", 0)))
+        ds = ds.map_batches(Classifier, fn_constructor_kwargs=classifier_args, batch_size=cfg.files_per_batch, concurrency=actors, num_gpus=1, batch_format="numpy")
+    else:
+        # On CPU, Ray Data fuses both steps into one actor per core: every core decodes and
+        # infers, and no feature tensors travel between processes.
+        ds = ds.map(featurise, fn_kwargs=featurise_args, num_cpus=1)
+        ds = ds.map_batches(Classifier, fn_constructor_kwargs=classifier_args, batch_size=cfg.files_per_batch, concurrency=cfg.actors or max(1, int(cpus)), num_cpus=1, batch_format="numpy")
+
+    schema = output_schema(len(meta["labels"]), model.head.embedding_size)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + uuid.uuid4().hex[:4]  # parts sort by run
+    counts = {"labelled": 0, "errors": 0, "skipped": 0}
+    part = 0
+    for batch in ds.iter_batches(batch_size=cfg.files_per_batch, batch_format="pyarrow"):
+        skipped = pc.equal(batch.column("status"), "skipped")
+        counts["skipped"] += int(pc.sum(skipped).as_py() or 0)
+        batch = batch.filter(pc.invert(skipped))
+        if not batch.num_rows:
+            continue
+        ok = int(pc.sum(pc.equal(batch.column("status"), "ok")).as_py() or 0)
+        counts["labelled"] += ok
+        counts["errors"] += batch.num_rows - ok
+        stamp = pa.array([pd.Timestamp.now(tz="UTC").floor("ms")] * batch.num_rows, pa.timestamp("us", tz="UTC"))
+        batch = batch.append_column("model_id", pa.array([mid] * batch.num_rows)).append_column("labelled_at", stamp)
+        table = batch.select(schema.names).cast(schema)
+        storage.write_parquet(table, storage.join(cfg.out, "labels", f"part-{run_id}-{part:06d}.parquet"), scalar_columns=LABEL_COLUMNS[:10])
+        part += 1
+    summary = {**counts, "inputs": len(unique), "model": cfg.model, "model_id": mid, "seconds": round(time.time() - started, 2)}
+    labels = current(cfg.out, mid)
+    storage.write_bytes(storage.join(cfg.out, "summary.csv"), people_summary(labels).to_csv(index=False).encode())
+    storage.write_json(storage.join(cfg.out, "_summary.json"), summary)
+    return summary
+
+
+def current(out: str, mid: str | None = None) -> pd.DataFrame:
+    """One row per path, its latest (of model `mid` if given)."""
+    rows = read_labels(out)
+    if mid is not None:
+        rows = rows[rows["model_id"] == mid]
+    rows = rows.sort_values("labelled_at", kind="stable")
+    return rows.drop_duplicates("path", keep="last").sort_values("path").reset_index(drop=True)
+
+
+def people_summary(labels: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv: files per top genre with the uncertain share, then files per error reason."""
+    ok = labels[labels["status"] == "ok"]
+    top = ok["top_genres"].map(lambda g: g[0])
+    genres = pd.DataFrame({"genre": top, "uncertain": ok["uncertain"].astype(bool)}).groupby("genre")
+    rows = [{"kind": "genre", "name": g, "files": int(len(d)), "uncertain_share": round(float(d["uncertain"].mean()), 3)} for g, d in genres]
+    errors = labels[labels["status"] == "error"].groupby("reason").size()
+    rows += [{"kind": "error", "name": r, "files": int(n), "uncertain_share": None} for r, n in errors.items()]
+    return pd.DataFrame(rows, columns=["kind", "name", "files", "uncertain_share"])
+
+
+def label_file(path: str, model_path: str, max_seconds: float | None = 600.0, top_k: int = 3) -> dict[str, Any]:
+    """Label one file in this process (no Ray): what a row of the output holds."""
+    from mgc import artifact
+
+    _, meta = artifact.load(model_path)
+    fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": max_seconds})
+    row = featurise({"path": path, "error": None}, fcfg, meta["input"], {})
+    if row["status"] != "ok":
+        raise MgcError(row["detail"])
+    out = Classifier(model_path, top_k, 0.5, use_gpu=False)({k: [v] for k, v in row.items()})
+    return out.to_pylist()[0]

@@ -1,0 +1,144 @@
+"""Similar tracks: exact cosine nearest neighbours over model embeddings, and their evaluation.
+
+A catalogue is a table of items with an `id`, a `genre` and an `embedding` (the model's
+penultimate layer averaged over a track's segments): made from extracted features by `embed`
+(ids are track ids, genres the true top genres), or read from a labelling output (ids are paths,
+genres the predicted top genres). Search normalises rows and multiplies matrices, a block of the
+catalogue at a time, so memory stays at (queries x block) however large the catalogue: a million
+32-float embeddings take 128 MB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from mgc import storage
+from mgc.errors import MgcError
+
+BLOCK = 65_536  # catalogue rows per matrix product
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (all-zero rows stay zero), float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def nearest(queries: np.ndarray, catalogue: np.ndarray, k: int, exclude: np.ndarray | None = None, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, cosine similarities), each [n_queries, k], best first. `exclude[i]` is a
+    catalogue row query i may not return (itself), or -1."""
+    q = normalise(queries)
+    k = min(k, len(catalogue) - (0 if exclude is None else 1))
+    best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(q), k), dtype=np.int64)
+    for start in range(0, len(catalogue), block):
+        s = q @ normalise(catalogue[start : start + block]).T
+        if exclude is not None:
+            rows = np.flatnonzero((exclude >= start) & (exclude < start + len(s.T)))
+            s[rows, exclude[rows] - start] = -np.inf
+        cand_s = np.concatenate([best_s, s], axis=1)
+        cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + s.shape[1]), s.shape)], axis=1)
+        top = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(cand_s, top, 1), np.take_along_axis(cand_i, top, 1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return np.take_along_axis(best_i, order, 1), np.take_along_axis(best_s, order, 1)
+
+
+def precision_at_k(genres: np.ndarray, neighbours: np.ndarray, ks: tuple[int, ...] = (5, 10)) -> pd.DataFrame:
+    """The literature's table: per query genre and overall, the mean share of each query's top-k
+    neighbours whose genre is the query's own. `neighbours` holds catalogue genres [queries, >=k]."""
+    same = neighbours == genres[:, None]
+    frame = pd.DataFrame({"genre": genres, **{f"precision@{k}": same[:, :k].mean(1) for k in ks}})
+    table = frame.groupby("genre").agg(tracks=("genre", "size"), **{f"precision@{k}": (f"precision@{k}", "mean") for k in ks}).reset_index()
+    overall = {"genre": "all", "tracks": len(frame), **{f"precision@{k}": frame[f"precision@{k}"].mean() for k in ks}}
+    return pd.concat([table, pd.DataFrame([overall])], ignore_index=True).round(4)
+
+
+def embed(features: str, model_path: str) -> pd.DataFrame:
+    """Catalogue of the tracks in an extraction output: id (track_id), genre (genre_top), split,
+    embedding; a track's embedding is the mean over its segments. Runs on Ray Data."""
+    import ray
+
+    from mgc import artifact
+
+    _, meta = artifact.load(model_path)
+    fs, path = storage.resolve(storage.join(features, "features"))
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=["track_id", "split", "genre_top", meta["input"]])
+    ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path, "column": meta["input"]}, batch_size=256, concurrency=1, batch_format="numpy")
+    seg = ds.to_pandas()
+    if seg.empty:
+        raise MgcError(f"{features}: no segments to embed")
+    emb = np.stack(seg["embedding"].to_numpy())
+    g = pd.DataFrame(emb).groupby(seg["track_id"].to_numpy())
+    first = seg.groupby("track_id")[["split", "genre_top"]].first()
+    mean = g.mean()
+    return pd.DataFrame({"id": mean.index.to_numpy(), "genre": first.loc[mean.index, "genre_top"].to_numpy(),
+                         "split": first.loc[mean.index, "split"].to_numpy(), "embedding": list(mean.to_numpy(np.float32))})  # fmt: skip
+
+
+class _Embedder:
+    """Ray Data actor: the model loaded once, segment embeddings out."""
+
+    def __init__(self, model_path: str, column: str):
+        import torch
+
+        from mgc import artifact
+
+        self.torch, self.column = torch, column
+        self.model, _ = artifact.load(model_path)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        with self.torch.no_grad():
+            h = self.model.embed(self.torch.from_numpy(np.asarray(batch[self.column], dtype=np.float32))).numpy()
+        return {"track_id": batch["track_id"], "split": batch["split"], "genre_top": batch["genre_top"], "embedding": list(h)}
+
+
+def evaluate(catalogue: pd.DataFrame, split: str = "test", ks: tuple[int, ...] = (5, 10)) -> pd.DataFrame:
+    """precision@k for the labelled tracks of `split` as queries, against every other labelled
+    track of the catalogue (the query itself excluded)."""
+    cat = catalogue[catalogue["genre"].notna()].reset_index(drop=True)
+    queries = np.flatnonzero((cat["split"] == split).to_numpy())
+    if not len(queries):
+        raise MgcError(f"the catalogue has no labelled tracks in the {split} split")
+    emb = np.stack(cat["embedding"].to_numpy())
+    idx, _ = nearest(emb[queries], emb, max(ks), exclude=queries)
+    genres = cat["genre"].to_numpy()
+    return precision_at_k(genres[queries], genres[idx], ks)
+
+
+def save_catalogue(catalogue: pd.DataFrame, path: str) -> None:
+    emb = np.stack(catalogue["embedding"].to_numpy()).astype(np.float32)
+    table = pa.table({
+        "id": pa.array(catalogue["id"].astype(str)), "genre": pa.array(catalogue["genre"], pa.string()),
+        "split": pa.array(catalogue.get("split", pd.Series([None] * len(catalogue))), pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1]),
+    })  # fmt: skip
+    storage.write_parquet(table, path, scalar_columns=["id", "genre", "split"])
+
+
+def load_catalogue(path: str) -> pd.DataFrame:
+    """A catalogue from `embed` (a .parquet file) or a labelling output folder (its ok rows)."""
+    if path.endswith(".parquet"):
+        if not storage.exists(path):
+            raise MgcError(f"{path}: catalogue not found")
+        return storage.read_parquet(path).to_pandas()
+    from mgc import label
+
+    rows = label.current(path)
+    rows = rows[rows["status"] == "ok"]
+    if rows.empty:
+        raise MgcError(f"{path}: no labelled files to search (not a labelling output?)")
+    return pd.DataFrame({"id": rows["path"], "genre": rows["top_genres"].map(lambda g: g[0]), "split": None, "embedding": list(rows["embedding"])})
+
+
+def similar(catalogue: pd.DataFrame, query: np.ndarray, k: int = 10, exclude_id: str | None = None) -> pd.DataFrame:
+    """The k catalogue items most like `query` (an embedding): id, genre, score."""
+    emb = np.stack(catalogue["embedding"].to_numpy())
+    ids = catalogue["id"].astype(str).to_numpy()
+    exclude = np.flatnonzero(ids == exclude_id)[:1] if exclude_id is not None else np.array([], dtype=np.int64)
+    idx, score = nearest(query[None, :], emb, k, exclude=exclude if len(exclude) else None)
+    return pd.DataFrame({"id": ids[idx[0]], "genre": catalogue["genre"].to_numpy()[idx[0]], "score": score[0].round(4)})

@@ -1,0 +1,165 @@
+"""Labelling new uploads and recommending similar tracks, with a model trained in the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+from mgc import label, recommend
+from mgc.cli import main
+from mgc.errors import MgcError
+from mgc.label import LabelConfig
+from mgc.synth import uploads
+
+
+@pytest.fixture(scope="module")
+def model(compared):
+    return str(compared / "cnn" / "model")
+
+
+@pytest.fixture(scope="module")
+def inbox(tmp_path_factory):
+    """24 uploads of 15 s in 4 formats, 4 sample rates, mono and stereo, a 2-minute file, 3 broken."""
+    out = tmp_path_factory.mktemp("uploads")
+    truth = uploads(str(out), n=24, seconds=15.0, long_seconds=120.0)
+    return out, truth
+
+
+@pytest.fixture(scope="module")
+def labelled(ray_cluster, model, inbox, tmp_path_factory):
+    """The uploads labelled by the real `ray job submit` client, analysing at most 60 s a file."""
+    folder, _ = inbox
+    out = tmp_path_factory.mktemp("labels")
+    cmd = [ray_cluster["ray"], "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir", str(REPO), "--",
+           "python", "jobs/label.py", "--model", model, "--input", str(folder), "--out", str(out), "--max-seconds", "60",
+           "--files-per-batch", "4", "--no-progress"]  # fmt: skip
+    env = {k: v for k, v in ray_cluster["env"].items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and "succeeded" in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def _by_file(rows: pd.DataFrame, folder) -> pd.DataFrame:
+    return rows.assign(file=[os.path.relpath(p, folder) for p in rows["path"]]).set_index("file")
+
+
+def test_every_upload_is_labelled_once_and_well(labelled, inbox):
+    folder, truth = inbox
+    raw = label.read_labels(str(labelled))
+    assert raw["path"].is_unique and len(raw) == len(truth)
+    rows = _by_file(raw, folder).loc[truth["file"]]
+    broken = truth[truth["status"] == "error"].set_index("file")
+    assert (rows.loc[broken.index, "status"] == "error").all()
+    assert rows.loc[broken.index, "reason"].tolist() == broken["reason"].tolist()
+    assert rows.loc[broken.index, "detail"].str.contains("broken/").all()  # the message names the file
+    good = truth[truth["status"] == "ok"].set_index("file")
+    ok = rows.loc[good.index]
+    assert (ok["status"] == "ok").all()
+    assert np.allclose([np.sum(p) for p in ok["probabilities"]], 1.0, atol=1e-4)
+    assert all(len(g) == 3 and np.all(np.diff(p) <= 0) for g, p in zip(ok["top_genres"], ok["top_probs"]))
+    assert all(len(e) == 32 and np.isfinite(e).all() for e in ok["embedding"])  # the penultimate layer: dense 64-32
+    assert ((ok["agreement"] > 0) & (ok["agreement"] <= 1)).all()
+    accuracy = float((ok["top_genres"].map(lambda g: g[0]) == good["genre"]).mean())
+    assert accuracy >= 0.9, accuracy
+    # The long file: 2 minutes long, its first 60 s analysed (20 segments of 3 s).
+    long = ok.loc["long/long_mix.flac"]
+    assert long["n_segments"] == 20 and long["analysed_s"] == pytest.approx(60.0) and long["duration_s"] == pytest.approx(120.0)
+    summary = pd.read_csv(labelled / "summary.csv")
+    assert summary.loc[summary["kind"] == "genre", "files"].sum() == len(good)
+    assert dict(summary.loc[summary["kind"] == "error", ["name", "files"]].values) == {"decode_error": 2, "too_short": 1}
+
+
+def test_a_rerun_labels_nothing_new(ray_connected, labelled, model, inbox):
+    folder, truth = inbox
+    before = label.read_labels(str(labelled))
+    summary = label.run(LabelConfig(model=model, input=str(folder), out=str(labelled), max_seconds=60, progress=False))
+    assert summary["labelled"] == 0 and summary["errors"] == 0 and summary["skipped"] == len(truth)
+    assert len(label.read_labels(str(labelled))) == len(before)
+
+
+def test_a_killed_run_rerun_ends_without_duplicates(ray_cluster, model, inbox, tmp_path):
+    folder, truth = inbox
+    out = tmp_path / "labels"
+    cmd = [sys.executable, str(REPO / "jobs" / "label.py"), "--model", model, "--input", str(folder), "--out", str(out),
+           "--max-seconds", "60", "--files-per-batch", "1", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=ray_cluster["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and len(list((out / "labels").glob("part-*.parquet"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    written = len(list((out / "labels").glob("part-*.parquet")))
+    assert 3 <= written < len(truth), f"not killed midway: {written} parts"
+    rerun = subprocess.run(cmd, env=ray_cluster["env"], capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads(rerun.stdout[rerun.stdout.index("{") :])["skipped"] >= written
+    raw = label.read_labels(str(out))
+    assert raw["path"].is_unique and len(raw) == len(truth)
+
+
+def test_bad_inputs_are_error_rows_or_clear_messages(ray_connected, model, inbox, tmp_path):
+    folder, _ = inbox
+    manifest = folder / "batch.csv"
+    pd.DataFrame({"path": ["day0/upload_000.mp3", "../elsewhere/secret.wav", "day1/gone.wav"]}).to_csv(manifest, index=False)
+    out = tmp_path / "labels"
+    summary = label.run(LabelConfig(model=model, input=str(manifest), out=str(out), progress=False))
+    assert (summary["labelled"], summary["errors"]) == (1, 2)
+    rows = label.read_labels(str(out)).set_index("path")
+    assert rows.loc[str(folder / "day0" / "upload_000.mp3"), "status"] == "ok"
+    outside = rows[rows["reason"] == "outside_root"]
+    assert len(outside) == 1 and "outside the manifest's folder" in outside["detail"].iloc[0]
+    assert rows.loc[str(folder / "day1" / "gone.wav"), "reason"] == "missing_file"
+    manifest.unlink()
+
+    with pytest.raises(MgcError, match="not a model artifact"):
+        label.run(LabelConfig(model=str(tmp_path / "nothing"), input=str(folder), out=str(out)))
+    old = tmp_path / "old_model"
+    shutil.copytree(model, old)
+    meta = json.loads((old / "model.json").read_text())
+    (old / "model.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(MgcError, match="artifact format 99 is not 1"):
+        label.run(LabelConfig(model=str(old), input=str(folder), out=str(out)))
+    with pytest.raises(MgcError, match="no audio files"):
+        label.run(LabelConfig(model=model, input=str(tmp_path / "labels" / "labels"), out=str(tmp_path / "o2")))
+
+
+def test_nearest_neighbours_are_exact_in_blocks():
+    rng = np.random.default_rng(0)
+    cat, q = rng.normal(size=(1000, 16)), rng.normal(size=(7, 16))
+    exclude = np.array([3, -1, 500, 999, 0, 10, 20])
+    idx, score = recommend.nearest(q, cat, 5, exclude=exclude, block=97)
+    sims = recommend.normalise(q) @ recommend.normalise(cat).T
+    sims[np.arange(7)[exclude >= 0], exclude[exclude >= 0]] = -np.inf
+    assert (idx == np.argsort(-sims, axis=1)[:, :5]).all()
+    assert np.allclose(score, np.sort(sims, axis=1)[:, ::-1][:, :5], atol=1e-5)
+
+
+def test_recommendations_find_tracks_of_the_same_genre(ray_connected, features, model, tmp_path, capsys, inbox):
+    assert main(["embed", "--features", str(features), "--model", model, "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "precision_at_k.csv").set_index("genre")
+    assert table.loc["all", "precision@5"] >= 0.8, table
+    assert len(table) == 9 and table.loc["all", "tracks"] == table.drop("all")["tracks"].sum()
+    catalogue = recommend.load_catalogue(str(tmp_path / "catalogue.parquet"))
+    # Not trivially high: with the genres shuffled over the same embeddings it collapses.
+    shuffled = catalogue.assign(genre=np.random.default_rng(0).permutation(catalogue["genre"].to_numpy()))
+    assert recommend.evaluate(shuffled).set_index("genre").loc["all", "precision@5"] < 0.5
+    some = str(catalogue["id"].iloc[0])
+    capsys.readouterr()
+    assert main(["similar", "--catalogue", str(tmp_path / "catalogue.parquet"), "--track-id", some, "-k", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6 and all(line.split()[0] != some for line in lines[1:])
+    folder, truth = inbox
+    first = truth[truth["status"] == "ok"].iloc[0]
+    assert main(["similar", "--catalogue", str(tmp_path / "catalogue.parquet"), "--file", str(folder / first["file"]), "--model", model, "-k", "10"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()[1:]
+    assert len(rows) == 10 and sum(first["genre"] in r for r in rows) >= 7
