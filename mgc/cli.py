@@ -132,10 +132,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         raise MgcError("--features is required (or --resume with --storage-path and --name of a sweep)")
     if not ray.is_initialized():
         ray.init(address=args.ray_address)
+    name = args.name or f"{args.model}-sweep"
     if args.resume:
-        best = tune.resume(args.storage_path, args.name or f"{args.model}-sweep")
+        best = tune.resume(args.storage_path, name)
     else:
-        train = _train_config(args, args.model, args.name or f"{args.model}-sweep", skip=tune.PER_TRIAL)
+        train = _train_config(args, args.model, name, skip=tune.PER_TRIAL)
         fields = {f.name for f in dataclasses.fields(tune.SweepConfig)} - {"train"}
         best = tune.run(tune.SweepConfig(train=train, **{k: getattr(args, k) for k in fields}))
     print(json.dumps(best, indent=2))

@@ -76,13 +76,13 @@ def list_inputs(source: str) -> list[dict[str, Any]]:
         if not storage.exists(source):
             raise MgcError(f"{source}: manifest not found")
         try:
-            table = storage.read_parquet(source) if lower.endswith(".parquet") else pa.Table.from_pandas(pd.read_csv(storage.open_text(source)))
+            table = storage.read_parquet(source).to_pandas() if lower.endswith(".parquet") else pd.read_csv(storage.open_text(source))
         except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
             raise MgcError(f"{source}: cannot read the manifest: {e}") from None
-        if "path" not in table.column_names:
-            raise MgcError(f"{source}: the manifest has no 'path' column (columns: {', '.join(table.column_names)})")
+        if "path" not in table.columns:
+            raise MgcError(f"{source}: the manifest has no 'path' column (columns: {', '.join(map(str, table.columns))})")
         root = source.rsplit("/", 1)[0] if storage.is_uri(source) else os.path.dirname(os.path.abspath(source))
-        return [_resolve_entry(root, str(p)) for p in table.column("path").to_pylist() if p is not None]
+        return [_resolve_entry(root, str(p)) for p in table["path"].dropna()]
     if not storage.exists(source):
         raise MgcError(f"{source}: input folder not found")
     return [{"path": storage.join(source, rel), "error": None} for rel in storage.list_files(source, AUDIO_EXTENSIONS, recursive=True)]

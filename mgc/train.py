@@ -281,7 +281,7 @@ def train_loop(config: dict[str, Any]) -> None:
                     os.path.join(tmp, "state.pt"),
                 )
                 saved_checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(row, checkpoint=saved_checkpoint, checkpoint_dir_name=f"epoch-{epoch + 1:04d}")
+            ray.train.report(row, checkpoint=saved_checkpoint, checkpoint_dir_name=checkpoint_dir(epoch + 1))
 
 
 def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, score: tuple[str, str] = (SCORE, "max")):
@@ -346,13 +346,18 @@ def ray_storage(path: str) -> dict[str, Any]:
     return {"storage_path": inner, "storage_filesystem": fs}
 
 
+def checkpoint_dir(epoch: int) -> str:
+    """The folder, under the run directory, of the checkpoint taken after `epoch`."""
+    return f"epoch-{epoch:04d}"
+
+
 def checkpoint_state(run_dir: str, epoch: int) -> dict[str, Any]:
     """The training state a run checkpointed after `epoch` (model, optimizer, history)."""
     import io
 
     import torch
 
-    data = storage.read_bytes(storage.join(run_dir, f"epoch-{epoch:04d}", "state.pt"))
+    data = storage.read_bytes(storage.join(run_dir, checkpoint_dir(epoch), "state.pt"))
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 

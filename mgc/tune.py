@@ -32,6 +32,7 @@ from mgc.errors import MgcError
 from mgc.train import SCORE, TrainConfig
 
 SEARCHERS = ("random", "optuna", "hyperopt")
+STOPPED_EARLY = "stopped early by ASHA"  # a trials.csv stop reason
 # TrainConfig fields that a sweep samples or derives for each trial, so not options of a sweep.
 PER_TRIAL = ("lr", "dropout", "use_gpu", "gpus_per_worker")
 
@@ -146,8 +147,16 @@ def _trial(params: dict[str, Any], sweep: SweepConfig, prep: training.Prepared) 
     attempts_path = storage.join(cfg.run_dir, "attempts.json")
     attempts = storage.read_json(attempts_path) if storage.exists(attempts_path) else []
     storage.write_json(attempts_path, attempts + [time.time()])
-    trial_prep = dataclasses.replace(prep, model=dataclasses.replace(prep.model, dropout=cfg.dropout))
-    training.trainer(cfg, trial_prep, callbacks=[TuneReportCallback()], score=(sweep.metric, sweep.mode)).fit()
+    training.trainer(cfg, _with_dropout(prep, cfg.dropout), callbacks=[TuneReportCallback()], score=(sweep.metric, sweep.mode)).fit()
+
+
+def _with_dropout(prep: training.Prepared, dropout) -> training.Prepared:
+    return dataclasses.replace(prep, model=dataclasses.replace(prep.model, dropout=dropout))
+
+
+def _best(values: pd.Series, mode: str):
+    """Index of the best value: highest for mode 'max', lowest for 'min'."""
+    return values.idxmax() if mode == "max" else values.idxmin()
 
 
 def concurrency(sweep: SweepConfig, cluster: dict[str, float]) -> int:
@@ -237,7 +246,7 @@ def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFra
             # A restarted trial may report an epoch twice: keep the latest report of each.
             history = history.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").sort_values("epoch")
         if history is not None and len(history) and sweep.metric in history:
-            best = history.loc[history[sweep.metric].idxmax() if sweep.mode == "max" else history[sweep.metric].idxmin()]
+            best = history.loc[_best(history[sweep.metric], sweep.mode)]
             row.update({
                 "epochs_run": int(history["epoch"].iloc[-1]), f"last_{sweep.metric}": float(history[sweep.metric].iloc[-1]),
                 f"best_{sweep.metric}": float(best[sweep.metric]), "best_epoch": int(best["epoch"]),
@@ -250,7 +259,7 @@ def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFra
         elif row["epochs_run"] >= sweep.train.epochs:
             row["stop_reason"] = "completed"
         else:
-            row["stop_reason"] = "stopped early by ASHA"
+            row["stop_reason"] = STOPPED_EARLY
         attempts = storage.join(sweep.sweep_dir, "runs", trial_id, "attempts.json")
         row["attempts"] = len(storage.read_json(attempts)) if storage.exists(attempts) else 0
         rows.append(row)
@@ -266,7 +275,7 @@ def summarise(sweep: SweepConfig, prep: training.Prepared, grid) -> dict[str, An
     scored = table.dropna(subset=[best_col])
     if scored.empty:
         raise MgcError(f"{sweep.sweep_dir}: no trial reported {sweep.metric}; see trials.csv for the trials' errors")
-    top = scored.loc[scored[best_col].idxmax() if sweep.mode == "max" else scored[best_col].idxmin()]
+    top = scored.loc[_best(scored[best_col], sweep.mode)]
     dropout_cols = [c for c in table.columns if c.startswith("dropout")]
     plots.search_plane(
         table["lr"], table[dropout_cols].mean(axis=1), table[best_col].astype(float), table["stop_reason"] != "completed", int(top.name),
@@ -278,9 +287,8 @@ def summarise(sweep: SweepConfig, prep: training.Prepared, grid) -> dict[str, An
     best_state = training.checkpoint_state(cfg.run_dir, int(top["best_epoch"]))
     last_state = training.checkpoint_state(cfg.run_dir, int(top["epochs_run"]))
     best_metrics = next(h for h in last_state["history"] if h["epoch"] == int(top["best_epoch"]))
-    trial_prep = dataclasses.replace(prep, model=dataclasses.replace(prep.model, dropout=cfg.dropout))
     exported = dataclasses.replace(cfg, storage_path=sweep.sweep_dir, name="best")
-    out = training.finish(exported, trial_prep, best_state, best_metrics, last_state)
+    out = training.finish(exported, _with_dropout(prep, cfg.dropout), best_state, best_metrics, last_state)
     best = {
         "trial_id": str(top["trial_id"]),
         "metric": sweep.metric,
@@ -292,7 +300,7 @@ def summarise(sweep: SweepConfig, prep: training.Prepared, grid) -> dict[str, An
         "artifact": storage.join(exported.run_dir, "model"),
         "test": {level: {k: v for k, v in m.items() if k != "confusion"} for level, m in out["test"].items()},
         "trials": int(len(table)),
-        "stopped_early": int((table["stop_reason"] == "stopped early by ASHA").sum()),
+        "stopped_early": int((table["stop_reason"] == STOPPED_EARLY).sum()),
     }
     storage.write_json(storage.join(sweep.sweep_dir, "best.json"), best)
     return best
