@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
+# `make demo ARGS=--fresh` starts again; a plain re-run reuses finished stages.
 demo: $(STAMP)
-	$(BIN)/mgc demo --workdir $(DEMO)
+	$(BIN)/mgc demo --workdir $(DEMO) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/extract.py

@@ -14,6 +14,80 @@ from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 
 
+DEBUG = "show the full traceback of an error instead of one line"
+RAY_ADDRESS = "Ray cluster to join (default: RAY_ADDRESS, else a local one)"
+NO_PROGRESS = "no progress bars (for logs)"
+
+# What each config field means, for --help (the default is appended). tests/test_cli.py checks
+# that every option of every subcommand has an explanation.
+EXPLAIN = {
+    # FeatureConfig
+    "sample_rate": "every file is mixed to mono and resampled to this rate, Hz",
+    "segment_seconds": "length of one training example; a 30 s clip gives 10",
+    "n_fft": "FFT window of the spectrogram, samples",
+    "hop_length": "step between spectrogram frames, samples",
+    "n_mels": "mel bands of the log-mel spectrogram",
+    "n_mfcc": "MFCC coefficients kept",
+    "silence_db": "a track whose peak level is below this is rejected as silent, dBFS",
+    "max_seconds": "analyse at most this much of each file from its start, s (none: all of it)",
+    # ExtractConfig
+    "tracks_per_shard": "tracks per task and per Parquet file; a killed run resumes at this granularity",
+    # TrainConfig
+    "epochs": "passes over the training split",
+    "batch_size": "segments per step and worker",
+    "lr": "Adam's learning rate",
+    "dropout": "one rate for every dropout layer, or comma-separated rates per layer (between LSTMs, then the head)",
+    "num_workers": "DDP workers (processes; one GPU each with --use-gpu)",
+    "cpus_per_worker": "CPUs reserved per worker; at least one CPU of the cluster must stay free for Ray Data's reads",
+    "use_gpu": "train on GPUs, with bf16 autocast and pinned prefetch",
+    "gpus_per_worker": "with --use-gpu: GPUs per worker; fractions let workers share one",
+    "storage_path": "folder or URI where run directories (checkpoints, artifact, metrics, plots) go",
+    "class_weights": "weight the loss by inverse class frequency (for FMA medium/large's unbalanced genres)",
+    "shuffle_buffer": "rows each worker shuffles locally (the shard order is also shuffled every epoch)",
+    "cache_data": "keep the decoded splits in Ray's object store after epoch 1 (faster when they fit)",
+    "max_failures": "times a lost worker is replaced and the run resumed from its last checkpoint",
+    "seed": "random seed (weights, shuffling, sampling)",
+    "channels": "filters of the four conv blocks",
+    "dense": "units of the dense head's layers",
+    "lstm_units": "units of the stacked LSTMs (empty: the model's own)",
+    "kernel": "conv kernel size (3 or 2)",
+    # SweepConfig
+    "num_samples": "trials to run",
+    "max_concurrent": "trials at once (0: as many as the cluster fits)",
+    "lr_min": "lowest learning rate sampled (log-uniform)",
+    "lr_max": "highest learning rate sampled",
+    "dropout_min": "lowest dropout sampled (uniform)",
+    "dropout_max": "highest dropout sampled",
+    "dropout_per_layer": "sample one dropout rate per dropout layer instead of one shared",
+    "search": "searcher: random, optuna or hyperopt (the latter two need their package)",
+    "metric": "what ASHA and the best trial are judged by (loss metrics are minimised)",
+    "grace_period": "epochs every trial runs before ASHA may stop it",
+    "reduction_factor": "ASHA keeps 1 in this many trials at each rung",
+    "gpus_per_trial": "GPUs per trial, split over its workers; fractions let trials share a GPU",
+    # LabelConfig
+    "model": "model artifact directory (run_dir/model, or a sweep's best/model)",
+    "input": "folder or URI prefix searched recursively for audio, or a CSV/Parquet manifest with a path column",
+    "out": "output folder or URI: labels/part-*.parquet, summary.csv",
+    "top_k": "genres kept per file, with probabilities",
+    "uncertain_below": "a file whose top probability is below this is flagged uncertain",
+    "files_per_batch": "files per Ray Data block (decoding task and inference batch)",
+    "actors": "inference actors (0: one per CPU, or per GPU with --use-gpu)",
+    # DemoConfig
+    "workdir": "where the corpus, every stage's output, demo.json and report/ go",
+    "tracks": "synthetic tracks in the corpus",
+    "seconds": "length of each synthetic clip, s (the FMA's are 30)",
+    "trials": "trials of the Tune sweep",
+    "sweep_epochs": "epochs per sweep trial",
+    "uploads": "synthetic new uploads to label (plus a long file and 3 broken ones)",
+    "fresh": "delete the workdir and start again instead of reusing finished stages",
+    "ray_address": RAY_ADDRESS,
+}
+
+
+def _help(name: str, default: str) -> str:
+    return f"{EXPLAIN.get(name, '')} ({default})".strip()
+
+
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, skip: tuple[str, ...] = ()) -> None:
     """One --option per field of a config dataclass, with its default shown in --help: bools are
     flags, tuples comma-separated, a scalar-or-tuple field either, optionals take their inner type."""
@@ -26,7 +100,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, ski
         options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
         tup = next((t for t in options if typing.get_origin(t) is tuple), None)
         if kind is bool:
-            group.add_argument(flag, action="store_true", help=f"(default: {f.default})")
+            group.add_argument(flag, action="store_true", help=_help(f.name, "a flag"))
         elif tup is not None:
             item = typing.get_args(tup)[0]
             scalar = next((t for t in options if t not in (tup, type(None))), None)
@@ -37,12 +111,21 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, ski
                 return tuple(item(x) for x in v.split(",") if x)
 
             shown = f.default if not isinstance(f.default, tuple) else ",".join(map(str, f.default)) or "the model's"
-            group.add_argument(flag, type=parse, default=f.default, help=f"comma-separated (default: {shown})")
+            group.add_argument(flag, type=parse, default=f.default, help=_help(f.name, f"comma-separated; default: {shown}"))
         elif f.default is dataclasses.MISSING:
-            group.add_argument(flag, type=kind, required=True, help="(required)")
+            group.add_argument(flag, type=kind, required=True, help=_help(f.name, "required"))
         else:
             base = next((t for t in options if t is not type(None)), kind)
-            group.add_argument(flag, type=base, default=f.default, help=f"(default: {f.default})")
+            group.add_argument(flag, type=base, default=f.default, help=_help(f.name, f"default: {f.default}"))
+
+
+def _use_ray_address(args: argparse.Namespace) -> None:
+    """The library joins Ray lazily, after its checks (so bad input fails without a cluster):
+    --ray-address reaches its ray.init() as RAY_ADDRESS."""
+    import os
+
+    if args.ray_address:
+        os.environ["RAY_ADDRESS"] = args.ray_address
 
 
 def _feature_config(args: argparse.Namespace) -> FeatureConfig:
@@ -50,8 +133,12 @@ def _feature_config(args: argparse.Namespace) -> FeatureConfig:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from mgc.synth import SynthConfig, generate
+    from mgc.synth import SynthConfig, generate, uploads
 
+    if args.uploads:
+        truth = uploads(args.out, n=args.uploads, seconds=min(args.seconds, 30.0), long_seconds=120.0, seed=100 + args.seed)
+        print(f"{len(truth)} uploads in {args.out} ({(truth['status'] == 'error').sum()} broken); what each is: {args.out}/_truth.csv")
+        return 0
     cfg = SynthConfig(
         out=args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed, broken_share=args.broken_share,
         unlabelled_share=args.unlabelled_share, audio_dir=args.audio_dir, workers=args.workers,
@@ -72,16 +159,13 @@ def load_manifest(args: argparse.Namespace):
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    import ray
-
     from mgc.extract import ExtractConfig, run
 
     cfg = ExtractConfig(out=args.out, features=_feature_config(args), tracks_per_shard=args.tracks_per_shard, progress=not args.no_progress)
     m = load_manifest(args)  # before Ray starts: bad metadata fails fast
     if args.limit:
         m.tracks = m.tracks.head(args.limit)
-    if not ray.is_initialized():
-        ray.init(address=args.ray_address)
+    _use_ray_address(args)
     summary = run(m, cfg)
     print(json.dumps(summary, indent=2))
     return 0
@@ -95,43 +179,30 @@ def _train_config(args: argparse.Namespace, model: str, name: str, skip: tuple[s
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import ray
-
     from mgc.train import run
 
     cfg = _train_config(args, args.model, args.name)
-    if not ray.is_initialized():
-        ray.init(address=args.ray_address)
+    _use_ray_address(args)
     out = run(cfg)
     print(json.dumps({"run_dir": cfg.run_dir, "best_epoch": out["best_epoch"], "test": {k: {m: v for m, v in d.items() if m != "confusion"} for k, d in out["test"].items()}}, indent=2))
     return 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    import ray
-
-    from mgc import storage
     from mgc.train import compare, run
 
-    if not ray.is_initialized():
-        ray.init(address=args.ray_address)
+    _use_ray_address(args)
     runs = [run(_train_config(args, m, f"{args.name}{m}" if args.name else m)) for m in args.models.split(",")]
-    table = compare(runs)
-    storage.write_bytes(storage.join(args.storage_path, "comparison.csv"), table.to_csv(index=False).encode())
-    storage.write_bytes(storage.join(args.storage_path, "comparison.md"), (table.to_markdown(index=False) + "\n").encode())
-    print(table.to_string(index=False))
+    print(compare(runs, args.storage_path).to_string(index=False))
     return 0
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    import ray
-
     from mgc import tune
 
     if not args.resume and not args.features:
         raise MgcError("--features is required (or --resume with --storage-path and --name of a sweep)")
-    if not ray.is_initialized():
-        ray.init(address=args.ray_address)
+    _use_ray_address(args)
     name = args.name or f"{args.model}-sweep"
     if args.resume:
         best = tune.resume(args.storage_path, name)
@@ -144,31 +215,20 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    import ray
-
     from mgc.label import LabelConfig, run
 
     fields = {f.name for f in dataclasses.fields(LabelConfig)} - {"progress"}
     cfg = LabelConfig(progress=not args.no_progress, **{k: getattr(args, k) for k in fields})
-    if not ray.is_initialized():
-        ray.init(address=args.ray_address)
+    _use_ray_address(args)
     print(json.dumps(run(cfg), indent=2))
     return 0
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    import ray
+    from mgc import recommend
 
-    from mgc import recommend, storage
-
-    if not ray.is_initialized():
-        ray.init(address=args.ray_address)
-    catalogue = recommend.embed(args.features, args.model)
-    recommend.save_catalogue(catalogue, storage.join(args.out, "catalogue.parquet"))
-    table = recommend.evaluate(catalogue, args.split)
-    storage.write_bytes(storage.join(args.out, "precision_at_k.csv"), table.to_csv(index=False).encode())
-    storage.write_bytes(storage.join(args.out, "precision_at_k.md"), (table.to_markdown(index=False) + "\n").encode())
-    print(table.to_string(index=False))
+    _use_ray_address(args)
+    print(recommend.build(args.features, args.model, args.out, args.split).to_string(index=False))
     return 0
 
 
@@ -195,44 +255,31 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """The pipeline so far on a synthetic corpus: synthesise, extract, train and compare two models."""
-    import os
+    from mgc.demo import DemoConfig, run
 
-    import ray
+    fields = {f.name for f in dataclasses.fields(DemoConfig)} - {"progress"}
+    html = run(DemoConfig(progress=not args.no_progress, **{k: getattr(args, k) for k in fields}))
+    print(f"\nThe report: {html}\n  open it in a browser, or read report.md beside it")
+    return 0
 
-    from mgc import fma
-    from mgc.extract import ExtractConfig
-    from mgc.extract import run as extract
-    from mgc.synth import SynthConfig, generate
-    from mgc.train import TrainConfig, compare
-    from mgc.train import run as train
 
-    corpus, features, runs = (os.path.join(args.workdir, d) for d in ("fma", "features", "runs"))
-    print(f"[1/3] synthetic FMA corpus: {args.tracks} tracks of {args.seconds:g} s -> {corpus}", flush=True)
-    generate(SynthConfig(out=corpus, tracks=args.tracks, seconds=args.seconds, seed=args.seed))
-    ray.init(address=args.ray_address)
-    print("[2/3] extract log-mel and MFCC segments with Ray Data", flush=True)
-    summary = extract(fma.manifest(corpus, "fma_large", "large"), ExtractConfig(out=features))
-    print(f"      {summary['tracks_ok']} tracks ok, rejected: {summary['rejects_by_reason']}")
-    print("[3/3] train cnn and cnn_lstm with Ray Train (small sizes for a laptop)", flush=True)
-    cpus = ray.cluster_resources().get("CPU", 2)
-    results = []
-    for model in ("cnn", "cnn_lstm"):
-        cfg = TrainConfig(
-            features=features, model=model, epochs=args.epochs, storage_path=runs, batch_size=32, lr=3e-3, dropout=0.2,
-            num_workers=2, cpus_per_worker=min(1.0, (cpus - 1) / 2), channels=(8, 16, 32, 32), dense=(64, 32),
-            lstm_units=(64, 64), cache_data=True,
-        )  # fmt: skip
-        results.append(train(cfg))
-    print(compare(results).to_string(index=False))
-    print(f"\nfeatures: {features}\nruns:     {runs} (metrics.json, confusion_matrix.png, learning_curves.png, model/)")
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mgc import report
+
+    html, md = report.write(args.run_dir, args.out)
+    print(f"report: {html}\n        {md}")
     return 0
 
 
 def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     """The parser; `tune_defaults` (from a --config file) replace `mgc tune`'s defaults."""
-    p = argparse.ArgumentParser(prog="mgc", description="Music genre classification at catalogue scale, on Ray.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    p = argparse.ArgumentParser(
+        prog="mgc",
+        description="Music genre classification at catalogue scale, on Ray: synth -> extract -> train/compare -> tune -> "
+        "label -> embed/similar -> report. `mgc demo` runs them all on a synthetic corpus. Every path may be local or a URI (s3://...).",
+        epilog="`mgc COMMAND --help` explains each command's options. The same commands run on a cluster as jobs/*.py under `ray job submit`.",
+    )
+    p.add_argument("--debug", action="store_true", help=DEBUG)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write a deterministic synthetic corpus in the FMA layout")
@@ -243,8 +290,10 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     s.add_argument("--broken-share", type=float, default=0.05, help="share of broken files (default: 0.05)")
     s.add_argument("--unlabelled-share", type=float, default=0.03, help="share of tracks without genre_top (default: 0.03)")
     s.add_argument("--audio-dir", default="fma_large", help="audio folder name under --out (default: fma_large)")
-    s.add_argument("--workers", type=int, default=0, help="processes (default: 0 = one per core)")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--workers", type=int, default=0, help="processes writing audio (default: 0 = one per core)")
+    s.add_argument("--uploads", type=int, default=0, metavar="N",
+                   help="instead of a corpus, write N 'new uploads' of mixed formats, rates and channels, a 2-minute file and 3 broken files, to label")
+    s.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     s.set_defaults(func=_cmd_synth)
 
     e = sub.add_parser("extract", help="decode audio into log-mel/MFCC Parquet shards with Ray Data")
@@ -252,8 +301,8 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output folder or URI (s3://bucket/prefix)")
     e.add_argument("--tracks-per-shard", type=int, default=32, help="tracks per task and Parquet file (default: 32)")
     e.add_argument("--limit", type=int, default=0, help="only the first N tracks by track_id (default: all)")
-    e.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
+    e.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     _add_dataclass_options(e, FeatureConfig, "feature options (stored in _config.json)")
     e.set_defaults(func=_cmd_extract)
 
@@ -261,7 +310,7 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     from mgc.train import TrainConfig
 
     t = sub.add_parser("train", help="train a model on extracted shards with Ray Train (DDP)")
-    t.add_argument("--model", default="cnn", choices=MODELS, help="network (default: cnn)")
+    t.add_argument("--model", default="cnn", choices=MODELS, help="network: cnn, cnn_lstm, cnn_bilstm, lstm or crnn (README: Train models) (default: cnn)")
     t.add_argument("--name", default="", help="run name under --storage-path (default: the model name); re-use it to resume")
     add_train_options(t, TrainConfig)
     t.set_defaults(func=_cmd_train)
@@ -275,7 +324,7 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     from mgc.tune import PER_TRIAL, SweepConfig
 
     u = sub.add_parser("tune", help="sweep learning rate and dropout with Ray Tune (ASHA), each trial a Ray Train run")
-    u.add_argument("--model", default="cnn", choices=MODELS, help="network (default: cnn)")
+    u.add_argument("--model", default="cnn", choices=MODELS, help="network: cnn, cnn_lstm, cnn_bilstm, lstm or crnn (README: Train models) (default: cnn)")
     u.add_argument("--name", default="", help="sweep name under --storage-path (default: <model>-sweep)")
     u.add_argument("--config", help="TOML or JSON file of these options (keys as here, - or _); the command line overrides it")
     u.add_argument("--resume", action="store_true", help="continue the sweep --storage-path/--name after an interruption")
@@ -286,8 +335,8 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     from mgc.label import LabelConfig
 
     b = sub.add_parser("label", help="label new audio files with genre probabilities and embeddings (Ray Data)")
-    b.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
-    b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
+    b.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     _add_dataclass_options(b, LabelConfig, "labelling options", skip=("progress",))
     b.set_defaults(func=_cmd_label)
 
@@ -296,7 +345,7 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     m.add_argument("--model", required=True, help="model artifact directory")
     m.add_argument("--out", required=True, help="folder for catalogue.parquet and precision_at_k.csv/.md")
     m.add_argument("--split", default="test", help="the queries of the evaluation (default: test)")
-    m.add_argument("--ray-address", default=None)
+    m.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
     m.set_defaults(func=_cmd_embed)
 
     r = sub.add_parser("similar", help="catalogue tracks that sound like a track or a file (cosine similarity)")
@@ -305,25 +354,32 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     q.add_argument("--track-id", help="an id in the catalogue (track id, or path for a labelling output)")
     q.add_argument("--file", help="an audio file, embedded with --model")
     r.add_argument("--model", help="model artifact (needed with --file)")
-    r.add_argument("-k", type=int, default=10, help="how many (default: 10)")
+    r.add_argument("-k", type=int, default=10, help="how many similar tracks to list (default: 10)")
     r.set_defaults(func=_cmd_similar)
 
-    d = sub.add_parser("demo", help="run the pipeline on a synthetic corpus")
-    d.add_argument("--workdir", default="demo", help="where the corpus and outputs go (default: demo)")
-    d.add_argument("--tracks", type=int, default=240, help="synthetic tracks (default: 240)")
-    d.add_argument("--seconds", type=float, default=30.0, help="clip length (default: 30)")
-    d.add_argument("--epochs", type=int, default=8, help="training epochs per model (default: 8)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--ray-address", default=None)
+    from mgc.demo import DemoConfig
+
+    d = sub.add_parser("demo", help="the whole pipeline on a synthetic corpus, ending in a report (re-runs reuse finished stages)")
+    d.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
+    _add_dataclass_options(d, DemoConfig, "demo options", skip=("progress",))
     d.set_defaults(func=_cmd_demo)
+
+    o = sub.add_parser("report", help="render a run directory (as mgc demo lays it out) as HTML with figures, and Markdown")
+    o.add_argument("run_dir", help="folder holding features/, runs/, sweeps/, labels/, catalogue/ (any may be missing)")
+    o.add_argument("--out", default=None, help="where report.html and report.md go (default: RUN_DIR/report)")
+    o.set_defaults(func=_cmd_report)
+
+    # --debug is accepted after the subcommand too, where people type it.
+    for parser in sub.choices.values():
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG)
     return p
 
 
 def add_train_options(parser: argparse.ArgumentParser, cls, features_required: bool = True, skip: tuple[str, ...] = ()) -> None:
     """Where the features are, which cluster, and every TrainConfig option (less `skip`)."""
     parser.add_argument("--features", required=features_required, help="output folder (or URI) of mgc extract")
-    parser.add_argument("--ray-address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
+    parser.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     _add_dataclass_options(parser, cls, "training options", skip=("features", "model", "name", "progress", *skip))
 
 
@@ -342,6 +398,7 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; errors print as one line (exit 2) unless --debug."""
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "config", None):
@@ -349,14 +406,16 @@ def main(argv: list[str] | None = None) -> int:
 
             args = build_parser(config_file_values(args.config)).parse_args(argv)
         return args.func(args)
-    except MgcError as e:
-        if args.debug:
-            raise
-        print(f"mgc: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("mgc: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        # A problem we diagnosed names the file and the fix; anything else gets its first line and a pointer.
+        text = str(e) if isinstance(e, MgcError) else f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]} (--debug shows the traceback)"
+        print(f"mgc: error: {text}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -110,6 +110,17 @@ def evaluate(catalogue: pd.DataFrame, split: str = "test", ks: tuple[int, ...] =
     return precision_at_k(genres[queries], genres[idx], ks)
 
 
+def build(features: str, model_path: str, out: str, split: str = "test") -> pd.DataFrame:
+    """`mgc embed`: the catalogue of `features` embedded by the model, saved as out/catalogue.parquet,
+    and its precision@5/@10 per genre over `split`, written as out/precision_at_k.csv and .md."""
+    catalogue = embed(features, model_path)
+    save_catalogue(catalogue, storage.join(out, "catalogue.parquet"))
+    table = evaluate(catalogue, split)
+    storage.write_bytes(storage.join(out, "precision_at_k.csv"), table.to_csv(index=False).encode())
+    storage.write_bytes(storage.join(out, "precision_at_k.md"), (table.to_markdown(index=False) + "\n").encode())
+    return table
+
+
 def save_catalogue(catalogue: pd.DataFrame, path: str) -> None:
     emb = np.stack(catalogue["embedding"].to_numpy()).astype(np.float32)
     table = pa.table({

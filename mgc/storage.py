@@ -6,6 +6,7 @@ S3 unchanged. Writes are atomic: a reader (or a resumed run) never sees half a f
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -31,7 +32,7 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     s3:// honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (S3-compatible stores), which pyarrow
     itself ignores; credentials and region come from the standard AWS variables or profile.
     """
-    endpoint_url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint_url = _endpoint()
     if path.startswith("s3://") and endpoint_url:
         endpoint = urlparse(endpoint_url)
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -46,6 +47,43 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
 
 
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def explain(path: str, error: BaseException) -> str:
+    """What an object store's error means for `path`, in words a user can act on."""
+    text = str(error)
+    if any(k in text for k in ("ACCESS_DENIED", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")):
+        return (
+            f"{path}: access denied: check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+            f"AWS_PROFILE or the node's role) and the bucket's policy ({text})"
+        )
+    if any(k in text for k in ("NETWORK_CONNECTION", "Could not connect", "curlCode", "Could not resolve host")):
+        return f"{path}: cannot reach the storage endpoint {_endpoint() or '(the default for the URI)'}: check AWS_ENDPOINT_URL and the network ({text})"
+    if "NoSuchBucket" in text or ("Bucket" in text and "not found" in text):
+        return f"{path}: the bucket does not exist ({text})"
+    return f"{path}: {text}"
+
+
+@contextlib.contextmanager
+def _clear_errors(path: str):
+    """Storage failures other than a missing file become an MgcError naming `path`."""
+    try:
+        yield
+    except (FileNotFoundError, IsADirectoryError, MgcError):
+        raise
+    except (OSError, pa.ArrowException) as e:
+        raise MgcError(explain(path, e)) from e
+
+
+def _check_bucket(path: str, fs: pafs.FileSystem, inner: str) -> None:
+    """For a path that was not found: say so if it is its whole bucket that is missing."""
+    bucket = inner.split("/", 1)[0]
+    if path.startswith("s3://") and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+        raise MgcError(f"{path}: the bucket {bucket!r} does not exist")
+
+
 def join(base: str, *parts: str) -> str:
     """Join path parts onto a local path or URI (URIs always use '/')."""
     if is_uri(base):
@@ -54,29 +92,38 @@ def join(base: str, *parts: str) -> str:
 
 
 def exists(path: str) -> bool:
+    """Whether `path` exists; a missing bucket, denied access or an unreachable store is an
+    MgcError naming it rather than False."""
     fs, p = resolve(path)
-    return fs.get_file_info(p).type != pafs.FileType.NotFound
+    with _clear_errors(path):
+        if fs.get_file_info(p).type != pafs.FileType.NotFound:
+            return True
+        _check_bucket(path, fs, p)
+        return False
 
 
 def read_bytes(path: str) -> bytes:
     """Read a whole file; FileNotFoundError if it is absent."""
     fs, p = resolve(path)
-    info = fs.get_file_info(p)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(path)
-    if info.type == pafs.FileType.Directory:
-        raise IsADirectoryError(path)
-    with fs.open_input_stream(p) as f:
-        return f.read()
+    with _clear_errors(path):
+        info = fs.get_file_info(p)
+        if info.type == pafs.FileType.NotFound:
+            _check_bucket(path, fs, p)
+            raise FileNotFoundError(path)
+        if info.type == pafs.FileType.Directory:
+            raise IsADirectoryError(path)
+        with fs.open_input_stream(p) as f:
+            return f.read()
 
 
 def list_files(directory: str, suffix: str | tuple[str, ...] = "", recursive: bool = False) -> list[str]:
     """Visible files in a directory ([] if it does not exist), as paths relative to it: names,
     or with `recursive`, paths through its sub-folders ('/'-separated)."""
     fs, p = resolve(directory)
-    if fs.get_file_info(p).type != pafs.FileType.Directory:
-        return []
-    infos = fs.get_file_info(pafs.FileSelector(p, recursive=recursive))
+    with _clear_errors(directory):
+        if fs.get_file_info(p).type != pafs.FileType.Directory:
+            return []
+        infos = fs.get_file_info(pafs.FileSelector(p, recursive=recursive))
     root = p.rstrip("/") + "/"
     return sorted(
         i.path[len(root) :].replace(os.sep, "/")
@@ -137,7 +184,8 @@ def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
     import pyarrow.dataset as pads
 
     fs, p = resolve(path)
-    return pads.dataset(p, filesystem=fs, format="parquet").to_table(columns=columns)
+    with _clear_errors(path):
+        return pads.dataset(p, filesystem=fs, format="parquet").to_table(columns=columns)
 
 
 def remove_stale_temporaries(directory: str) -> int:
@@ -164,7 +212,7 @@ def ensure_writable_dir(path: str) -> None:
     except MgcError:
         raise
     except (OSError, pa.ArrowException) as e:
-        raise MgcError(f"{path}: output is not writable: {e}") from e
+        raise MgcError(explain(path, e).replace(f"{path}: ", f"{path}: output is not writable: ", 1)) from e
 
 
 def open_text(path: str) -> io.StringIO:

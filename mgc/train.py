@@ -417,8 +417,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     return finish(cfg, prep, checkpoint_state(cfg.run_dir, best_epoch), best_metrics, checkpoint_state(cfg.run_dir, result.metrics["epoch"]))
 
 
-def compare(runs: list[dict[str, Any]]) -> pd.DataFrame:
-    """The studies' table: one row per model, test metrics at segment and track level."""
+def compare(runs: list[dict[str, Any]], storage_path: str | None = None) -> pd.DataFrame:
+    """The studies' table: one row per model, test metrics at segment and track level; written
+    as comparison.csv and comparison.md under `storage_path` if given."""
     rows = []
     for r in runs:
         row = {"model": r["model"]["name"], "run": r["run"], "parameters": r["parameters"], "best_epoch": r["best_epoch"]}
@@ -426,4 +427,8 @@ def compare(runs: list[dict[str, Any]]) -> pd.DataFrame:
             for k in metrics.SCALARS:
                 row[f"{level}_{k}"] = round(r["test"][level][k], 4)
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if storage_path is not None:
+        storage.write_bytes(storage.join(storage_path, "comparison.csv"), table.to_csv(index=False).encode())
+        storage.write_bytes(storage.join(storage_path, "comparison.md"), (table.to_markdown(index=False) + "\n").encode())
+    return table

@@ -246,7 +246,11 @@ def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFra
             # A restarted trial may report an epoch twice: keep the latest report of each.
             history = history.dropna(subset=["epoch"]).drop_duplicates("epoch", keep="last").sort_values("epoch")
         if history is not None and len(history) and sweep.metric in history:
-            best = history.loc[_best(history[sweep.metric], sweep.mode)]
+            # Ray keeps a trial's best checkpoints; among epochs with tied scores, take one it kept.
+            trial_dir = storage.join(sweep.sweep_dir, "runs", trial_id)
+            kept = {int(p.split("/")[0].removeprefix("epoch-")) for p in storage.list_files(trial_dir, "state.pt", recursive=True)}
+            scored = history[history["epoch"].isin(kept)] if kept else history
+            best = scored.loc[_best(scored[sweep.metric], sweep.mode)]
             row.update({
                 "epochs_run": int(history["epoch"].iloc[-1]), f"last_{sweep.metric}": float(history[sweep.metric].iloc[-1]),
                 f"best_{sweep.metric}": float(best[sweep.metric]), "best_epoch": int(best["epoch"]),

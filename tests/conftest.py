@@ -4,12 +4,15 @@ and one small synthetic FMA corpus."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +21,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FMA_SAMPLE = REPO.parent / "shared" / "fma_sample"
 BIN = Path(sys.executable).parent
+
+
+# Ray reads RAY_AUTH_MODE when it is first imported, and some tests import it before the session's
+# cluster starts: the test process is a client of that token-authenticated cluster from the start.
+TOKEN = secrets.token_hex(32)
+
+
+def pytest_configure(config):
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = TOKEN
 
 
 def _free_port() -> int:
@@ -43,24 +56,30 @@ def fma_sample() -> Path:
     return FMA_SAMPLE
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """An S3-compatible server (moto's standalone server) on 127.0.0.1, and the standard AWS
-    variables that point clients at it."""
+def _start_moto(port: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """moto's standalone S3 server on 127.0.0.1:port, once it accepts connections."""
     import time
 
-    port = _free_port()
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
+            return proc
         except OSError:
             if time.time() > deadline or proc.poll() is not None:
                 proc.kill()
                 raise RuntimeError("moto_server did not start")
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3-compatible server (moto's standalone server) on 127.0.0.1, and the standard AWS
+    variables that point clients at it."""
+    port = _free_port()
+    proc = _start_moto(port)
     env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "mgc-test", "AWS_SECRET_ACCESS_KEY": "mgc-test", "AWS_REGION": "us-east-1"}
     try:
         with _environment(env):
@@ -77,9 +96,8 @@ def ray_cluster(tmp_path_factory, s3_server):
     Yields a dict with the GCS address, the dashboard URL for `ray job submit`, and the
     environment a client needs (RAY_AUTH_MODE=token and the token)."""
     ray_bin = shutil.which("ray", path=str(BIN)) or shutil.which("ray")
-    token = secrets.token_hex(32)
     # The nodes get the S3 server's variables, as a cluster's nodes get their credentials.
-    env = {**os.environ, **s3_server, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **s3_server, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
     # As if started from the activated venv: job entrypoints' `python` is the project's.
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     port, dash = _free_port(), _free_port()
@@ -96,7 +114,7 @@ def ray_cluster(tmp_path_factory, s3_server):
         "ray": ray_bin,
     }
     try:
-        with _environment({k: info["env"][k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS")}):
+        with _environment({"RAY_ADDRESS": info["env"]["RAY_ADDRESS"]}):
             yield info
     finally:
         import ray
@@ -156,3 +174,77 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def truth(corpus) -> pd.DataFrame:
     return pd.read_csv(corpus / "fma_metadata" / "synth_truth.csv")
+
+
+# 6 trials of a small cnn, one at a time (1 worker x 1 CPU, a CPU left for Ray Data's reads).
+SWEEP = ["--model", "cnn", "--epochs", "3", "--num-samples", "6", "--max-concurrent", "1", "--num-workers", "1", "--cpus-per-worker", "1",
+         "--grace-period", "1", "--reduction-factor", "2", "--lr-min", "1e-5", "--lr-max", "1e-2", "--channels", "8,16,32,32",
+         "--dense", "64,32", "--batch-size", "32", "--seed", "1", "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def sweep(ray_cluster, features, tmp_path_factory):
+    """A sweep whose driver is SIGKILLed while its third trial runs, then resumed with the real
+    `ray job submit` client. Returns (sweep dir, trials finished before the kill, the interrupted trial)."""
+    storage_path = tmp_path_factory.mktemp("sweeps")
+    runs = storage_path / "sw" / "runs"
+    # A relative --storage-path: trials run in Ray workers with other working directories.
+    cmd = [sys.executable, str(REPO / "jobs" / "tune.py"), "--features", str(features), "--storage-path", storage_path.name, "--name", "sw", *SWEEP]
+    # Tune saves its experiment state at most every 10 s by default; at every step here, so that
+    # "finished before the kill" means "recorded as finished".
+    env = {**ray_cluster["env"], "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    log = open(storage_path / "driver.log", "w")
+    proc = subprocess.Popen(cmd, env=env, cwd=storage_path.parent, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and len(list(runs.glob("*/attempts.json"))) < 3:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    started = sorted(runs.glob("*/attempts.json"), key=lambda p: json.loads(p.read_text())[0])
+    assert len(started) == 3, f"not killed while the third trial ran: {len(started)} started\n" + (storage_path / "driver.log").read_text()[-3000:]
+
+    resume = [ray_cluster["ray"], "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir", str(REPO), "--",
+              "python", "jobs/tune.py", "--resume", "--storage-path", str(storage_path), "--name", "sw", "--no-progress"]  # fmt: skip
+    client_env = {k: v for k, v in ray_cluster["env"].items() if k != "RAY_ADDRESS"}
+    done = subprocess.run(resume, env=client_env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and "succeeded" in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr[-3000:]
+    return storage_path / "sw", [p.parent.name for p in started[:-1]], started[-1].parent.name
+
+
+@pytest.fixture(scope="session")
+def model(compared):
+    return str(compared / "cnn" / "model")
+
+
+@pytest.fixture(scope="session")
+def inbox(tmp_path_factory):
+    """24 uploads of 15 s in 4 formats, 4 sample rates, mono and stereo, a 2-minute file, 3 broken."""
+    from mgc.synth import uploads
+
+    out = tmp_path_factory.mktemp("uploads")
+    truth = uploads(str(out), n=24, seconds=15.0, long_seconds=120.0)
+    return out, truth
+
+
+@pytest.fixture(scope="session")
+def labelled(ray_cluster, model, inbox, tmp_path_factory):
+    """The uploads labelled by the real `ray job submit` client, analysing at most 60 s a file."""
+    folder, _ = inbox
+    out = tmp_path_factory.mktemp("labels")
+    cmd = [ray_cluster["ray"], "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir", str(REPO), "--",
+           "python", "jobs/label.py", "--model", model, "--input", str(folder), "--out", str(out), "--max-seconds", "60",
+           "--files-per-batch", "4", "--no-progress"]  # fmt: skip
+    env = {k: v for k, v in ray_cluster["env"].items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and "succeeded" in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def catalogue(ray_connected, features, model, tmp_path_factory) -> Path:
+    """`mgc embed` of the session's features with the cnn: catalogue.parquet and precision_at_k.csv/.md."""
+    from mgc.cli import main
+
+    out = tmp_path_factory.mktemp("catalogue")
+    assert main(["embed", "--features", str(features), "--model", model, "--out", str(out)]) == 0
+    return out

@@ -19,34 +19,6 @@ from mgc import label, recommend
 from mgc.cli import main
 from mgc.errors import MgcError
 from mgc.label import LabelConfig
-from mgc.synth import uploads
-
-
-@pytest.fixture(scope="module")
-def model(compared):
-    return str(compared / "cnn" / "model")
-
-
-@pytest.fixture(scope="module")
-def inbox(tmp_path_factory):
-    """24 uploads of 15 s in 4 formats, 4 sample rates, mono and stereo, a 2-minute file, 3 broken."""
-    out = tmp_path_factory.mktemp("uploads")
-    truth = uploads(str(out), n=24, seconds=15.0, long_seconds=120.0)
-    return out, truth
-
-
-@pytest.fixture(scope="module")
-def labelled(ray_cluster, model, inbox, tmp_path_factory):
-    """The uploads labelled by the real `ray job submit` client, analysing at most 60 s a file."""
-    folder, _ = inbox
-    out = tmp_path_factory.mktemp("labels")
-    cmd = [ray_cluster["ray"], "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir", str(REPO), "--",
-           "python", "jobs/label.py", "--model", model, "--input", str(folder), "--out", str(out), "--max-seconds", "60",
-           "--files-per-batch", "4", "--no-progress"]  # fmt: skip
-    env = {k: v for k, v in ray_cluster["env"].items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0 and "succeeded" in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
 
 
 def _by_file(rows: pd.DataFrame, folder) -> pd.DataFrame:
@@ -144,22 +116,22 @@ def test_nearest_neighbours_are_exact_in_blocks():
     assert np.allclose(score, np.sort(sims, axis=1)[:, ::-1][:, :5], atol=1e-5)
 
 
-def test_recommendations_find_tracks_of_the_same_genre(ray_connected, features, model, tmp_path, capsys, inbox):
-    assert main(["embed", "--features", str(features), "--model", model, "--out", str(tmp_path)]) == 0
-    table = pd.read_csv(tmp_path / "precision_at_k.csv").set_index("genre")
+def test_recommendations_find_tracks_of_the_same_genre(catalogue, model, capsys, inbox):
+    table = pd.read_csv(catalogue / "precision_at_k.csv").set_index("genre")
     assert table.loc["all", "precision@5"] >= 0.8, table
     assert len(table) == 9 and table.loc["all", "tracks"] == table.drop("all")["tracks"].sum()
-    catalogue = recommend.load_catalogue(str(tmp_path / "catalogue.parquet"))
+    path = str(catalogue / "catalogue.parquet")
+    rows = recommend.load_catalogue(path)
     # Not trivially high: with the genres shuffled over the same embeddings it collapses.
-    shuffled = catalogue.assign(genre=np.random.default_rng(0).permutation(catalogue["genre"].to_numpy()))
+    shuffled = rows.assign(genre=np.random.default_rng(0).permutation(rows["genre"].to_numpy()))
     assert recommend.evaluate(shuffled).set_index("genre").loc["all", "precision@5"] < 0.5
-    some = str(catalogue["id"].iloc[0])
+    some = str(rows["id"].iloc[0])
     capsys.readouterr()
-    assert main(["similar", "--catalogue", str(tmp_path / "catalogue.parquet"), "--track-id", some, "-k", "5"]) == 0
+    assert main(["similar", "--catalogue", path, "--track-id", some, "-k", "5"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 6 and all(line.split()[0] != some for line in lines[1:])
     folder, truth = inbox
     first = truth[truth["status"] == "ok"].iloc[0]
-    assert main(["similar", "--catalogue", str(tmp_path / "catalogue.parquet"), "--file", str(folder / first["file"]), "--model", model, "-k", "10"]) == 0
-    rows = capsys.readouterr().out.strip().splitlines()[1:]
-    assert len(rows) == 10 and sum(first["genre"] in r for r in rows) >= 7
+    assert main(["similar", "--catalogue", path, "--file", str(folder / first["file"]), "--model", model, "-k", "10"]) == 0
+    found = capsys.readouterr().out.strip().splitlines()[1:]
+    assert len(found) == 10 and sum(first["genre"] in r for r in found) >= 7

@@ -4,12 +4,7 @@ finished trials, the outputs agree, the best artifact predicts, bad input fails 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -18,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import SWEEP
 from mgc import artifact
 from mgc.cli import build_parser, main
 from mgc.errors import MgcError
@@ -26,40 +21,7 @@ from mgc.models import ModelConfig
 from mgc.train import SCORE, TrainConfig
 from mgc.tune import SweepConfig, config_file_values, trial_config
 
-# 6 trials of a small cnn, one at a time (1 worker x 1 CPU, a CPU left for Ray Data's reads).
-SWEEP = ["--model", "cnn", "--epochs", "3", "--num-samples", "6", "--max-concurrent", "1", "--num-workers", "1", "--cpus-per-worker", "1",
-         "--grace-period", "1", "--reduction-factor", "2", "--lr-min", "1e-5", "--lr-max", "1e-2", "--channels", "8,16,32,32",
-         "--dense", "64,32", "--batch-size", "32", "--seed", "1", "--no-progress"]  # fmt: skip
 BEST = f"best_{SCORE}"
-
-
-@pytest.fixture(scope="module")
-def sweep(ray_cluster, features, tmp_path_factory):
-    """A sweep whose driver is SIGKILLed while its third trial runs, then resumed with the real
-    `ray job submit` client. Returns (sweep dir, trials finished before the kill, the interrupted trial)."""
-    storage_path = tmp_path_factory.mktemp("sweeps")
-    runs = storage_path / "sw" / "runs"
-    # A relative --storage-path: trials run in Ray workers with other working directories.
-    cmd = [sys.executable, str(REPO / "jobs" / "tune.py"), "--features", str(features), "--storage-path", storage_path.name, "--name", "sw", *SWEEP]
-    # Tune saves its experiment state at most every 10 s by default; at every step here, so that
-    # "finished before the kill" means "recorded as finished".
-    env = {**ray_cluster["env"], "TUNE_GLOBAL_CHECKPOINT_S": "0"}
-    log = open(storage_path / "driver.log", "w")
-    proc = subprocess.Popen(cmd, env=env, cwd=storage_path.parent, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None and len(list(runs.glob("*/attempts.json"))) < 3:
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    started = sorted(runs.glob("*/attempts.json"), key=lambda p: json.loads(p.read_text())[0])
-    assert len(started) == 3, f"not killed while the third trial ran: {len(started)} started\n" + (storage_path / "driver.log").read_text()[-3000:]
-
-    resume = [ray_cluster["ray"], "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir", str(REPO), "--",
-              "python", "jobs/tune.py", "--resume", "--storage-path", str(storage_path), "--name", "sw", "--no-progress"]  # fmt: skip
-    client_env = {k: v for k, v in ray_cluster["env"].items() if k != "RAY_ADDRESS"}
-    done = subprocess.run(resume, env=client_env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0 and "succeeded" in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr[-3000:]
-    return storage_path / "sw", [p.parent.name for p in started[:-1]], started[-1].parent.name
 
 
 def test_asha_stops_trials_early_and_the_outputs_agree(sweep):
@@ -155,14 +117,3 @@ def test_per_layer_dropout_gives_each_layer_its_own_rate(tmp_path):
 
     net = build(ModelConfig(name="cnn_lstm", channels=(4, 8), dense=(8,), lstm_units=(8, 8), dropout=cfg.dropout))
     assert [m.p for m in net.modules() if isinstance(m, torch.nn.Dropout)] == [0.15, 0.4]
-
-
-def test_a_model_based_searcher_runs_a_sweep(ray_connected, features, tmp_path):
-    """Optuna's TPE proposes the trials (an optional extra, installed for the tests)."""
-    pytest.importorskip("optuna")
-    argv = ["tune", "--features", str(features), "--storage-path", str(tmp_path), "--name", "tpe", *SWEEP,
-            "--search", "optuna", "--num-samples", "2", "--epochs", "1"]  # fmt: skip
-    assert main(argv) == 0
-    trials = pd.read_csv(tmp_path / "tpe" / "trials.csv")
-    assert len(trials) == 2 and (trials["stop_reason"] == "completed").all() and trials["lr"].nunique() == 2
-    assert json.loads((tmp_path / "tpe" / "best.json").read_text())["trial_id"] in set(trials["trial_id"])

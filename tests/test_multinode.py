@@ -1,0 +1,108 @@
+"""Several nodes: a second node joins the session's head with the real `ray start --address`, its
+own resources and ports; extraction submitted with `ray job submit` runs on both, and survives the
+second node dying midway (Ray retries its tasks elsewhere; the output stays complete)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, _free_port
+from helpers import assert_complete_and_unique
+
+EXTRACTION = "FlatMap(process_chunk)"
+
+
+@pytest.fixture
+def second_node(ray_connected):
+    """A node of 2 CPUs and resource `second_node`, started as a user starts one; yields its node
+    id and the process group to kill. Stopped (the whole group) at the end."""
+    import ray
+
+    ports = {f"--{p}": str(_free_port()) for p in ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
+                                                   "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")}  # fmt: skip
+    cmd = [ray_connected["ray"], "start", f"--address={ray_connected['address']}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+           "--resources", json.dumps({"second_node": 1}), "--disable-usage-stats", "--block", *(f"{k}={v}" for k, v in ports.items())]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=ray_connected["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    node = None
+    while node is None:
+        alive = [n for n in ray.nodes() if n["Alive"] and "second_node" in n["Resources"]]
+        node = alive[0]["NodeID"] if alive else None
+        assert proc.poll() is None and time.time() < deadline, "the second node did not join"
+        time.sleep(0.5)
+    yield node, proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    _wait_dead(node)
+
+
+def _wait_dead(node_id: str, timeout: float = 120) -> None:
+    """Until the head has marked the node dead (its resources leave the cluster)."""
+    import ray
+
+    deadline = time.time() + timeout
+    while any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes()):
+        assert time.time() < deadline, "the head never marked the node dead"
+        time.sleep(1)
+
+
+def _submit(cluster, out, *wait: str):
+    """Extraction of the session corpus, one track per task, as a user submits it; returns the id."""
+    from ray.job_submission import JobSubmissionClient
+
+    sid = f"mgc-multinode-{time.time_ns()}"
+    cmd = [cluster["ray"], "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO), "--submission-id", sid, *wait, "--",
+           "python", "jobs/extract_full.py", "--fma-root", str(cluster["corpus"]), "--out", str(out), "--tracks-per-shard", "1", "--no-progress"]  # fmt: skip
+    env = {k: v for k, v in cluster["env"].items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return sid, JobSubmissionClient(cluster["dashboard"])
+
+
+def _extraction_tasks(client, sid: str) -> list:
+    from ray.util.state import list_tasks
+
+    job_id = client.get_job_info(sid).job_id
+    if job_id is None:  # the driver has not started yet
+        return []
+    return list_tasks(filters=[("job_id", "=", job_id)], detail=True, limit=10_000, raise_on_missing_output=False)
+
+
+def test_extraction_runs_on_both_nodes_and_survives_losing_one(ray_connected, second_node, corpus, truth, tmp_path):
+    """One extraction (one track per task) over the head and the second node: once tasks have
+    finished on the second node and another runs there, the node is killed. The job still succeeds:
+    the tasks it lost ran again on the head, and every segment is there once."""
+    from ray.job_submission import JobStatus
+
+    node, group = second_node
+    out = tmp_path / "features"
+    sid, client = _submit({**ray_connected, "corpus": corpus}, out, "--no-wait")
+    deadline = time.time() + 300
+    while True:
+        tasks = [t for t in _extraction_tasks(client, sid) if t.name.startswith(EXTRACTION) and t.node_id == node]
+        if any(t.state == "FINISHED" for t in tasks) and any(t.state == "RUNNING" for t in tasks):
+            break
+        assert time.time() < deadline and not client.get_job_status(sid).is_terminal(), "the second node never ran extraction tasks"
+        time.sleep(0.2)
+    os.killpg(group.pid, signal.SIGKILL)  # the node's raylet, agents and workers at once
+    group.wait()
+    while not client.get_job_status(sid).is_terminal():
+        assert time.time() < deadline, "the job did not finish after the node was lost"
+        time.sleep(1)
+    assert client.get_job_status(sid) == JobStatus.SUCCEEDED, client.get_job_logs(sid)[-3000:]
+
+    tasks = [t for t in _extraction_tasks(client, sid) if t.name.startswith(EXTRACTION)]
+    finished_on = {t.node_id for t in tasks if t.state == "FINISHED"}
+    assert node in finished_on and len(finished_on) == 2, finished_on  # both nodes did work
+    lost = {t.task_id for t in tasks if t.node_id == node and t.state != "FINISHED"}
+    assert lost, "no task was running on the node when it died"
+    # Each lost task ran again elsewhere and finished.
+    assert lost <= {t.task_id for t in tasks if t.attempt_number > 0 and t.state == "FINISHED" and t.node_id != node}
+    assert_complete_and_unique(out, truth, segments_per_track=3)
