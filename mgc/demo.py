@@ -44,16 +44,16 @@ class DemoConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("workdir", "fresh", "ray_address", "progress")}
 
 
-def _train_config(cfg: DemoConfig, model: str, **kw: Any):
+def _train_config(cfg: DemoConfig, model: str, workers: int = 2, at_once: int = 1, **kw: Any):
+    """Small-model training options; `workers` per run and `at_once` runs share the CPUs but one,
+    which Ray Data's reads keep (as mgc checks)."""
     import ray
 
     from mgc.train import TrainConfig
 
-    # Two workers (one for tune trials) leave a CPU for Ray Data's reads, as mgc checks.
-    workers = kw.pop("num_workers", 2)
     cpus = ray.cluster_resources().get("CPU", 2)
     return TrainConfig(
-        features=cfg.path("features"), model=model, lr=3e-3, dropout=0.2, num_workers=workers, cpus_per_worker=min(1.0, (cpus - 1) / workers / kw.pop("share", 1)),
+        features=cfg.path("features"), model=model, lr=3e-3, dropout=0.2, num_workers=workers, cpus_per_worker=min(1.0, (cpus - 1) / workers / at_once),
         cache_data=True, progress=cfg.progress, **SMALL, **kw,
     )  # fmt: skip
 
@@ -84,7 +84,7 @@ def _train(cfg: DemoConfig) -> str:
 def _tune(cfg: DemoConfig) -> str:
     from mgc import tune
 
-    train = _train_config(cfg, "cnn", epochs=cfg.sweep_epochs, storage_path=cfg.path("sweeps"), num_workers=1, share=2, name="cnn-sweep")
+    train = _train_config(cfg, "cnn", epochs=cfg.sweep_epochs, storage_path=cfg.path("sweeps"), workers=1, at_once=2, name="cnn-sweep")
     sweep = tune.SweepConfig(train=train, num_samples=cfg.trials, max_concurrent=2, grace_period=1, reduction_factor=2)
     # A demo stopped midway left the sweep's folder: continue it.
     started = storage.exists(storage.join(sweep.sweep_dir, "sweep.json"))

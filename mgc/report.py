@@ -24,7 +24,6 @@ import pandas as pd
 
 from mgc import metrics, storage
 
-SCALARS = metrics.SCALARS  # accuracy, macro precision/recall/F1, log loss
 PACKAGES = ("mgc", "ray", "torch", "numpy", "pyarrow", "librosa", "soundfile", "soxr", "scikit-learn")
 
 
@@ -76,7 +75,7 @@ def models(run_dir: str) -> Section:
         return _missing("Models", os.path.join(run_dir, "runs"), "mgc compare")
     section = Section("Models", ["Test split, scored once after training; a track's prediction is the mean of its segments' log-probabilities."])
     for level in ("segment", "track"):
-        rows = [{"model": m["run"], "parameters": m["parameters"], "best epoch": m["best_epoch"], **{k: round(m["test"][level][k], 4) for k in SCALARS}} for _, m in runs]
+        rows = [{"model": m["run"], "parameters": m["parameters"], "best epoch": m["best_epoch"], **{k: round(m["test"][level][k], 4) for k in metrics.SCALARS}} for _, m in runs]
         section.tables.append((f"Test metrics, {level} level", pd.DataFrame(rows)))
     for path, m in runs:
         section.images += [(f"{m['run']}: confusion matrix (test, track level)", os.path.join(path, "confusion_matrix.png")),

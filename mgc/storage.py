@@ -51,8 +51,10 @@ def _endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
-def explain(path: str, error: BaseException) -> str:
-    """What an object store's error means for `path`, in words a user can act on."""
+def explain(path: str, error: BaseException, context: str = "") -> str:
+    """What an object store's error means for `path`, in words a user can act on; `context`
+    (e.g. "output is not writable: ") goes between the path and the reason."""
+    path = f"{path}: {context}".removesuffix(": ") if context else path
     text = str(error)
     if any(k in text for k in ("ACCESS_DENIED", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")):
         return (
@@ -212,7 +214,7 @@ def ensure_writable_dir(path: str) -> None:
     except MgcError:
         raise
     except (OSError, pa.ArrowException) as e:
-        raise MgcError(explain(path, e).replace(f"{path}: ", f"{path}: output is not writable: ", 1)) from e
+        raise MgcError(explain(path, e, "output is not writable")) from e
 
 
 def open_text(path: str) -> io.StringIO:
