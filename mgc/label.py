@@ -163,37 +163,22 @@ class Classifier:
     """A Ray Data actor: loads the artifact once, then turns batches of featurised files into
     genre probabilities, segment agreement and embeddings."""
 
-    def __init__(self, model_path: str, top_k: int, uncertain_below: float, use_gpu: bool, segments_per_step: int = 256):
-        import torch
+    def __init__(self, model_path: str, top_k: int, uncertain_below: float, use_gpu: bool):
+        from mgc.inference import Predictor
 
-        from mgc import artifact
-
-        self.torch = torch
-        self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.model, meta = artifact.load(model_path, device=str(self.device))
-        self.labels = meta["labels"]
-        self.schema = pa.schema([f for f in output_schema(len(self.labels), self.model.head.embedding_size) if f.name not in ("model_id", "labelled_at")])
-        self.top_k, self.uncertain_below, self.step = min(top_k, len(self.labels)), uncertain_below, segments_per_step
+        self.predict = Predictor.load(model_path, use_gpu)
+        self.labels = self.predict.meta["labels"]
+        self.schema = pa.schema([f for f in output_schema(len(self.labels), self.predict.embedding_size) if f.name not in ("model_id", "labelled_at")])
+        self.top_k, self.uncertain_below = min(top_k, len(self.labels)), uncertain_below
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        torch = self.torch
         n = len(batch["path"])
         feats = [np.asarray(f) for f in batch["features"]]
         ok = [i for i in range(n) if batch["status"][i] == "ok" and len(feats[i])]
         cols: dict[str, list] = {k: [None] * n for k in ("top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding")}
         cols["n_segments"] = [len(f) for f in feats]
         if ok:
-            x = np.concatenate([feats[i] for i in ok])
-            lps, embs = [], []
-            with torch.no_grad():
-                for s in range(0, len(x), self.step):
-                    xb = torch.from_numpy(x[s : s + self.step].astype(np.float32)).to(self.device)
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                        h = self.model.embed(xb)
-                        logits = self.model.head.out(h)
-                    lps.append(torch.log_softmax(logits.float(), 1).cpu().numpy())
-                    embs.append(h.float().cpu().numpy())
-            lp, emb = np.concatenate(lps), np.concatenate(embs)
+            lp, emb = self.predict(np.concatenate([feats[i] for i in ok]))
             start = 0
             for i in ok:
                 k = len(feats[i])
@@ -276,12 +261,12 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
         # Data from fusing them into the GPU actors), inference in one actor per GPU.
         ds = ds.map(featurise, fn_kwargs=featurise_args, num_cpus=1, memory=512 * 2**20)
         actors = cfg.actors or max(1, int(ray.cluster_resources().get("GPU", 0)))
-        ds = ds.map_batches(Classifier, fn_constructor_kwargs=classifier_args, batch_size=cfg.files_per_batch, concurrency=actors, num_gpus=1, batch_format="numpy")
+        ds = ds.map_batches(Classifier, fn_constructor_kwargs=classifier_args, batch_size=cfg.files_per_batch, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1, batch_format="numpy")
     else:
         # On CPU, Ray Data fuses both steps into one actor per core: every core decodes and
         # infers, and no feature tensors travel between processes.
         ds = ds.map(featurise, fn_kwargs=featurise_args, num_cpus=1)
-        ds = ds.map_batches(Classifier, fn_constructor_kwargs=classifier_args, batch_size=cfg.files_per_batch, concurrency=cfg.actors or max(1, int(cpus)), num_cpus=1, batch_format="numpy")
+        ds = ds.map_batches(Classifier, fn_constructor_kwargs=classifier_args, batch_size=cfg.files_per_batch, compute=ray.data.ActorPoolStrategy(size=cfg.actors or max(1, int(cpus))), num_cpus=1, batch_format="numpy")
 
     schema = output_schema(len(meta["labels"]), model.head.embedding_size)
     run_id = time.strftime("%Y%m%dT%H%M%S") + uuid.uuid4().hex[:4]  # parts sort by run

@@ -67,8 +67,8 @@ def embed(features: str, model_path: str) -> pd.DataFrame:
 
     _, meta = artifact.load(model_path)
     fs, path = storage.resolve(storage.join(features, "features"))
-    ds = ray.data.read_parquet(path, filesystem=fs, columns=["track_id", "split", "genre_top", meta["input"]])
-    ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path, "column": meta["input"]}, batch_size=256, concurrency=1, batch_format="numpy")
+    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["track_id", "split", "genre_top", meta["input"]])  # pushed down into the read
+    ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path, "column": meta["input"]}, batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy")
     seg = ds.to_pandas()
     if seg.empty:
         raise MgcError(f"{features}: no segments to embed")
@@ -84,16 +84,12 @@ class _Embedder:
     """Ray Data actor: the model loaded once, segment embeddings out."""
 
     def __init__(self, model_path: str, column: str):
-        import torch
+        from mgc.inference import Predictor
 
-        from mgc import artifact
-
-        self.torch, self.column = torch, column
-        self.model, _ = artifact.load(model_path)
+        self.predict, self.column = Predictor.load(model_path), column
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        with self.torch.no_grad():
-            h = self.model.embed(self.torch.from_numpy(np.asarray(batch[self.column], dtype=np.float32))).numpy()
+        _, h = self.predict(batch[self.column])
         return {"track_id": batch["track_id"], "split": batch["split"], "genre_top": batch["genre_top"], "embedding": list(h)}
 
 

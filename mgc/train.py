@@ -193,19 +193,15 @@ def dataset(features: str, split: str, columns: list[str], cache: bool = False):
 
 
 def predict(model, batches, input_column: str, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(track_ids, labels, segment log-probabilities) of every batch, in eval mode."""
-    import torch
+    """(track_ids, labels, segment log-probabilities) of every batch, by the model's inference form."""
+    from mgc.inference import Predictor
 
+    predictor = Predictor(model, device)
     ids, ys, lps = [], [], []
-    model.eval()
-    with torch.no_grad():
-        for batch in batches:
-            x = batch[input_column].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(x)
-            lps.append(torch.log_softmax(logits.float(), 1).cpu().numpy())
-            ids.append(batch["track_id"].cpu().numpy())
-            ys.append(batch["label"].cpu().numpy())
+    for batch in batches:
+        lps.append(predictor(batch[input_column])[0])
+        ids.append(batch["track_id"].cpu().numpy())
+        ys.append(batch["label"].cpu().numpy())
     return np.concatenate(ids), np.concatenate(ys).astype(int), np.concatenate(lps)
 
 
@@ -249,7 +245,8 @@ def train_loop(config: dict[str, Any]) -> None:
             batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer, local_shuffle_seed=tc.seed + epoch,
             prefetch_batches=2, pin_memory=device.type == "cuda", **columns,
         )  # fmt: skip
-        for batch in batches:
+        waits: list[float] = []
+        for batch in _timed(batches, waits):
             x, y = batch[mc.input], batch["label"]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = loss_fn(model(x), y)
@@ -267,6 +264,10 @@ def train_loop(config: dict[str, Any]) -> None:
             "train_segments": int(total[1]),
             "train_s": train_s,
             "train_segments_per_s": float(total[1]) / train_s,
+            # Seconds this worker's loop waited for batches: the first (filling the shuffle
+            # buffer), and all together; the rest of train_s is computing.
+            "train_first_batch_s": waits[0] if waits else 0.0,
+            "train_data_wait_s": sum(waits),
         }
         with tempfile.TemporaryDirectory() as tmp:
             saved_checkpoint = None
@@ -282,6 +283,18 @@ def train_loop(config: dict[str, Any]) -> None:
                 )
                 saved_checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(row, checkpoint=saved_checkpoint, checkpoint_dir_name=checkpoint_dir(epoch + 1))
+
+
+def _timed(batches, waits: list[float]):
+    """The batches, appending to `waits` how long each took to arrive."""
+    it = iter(batches)
+    while True:
+        started = time.perf_counter()
+        batch = next(it, None)
+        if batch is None:
+            return
+        waits.append(time.perf_counter() - started)
+        yield batch
 
 
 def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, score: tuple[str, str] = (SCORE, "max")):
