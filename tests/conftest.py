@@ -149,14 +149,14 @@ def features(ray_connected, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def compared(features, tmp_path_factory) -> Path:
-    """`mgc compare` of cnn and cnn_lstm, as a user runs it: the runs folder (cnn/model is the
+    """`mgc compare` of cnn and cnn_lstm, as a user runs it (splits cached after epoch 1): the runs folder (cnn/model is the
     artifact the labelling and recommendation tests use)."""
     from mgc.cli import main
 
     runs = tmp_path_factory.mktemp("runs")
     args = ["compare", "--models", "cnn,cnn_lstm", "--features", str(features), "--storage-path", str(runs), "--epochs", "10",
             "--channels", "8,16,32,32", "--dense", "64,32", "--lstm-units", "64,64", "--batch-size", "32", "--lr", "0.003",
-            "--dropout", "0.2", "--cpus-per-worker", "0.5", "--no-progress"]  # fmt: skip
+            "--dropout", "0.2", "--cpus-per-worker", "0.5", "--cache-data", "--no-progress"]  # fmt: skip
     assert main(args) == 0
     return runs
 
@@ -203,12 +203,20 @@ def sweep(ray_cluster, features, tmp_path_factory):
     started = sorted(runs.glob("*/attempts.json"), key=lambda p: json.loads(p.read_text())[0])
     assert len(started) == 3, f"not killed while the third trial ran: {len(started)} started\n" + (storage_path / "driver.log").read_text()[-3000:]
 
-    resume = [ray_cluster["ray"], "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir", str(REPO), "--",
-              "python", "jobs/tune.py", "--resume", "--storage-path", str(storage_path), "--name", "sw", "--no-progress"]  # fmt: skip
-    client_env = {k: v for k, v in ray_cluster["env"].items() if k != "RAY_ADDRESS"}
-    done = subprocess.run(resume, env=client_env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0 and "succeeded" in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr[-3000:]
+    submit_job(ray_cluster, "jobs/tune.py", "--resume", "--storage-path", str(storage_path), "--name", "sw")
     return storage_path / "sw", [p.parent.name for p in started[:-1]], started[-1].parent.name
+
+
+def submit_job(cluster: dict, *args: str, options: tuple[str, ...] = (), timeout: int = 900) -> str:
+    """`ray job submit --working-dir REPO [options] -- python ARGS --no-progress` with the real client
+    (outside the cluster: no RAY_ADDRESS, the token from the environment); asserts that it succeeded
+    (or, with --no-wait, was submitted) and returns its output."""
+    cmd = [cluster["ray"], "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO), *options, "--", "python", *args, "--no-progress"]
+    env = {k: v for k, v in cluster["env"].items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and ("--no-wait" in options or "succeeded" in out), out[-6000:]
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -231,12 +239,7 @@ def labelled(ray_cluster, model, inbox, tmp_path_factory):
     """The uploads labelled by the real `ray job submit` client, analysing at most 60 s a file."""
     folder, _ = inbox
     out = tmp_path_factory.mktemp("labels")
-    cmd = [ray_cluster["ray"], "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir", str(REPO), "--",
-           "python", "jobs/label.py", "--model", model, "--input", str(folder), "--out", str(out), "--max-seconds", "60",
-           "--files-per-batch", "4", "--no-progress"]  # fmt: skip
-    env = {k: v for k, v in ray_cluster["env"].items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0 and "succeeded" in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
+    submit_job(ray_cluster, "jobs/label.py", "--model", model, "--input", str(folder), "--out", str(out), "--max-seconds", "60", "--files-per-batch", "4")
     return out
 
 

@@ -8,20 +8,12 @@ import sys
 import time
 
 from helpers import assert_complete_and_unique
-from conftest import REPO
+from conftest import REPO, submit_job
 
 
 def test_ray_job_submit_extracts_the_corpus(ray_cluster, corpus, truth, tmp_path):
     out = tmp_path / "features"
-    cmd = [
-        ray_cluster["ray"], "job", "submit", "--address", ray_cluster["dashboard"], "--working-dir", str(REPO), "--",
-        "python", "jobs/extract_full.py", "--fma-root", str(corpus), "--subset", "large", "--out", str(out),
-        "--tracks-per-shard", "8", "--no-progress",
-    ]  # fmt: skip
-    env = {k: v for k, v in ray_cluster["env"].items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "succeeded" in proc.stdout + proc.stderr
+    submit_job(ray_cluster, "jobs/extract_full.py", "--fma-root", str(corpus), "--subset", "large", "--out", str(out), "--tracks-per-shard", "8", timeout=600)
     assert_complete_and_unique(out, truth, segments_per_track=3)
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import REPO, _free_port
+from conftest import _free_port, submit_job
 from helpers import assert_complete_and_unique
 
 EXTRACTION = "FlatMap(process_chunk)"
@@ -58,11 +58,7 @@ def _submit(cluster, out, *wait: str):
     from ray.job_submission import JobSubmissionClient
 
     sid = f"mgc-multinode-{time.time_ns()}"
-    cmd = [cluster["ray"], "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO), "--submission-id", sid, *wait, "--",
-           "python", "jobs/extract_full.py", "--fma-root", str(cluster["corpus"]), "--out", str(out), "--tracks-per-shard", "2", "--no-progress"]  # fmt: skip
-    env = {k: v for k, v in cluster["env"].items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    submit_job(cluster, "jobs/extract_full.py", "--fma-root", str(cluster["corpus"]), "--out", str(out), "--tracks-per-shard", "2", options=("--submission-id", sid, *wait), timeout=600)
     return sid, JobSubmissionClient(cluster["dashboard"])
 
 

@@ -5,7 +5,6 @@ The FMA corpus and the uploads live in the bucket; features, a sweep's training 
 model, labels and the catalogue are written back to it."""
 
 import io
-import subprocess
 from urllib.parse import urlparse
 
 import numpy as np
@@ -14,7 +13,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import REPO, _free_port, _start_moto
+from conftest import _free_port, _start_moto, submit_job
 from helpers import assert_complete_and_unique
 from mgc import fma, storage
 from mgc.errors import MgcError
@@ -52,14 +51,6 @@ def s3_features(ray_connected, s3, corpus):
     return fma_root, out, summary
 
 
-def _submit(cluster, *args: str) -> str:
-    cmd = [cluster["ray"], "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO), "--", "python", *args, "--no-progress"]
-    env = {k: v for k, v in cluster["env"].items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0 and "succeeded" in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
-
-
 def test_extraction_reads_the_corpus_from_s3_and_writes_shards_there(s3, s3_features, truth):
     fma_root, out, summary = s3_features
     keys = s3[1]("features")
@@ -80,9 +71,9 @@ def test_train_label_and_embed_with_everything_in_s3(ray_cluster, s3, s3_feature
     pytest.importorskip("optuna")
     fs, keys = s3
     _, features, _ = s3_features
-    _submit(ray_cluster, "jobs/tune.py", "--features", features, "--storage-path", f"s3://{BUCKET}/sweeps", "--num-samples", "2",
-            "--max-concurrent", "1", "--epochs", "1", "--num-workers", "2", "--cpus-per-worker", "0.5", "--search", "optuna",
-            "--channels", "4,8,8,8", "--dense", "16,8", "--batch-size", "16")  # fmt: skip
+    submit_job(ray_cluster, "jobs/tune.py", "--features", features, "--storage-path", f"s3://{BUCKET}/sweeps", "--num-samples", "2",
+               "--max-concurrent", "1", "--epochs", "1", "--num-workers", "2", "--cpus-per-worker", "0.5", "--search", "optuna",
+               "--channels", "4,8,8,8", "--dense", "16,8", "--batch-size", "16")  # fmt: skip
     sweep = "sweeps/cnn-sweep"
     found = keys(sweep)
     assert {"sweep.json", "trials.csv", "best.json", "search_plane.png"} <= found
@@ -99,7 +90,7 @@ def test_train_label_and_embed_with_everything_in_s3(ray_cluster, s3, s3_feature
     (inbox / "_truth.csv").unlink()
     uploads_uri = _upload(fs, inbox, "uploads/2026-11-21")
     out = f"s3://{BUCKET}/labels/2026-11-21"
-    _submit(ray_cluster, "jobs/label.py", "--model", best["artifact"], "--input", uploads_uri, "--out", out)
+    submit_job(ray_cluster, "jobs/label.py", "--model", best["artifact"], "--input", uploads_uri, "--out", out)
     label_keys = keys("labels/2026-11-21")
     assert {"summary.csv", "_summary.json"} <= label_keys and any(k.startswith("labels/part-") for k in label_keys)
     rows = storage.read_parquet(f"{out}/labels").to_pandas()
