@@ -149,8 +149,8 @@ def features(ray_connected, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def compared(features, tmp_path_factory) -> Path:
-    """`mgc compare` of cnn and cnn_lstm, as a user runs it (splits cached after epoch 1): the runs folder (cnn/model is the
-    artifact the labelling and recommendation tests use)."""
+    """`mgc compare` of cnn and cnn_lstm, as a user runs it (splits cached after epoch 1): the runs
+    folder (cnn/model is the artifact the labelling and recommendation tests use)."""
     from mgc.cli import main
 
     runs = tmp_path_factory.mktemp("runs")
