@@ -78,9 +78,12 @@ def main() -> None:
     manifest = fma.manifest(str(corpus))
     extract(manifest, ExtractConfig(out=str(scratch / "warm"), tracks_per_shard=8, progress=False))  # start the workers
     # Steady rates come from the output files' times: a run's start (labelling starts its actors
-    # and loads the model, ~5 s here) would otherwise dominate 200 tracks on 2 cores.
+    # and loads the model, ~8 s here) would otherwise dominate 200 tracks on 2 cores.
     ex_runs = [extract(manifest, ExtractConfig(out=str(scratch / f"features_{r}"), tracks_per_shard=8, progress=False)) for r in range(repeats)]
-    extract_rate = median(steady_rate((scratch / f"features_{r}" / "features").glob("*.parquet"), lambda f: len(pq.read_table(f, columns=["track_id"])["track_id"].unique())) for r in range(repeats))
+    def shard_tracks(f: Path) -> int:
+        return len(pq.read_table(f, columns=["track_id"])["track_id"].unique())
+
+    extract_rate = median(steady_rate((scratch / f"features_{r}" / "features").glob("*.parquet"), shard_tracks) for r in range(repeats))
     extract_e2e = median(200 / r["this_run"]["wall_s"] for r in ex_runs)
     tracks = corpus / "_label_bench.csv"  # inside the corpus: manifests may not point outside their folder
     manifest.tracks[["path"]].to_csv(tracks, index=False)
