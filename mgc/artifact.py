@@ -40,15 +40,66 @@ def save(path: str, model: GenreNet, features: FeatureConfig, labels: list[str],
 
 
 def load(path: str, device: str = "cpu") -> tuple[GenreNet, dict[str, Any]]:
-    """The model (in eval mode) and its metadata; FeatureConfig as meta['features']."""
+    """The model (in eval mode) and its metadata; FeatureConfig as meta['features']. The artifact
+    is checked whole, before anything is decoded: its parts must agree (label map, classes, the
+    input's shape from the feature config, the weights' shapes), else MgcError naming the file."""
+    meta_path, weights_path = storage.join(path, "model.json"), storage.join(path, "weights.pt")
     try:
-        meta = storage.read_json(storage.join(path, "model.json"))
-        weights = storage.read_bytes(storage.join(path, "weights.pt"))
+        meta = storage.read_json(meta_path)
+        weights = storage.read_bytes(weights_path)
     except FileNotFoundError as e:
         raise MgcError(f"{path}: not a model artifact ({e} is missing)") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise MgcError(f"{path}: artifact format {meta.get('format_version')} is not {FORMAT_VERSION}, the one this mgc reads")
-    model = build(ModelConfig.from_dict(meta["model_config"]))
-    model.load_state_dict(torch.load(io.BytesIO(weights), map_location=device, weights_only=True))
-    meta["features"] = FeatureConfig.from_dict(meta["feature_config"])
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise MgcError(f"{path}: artifact format {version} is not {FORMAT_VERSION}, the one this mgc reads")
+    try:
+        model_cfg = ModelConfig.from_dict(meta["model_config"])
+        meta["features"] = FeatureConfig.from_dict(meta["feature_config"])
+        labels, column = list(meta["labels"]), meta["input"]
+        mean, std = meta["norm_mean"], meta["norm_std"]
+    except KeyError as e:
+        raise MgcError(f"{meta_path}: lacks {e}") from None
+    except (MgcError, TypeError, ValueError) as e:
+        raise MgcError(f"{meta_path}: {e}") from None
+    fcfg: FeatureConfig = meta["features"]
+    shape = fcfg.mfcc_shape if column == "mfcc" else fcfg.logmel_shape
+    problems = []
+    if len(labels) != model_cfg.n_classes:
+        problems.append(f"the label map has {len(labels)} genres, the network {model_cfg.n_classes} classes")
+    if column != model_cfg.input:
+        problems.append(f"input {column!r}, but {model_cfg.name} reads {model_cfg.input!r}")
+    if (model_cfg.n_bands, model_cfg.n_frames) != shape:
+        problems.append(f"the feature config gives {column} of shape {list(shape)}, the network takes {[model_cfg.n_bands, model_cfg.n_frames]}")
+    if len(mean) != model_cfg.n_bands or len(std) != model_cfg.n_bands:
+        problems.append(f"normalisation of {len(mean)} bands for a network of {model_cfg.n_bands}")
+    if problems:
+        raise MgcError(f"{path}: the artifact's parts disagree: {'; '.join(problems)}")
+    state = _state_dict(weights_path, weights, device)
+    model = build(model_cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())
+        raise MgcError(f"{weights_path}: the weights do not fit the network in model.json ({detail[:300]})") from None
     return model.to(device).eval(), meta
+
+
+def _state_dict(where: str, data: bytes, device: str) -> dict[str, torch.Tensor]:
+    """The tensors of weights.pt, loaded without unpickling code; MgcError naming the file if it is
+    empty, truncated, or holds anything but a plain state dict."""
+    import pickle
+    import zipfile
+
+    if not data:
+        raise MgcError(f"{where}: empty (0 bytes)")
+    try:
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message suggests weights_only=False: never, for a file from elsewhere.
+        raise MgcError(f"{where}: not a plain state dict (it holds pickled objects): refused") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as e:
+        first = str(e).strip().split(". ")[0] or "no data"  # torch's further sentences are advice
+        raise MgcError(f"{where}: truncated or corrupt ({type(e).__name__}: {first})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise MgcError(f"{where}: not a plain state dict (names to tensors): refused")
+    return state

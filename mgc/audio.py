@@ -47,7 +47,11 @@ def load(path: str, cfg: FeatureConfig) -> np.ndarray:
     source = _open(path)
     pieces = []
     try:
-        with sf.SoundFile(source) as f:
+        f = sf.SoundFile(source)
+    except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as e:
+        raise Reject("decode_error", f"{path}: {_what(e)}") from None
+    try:
+        with f:
             sr = f.samplerate
             frames = -1 if cfg.max_seconds is None else int(cfg.max_seconds * sr)
             wanted = f.frames if frames < 0 else min(frames, f.frames)
@@ -65,10 +69,34 @@ def load(path: str, cfg: FeatureConfig) -> np.ndarray:
                 if stream is not None:
                     pieces.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
     except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as e:
-        raise Reject("decode_error", f"{path}: {e}") from None
+        raise Reject("decode_error", f"{path}: truncated or corrupt after {_decodable_seconds(source):.1f} s ({_what(e)})") from None
     if sum(len(p) for p in pieces) == 0:
         raise Reject("decode_error", f"{path}: no audio frames decoded")
     return np.ascontiguousarray(pieces[0] if len(pieces) == 1 else np.concatenate(pieces), dtype=np.float32)
+
+
+def _what(error: Exception) -> str:
+    """libsndfile's reason in words: it calls a file of no known format 'not recognised' or, for
+    a .mp3 name, 'not a regular file'."""
+    text = str(error).split("': ", 1)[-1].strip()
+    if any(k in text for k in ("not recognised", "unknown format", "not a regular file")):
+        return f"not a recognised audio format (libsndfile: {text})"
+    return text
+
+
+def _decodable_seconds(source) -> float:
+    """How much of a file that fails mid-stream decodes, second by second (only on that error path)."""
+    if hasattr(source, "seek"):
+        source.seek(0)
+    done, rate = 0, 1
+    try:
+        with sf.SoundFile(source) as f:
+            rate = f.samplerate
+            for block in f.blocks(blocksize=rate, dtype="float32"):
+                done += len(block)
+    except Exception:  # noqa: BLE001 - where it fails is the answer
+        pass
+    return done / rate
 
 
 def _downmix(path: str, x: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import types
 import typing
@@ -15,6 +16,7 @@ from mgc.features import FeatureConfig
 
 
 DEBUG = "show the full traceback of an error instead of one line"
+VERBOSE = "show Ray's own logs and the workers' output (also: MGC_LOG=debug); by default they go to Ray's session log folder"
 RAY_ADDRESS = "Ray cluster to join (default: RAY_ADDRESS, else a local one)"
 NO_PROGRESS = "no progress bars (for logs)"
 
@@ -37,7 +39,7 @@ EXPLAIN = {
     "batch_size": "segments per step and worker",
     "lr": "Adam's learning rate",
     "dropout": "one rate for every dropout layer, or comma-separated rates per layer (between LSTMs, then the head)",
-    "num_workers": "DDP workers (processes; one GPU each with --use-gpu)",
+    "num_workers": "DDP workers (processes; one GPU each with --use-gpu); 0: what the cluster holds, every GPU with --use-gpu, else every CPU but one",
     "cpus_per_worker": "CPUs reserved per worker; at least one CPU of the cluster must stay free for Ray Data's reads",
     "use_gpu": "train on GPUs, with bf16 autocast and pinned prefetch",
     "gpus_per_worker": "with --use-gpu: GPUs per worker; fractions let workers share one",
@@ -72,6 +74,7 @@ EXPLAIN = {
     "uncertain_below": "a file whose top probability is below this is flagged uncertain",
     "files_per_batch": "files per Ray Data block (decoding task and inference batch)",
     "actors": "inference actors (0: one per CPU, or per GPU with --use-gpu)",
+    "follow_links": "follow symbolic links that stay inside the input folder (links leading out of it are never read)",
     # DemoConfig
     "workdir": "where the corpus, every stage's output, demo.json and report/ go",
     "tracks": "synthetic tracks in the corpus",
@@ -82,6 +85,61 @@ EXPLAIN = {
     "fresh": "delete the workdir and start again instead of reusing finished stages",
     "ray_address": RAY_ADDRESS,
 }
+
+
+# The range of every numeric option, (low, high, low included, high included); None: unbounded.
+# Values outside are refused when the command line is parsed. tests/test_cli.py checks that every
+# numeric option of every subcommand has one.
+LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "sample_rate": (1000, None, True, False), "segment_seconds": (0, None, False, False), "n_fft": (16, None, True, False),
+    "hop_length": (1, None, True, False), "n_mels": (1, None, True, False), "n_mfcc": (1, None, True, False),
+    "silence_db": (-200, 0, True, True), "max_seconds": (0, None, False, False), "tracks_per_shard": (1, None, True, False),
+    "limit": (0, None, True, False), "split_seed": (0, None, True, False), "epochs": (1, None, True, False),
+    "batch_size": (1, None, True, False), "lr": (0, 1, False, True), "dropout": (0, 1, True, False),
+    "num_workers": (0, None, True, False), "cpus_per_worker": (0, None, False, False), "gpus_per_worker": (0, None, False, False),
+    "shuffle_buffer": (0, None, True, False), "max_failures": (0, None, True, False), "seed": (0, None, True, False),
+    "channels": (1, None, True, False), "dense": (1, None, True, False), "lstm_units": (1, None, True, False),
+    "kernel": (1, 9, True, True), "num_samples": (1, None, True, False), "max_concurrent": (0, None, True, False),
+    "lr_min": (0, 1, False, True), "lr_max": (0, 1, False, True), "dropout_min": (0, 1, True, False),
+    "dropout_max": (0, 1, True, False), "grace_period": (1, None, True, False), "reduction_factor": (2, None, True, False),
+    "gpus_per_trial": (0, None, True, False), "top_k": (1, None, True, False), "uncertain_below": (0, 1, True, True),
+    "files_per_batch": (1, None, True, False), "actors": (0, None, True, False), "tracks": (1, None, True, False),
+    "seconds": (3, None, True, False), "trials": (1, None, True, False), "sweep_epochs": (1, None, True, False),
+    "uploads": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False),
+    "workers": (0, None, True, False), "k": (1, None, True, False),
+}  # fmt: skip
+
+
+def _range_text(limits: tuple[float | None, float | None, bool, bool]) -> str:
+    lo, hi, lo_in, hi_in = limits
+    parts = ([f"{'at least' if lo_in else 'above'} {lo:g}"] if lo is not None else []) + ([f"{'at most' if hi_in else 'below'} {hi:g}"] if hi is not None else [])
+    return " and ".join(parts)
+
+
+def ranged(kind, name: str):
+    """An argparse type: `kind`, refused with one line when outside LIMITS[name]."""
+    limits = LIMITS[name]
+    lo, hi, lo_in, hi_in = limits
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if value != value or (lo is not None and (value < lo or (value == lo and not lo_in))) or (hi is not None and (value > hi or (value == hi and not hi_in))):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {_range_text(limits)}")
+        return value
+
+    parse.limits = limits  # type: ignore[attr-defined]
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like the rest of mgc's."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
 
 
 def _help(name: str, default: str) -> str:
@@ -104,11 +162,14 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, ski
         elif tup is not None:
             item = typing.get_args(tup)[0]
             scalar = next((t for t in options if t not in (tup, type(None))), None)
+            item, scalar = ranged(item, f.name), scalar and ranged(scalar, f.name)
 
             def parse(v: str, item=item, scalar=scalar):
                 if scalar is not None and "," not in v:
                     return scalar(v)
                 return tuple(item(x) for x in v.split(",") if x)
+
+            parse.limits = item.limits  # type: ignore[attr-defined]
 
             shown = f.default if not isinstance(f.default, tuple) else ",".join(map(str, f.default)) or "the model's"
             group.add_argument(flag, type=parse, default=f.default, help=_help(f.name, f"comma-separated; default: {shown}"))
@@ -116,14 +177,13 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, ski
             group.add_argument(flag, type=kind, required=True, help=_help(f.name, "required"))
         else:
             base = next((t for t in options if t is not type(None)), kind)
+            base = ranged(base, f.name) if base in (int, float) else base
             group.add_argument(flag, type=base, default=f.default, help=_help(f.name, f"default: {f.default}"))
 
 
 def _use_ray_address(args: argparse.Namespace) -> None:
     """The library joins Ray lazily, after its checks (so bad input fails without a cluster):
     --ray-address reaches its ray.init() as RAY_ADDRESS."""
-    import os
-
     if args.ray_address:
         os.environ["RAY_ADDRESS"] = args.ray_address
 
@@ -155,7 +215,14 @@ def load_manifest(args: argparse.Namespace):
         return fma.manifest(args.fma_root, args.audio_dir, args.subset)
     if args.manifest:
         return manifest.from_csv(args.manifest, seed=args.split_seed)
-    return manifest.from_folder(args.folder, seed=args.split_seed)
+    m = manifest.from_folder(args.folder, seed=args.split_seed, follow_links=args.follow_links)
+    from mgc.session import note
+
+    for link in m.source["links_outside"]:
+        note(f"not read: {link}, outside {args.folder}")
+    if m.source["links_skipped"]:
+        note(f"{m.source['links_skipped']} symbolic link(s) inside {args.folder} skipped; --follow-links follows them")
+    return m
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -228,7 +295,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from mgc import recommend
 
     _use_ray_address(args)
-    print(recommend.build(args.features, args.model, args.out, args.split).to_string(index=False))
+    print(recommend.build(args.features, args.model, args.out, args.split, progress=not args.no_progress).to_string(index=False))
     return 0
 
 
@@ -273,25 +340,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     """The parser; `tune_defaults` (from a --config file) replace `mgc tune`'s defaults."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="mgc",
         description="Music genre classification at catalogue scale, on Ray: synth -> extract -> train/compare -> tune -> "
         "label -> embed/similar -> report. `mgc demo` runs them all on a synthetic corpus. Every path may be local or a URI (s3://...).",
         epilog="`mgc COMMAND --help` explains each command's options. The same commands run on a cluster as jobs/*.py under `ray job submit`.",
     )
     p.add_argument("--debug", action="store_true", help=DEBUG)
+    p.add_argument("--verbose", action="store_true", help=VERBOSE)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write a deterministic synthetic corpus in the FMA layout")
     s.add_argument("--out", required=True, help="folder to write (fma_metadata/ and the audio folder)")
-    s.add_argument("--tracks", type=int, default=400, help="number of tracks (default: 400)")
-    s.add_argument("--seconds", type=float, default=30.0, help="clip length (default: 30)")
-    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    s.add_argument("--broken-share", type=float, default=0.05, help="share of broken files (default: 0.05)")
-    s.add_argument("--unlabelled-share", type=float, default=0.03, help="share of tracks without genre_top (default: 0.03)")
+    s.add_argument("--tracks", type=ranged(int, "tracks"), default=400, help="number of tracks (default: 400)")
+    s.add_argument("--seconds", type=ranged(float, "seconds"), default=30.0, help="clip length (default: 30)")
+    s.add_argument("--seed", type=ranged(int, "seed"), default=0, help="random seed (default: 0)")
+    s.add_argument("--broken-share", type=ranged(float, "broken_share"), default=0.05, help="share of broken files (default: 0.05)")
+    s.add_argument("--unlabelled-share", type=ranged(float, "unlabelled_share"), default=0.03, help="share of tracks without genre_top (default: 0.03)")
     s.add_argument("--audio-dir", default="fma_large", help="audio folder name under --out (default: fma_large)")
-    s.add_argument("--workers", type=int, default=0, help="processes writing audio (default: 0 = one per core)")
-    s.add_argument("--uploads", type=int, default=0, metavar="N",
+    s.add_argument("--workers", type=ranged(int, "workers"), default=0, help="processes writing audio (default: 0 = one per core)")
+    s.add_argument("--uploads", type=ranged(int, "uploads"), default=0, metavar="N",
                    help="instead of a corpus, write N 'new uploads' of mixed formats, rates and channels, a 2-minute file and 3 broken files, to label")
     s.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     s.set_defaults(func=_cmd_synth)
@@ -299,8 +367,8 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     e = sub.add_parser("extract", help="decode audio into log-mel/MFCC Parquet shards with Ray Data")
     add_source_options(e)
     e.add_argument("--out", required=True, help="output folder or URI (s3://bucket/prefix)")
-    e.add_argument("--tracks-per-shard", type=int, default=32, help="tracks per task and Parquet file (default: 32)")
-    e.add_argument("--limit", type=int, default=0, help="only the first N tracks by track_id (default: all)")
+    e.add_argument("--tracks-per-shard", type=ranged(int, "tracks_per_shard"), default=32, help="tracks per task and Parquet file (default: 32)")
+    e.add_argument("--limit", type=ranged(int, "limit"), default=0, help="only the first N tracks by track_id (default: all)")
     e.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
     e.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     _add_dataclass_options(e, FeatureConfig, "feature options (stored in _config.json)")
@@ -346,6 +414,7 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="folder for catalogue.parquet and precision_at_k.csv/.md")
     m.add_argument("--split", default="test", help="the queries of the evaluation (default: test)")
     m.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
+    m.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     m.set_defaults(func=_cmd_embed)
 
     r = sub.add_parser("similar", help="catalogue tracks that sound like a track or a file (cosine similarity)")
@@ -354,7 +423,7 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     q.add_argument("--track-id", help="an id in the catalogue (track id, or path for a labelling output)")
     q.add_argument("--file", help="an audio file, embedded with --model")
     r.add_argument("--model", help="model artifact (needed with --file)")
-    r.add_argument("-k", type=int, default=10, help="how many similar tracks to list (default: 10)")
+    r.add_argument("-k", type=ranged(int, "k"), default=10, help="how many similar tracks to list (default: 10)")
     r.set_defaults(func=_cmd_similar)
 
     from mgc.demo import DemoConfig
@@ -369,9 +438,10 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     o.add_argument("--out", default=None, help="where report.html and report.md go (default: RUN_DIR/report)")
     o.set_defaults(func=_cmd_report)
 
-    # --debug is accepted after the subcommand too, where people type it.
+    # --debug and --verbose are accepted after the subcommand too, where people type them.
     for parser in sub.choices.values():
         parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG)
+        parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE)
     return p
 
 
@@ -394,12 +464,17 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--folder", help="one sub-folder per genre (GTZAN layout)")
     src.add_argument("--audio-dir", default="fma_large", help="audio folder under --fma-root (default: fma_large)")
     src.add_argument("--subset", default="large", choices=SUBSETS, help="FMA subset, smaller ones included (default: large)")
-    src.add_argument("--split-seed", type=int, default=0, help="seed of the split made when the input has none (default: 0)")
+    src.add_argument("--split-seed", type=ranged(int, "split_seed"), default=0, help="seed of the split made when the input has none (default: 0)")
+    src.add_argument("--follow-links", action="store_true", help="with --folder: " + EXPLAIN["follow_links"])
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; errors print as one line (exit 2) unless --debug."""
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        from mgc.session import LOG_ENV
+
+        os.environ[LOG_ENV] = "debug"
     try:
         if getattr(args, "config", None):
             from mgc.tune import config_file_values
@@ -414,7 +489,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         # A problem we diagnosed names the file and the fix; anything else gets its first line and a pointer.
         text = str(e) if isinstance(e, MgcError) else f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]} (--debug shows the traceback)"
-        print(f"mgc: error: {text}", file=sys.stderr)
+        from mgc.session import logs_dir
+
+        logs = logs_dir()
+        print(f"mgc: error: {text}" + (f" (Ray's logs: {logs})" if logs else ""), file=sys.stderr)
         return 2
 
 

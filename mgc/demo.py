@@ -27,9 +27,9 @@ class DemoConfig:
     workdir: str = "demo"
     tracks: int = 240
     seconds: float = 30.0
-    epochs: int = 8
+    epochs: int = 5
     trials: int = 4
-    sweep_epochs: int = 4
+    sweep_epochs: int = 3
     uploads: int = 24
     seed: int = 0
     fresh: bool = False
@@ -44,18 +44,16 @@ class DemoConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("workdir", "fresh", "ray_address", "progress")}
 
 
-def _train_config(cfg: DemoConfig, model: str, workers: int = 2, at_once: int = 1, **kw: Any):
-    """Small-model training options; `workers` per run and `at_once` runs share the CPUs but one,
-    which Ray Data's reads keep (as mgc checks)."""
+def _train_config(cfg: DemoConfig, model: str, at_once: int = 0, **kw: Any):
+    """Small-model training options. Alone, a run takes as many workers as the cluster holds (one
+    CPU each, one CPU left for Ray Data's reads); `at_once` single-worker runs share those CPUs."""
     import ray
 
     from mgc.train import TrainConfig
 
     cpus = ray.cluster_resources().get("CPU", 2)
-    return TrainConfig(
-        features=cfg.path("features"), model=model, lr=3e-3, dropout=0.2, num_workers=workers, cpus_per_worker=min(1.0, (cpus - 1) / workers / at_once),
-        cache_data=True, progress=cfg.progress, **SMALL, **kw,
-    )  # fmt: skip
+    workers = {"num_workers": 1, "cpus_per_worker": min(1.0, (cpus - 1) / at_once)} if at_once else {}
+    return TrainConfig(features=cfg.path("features"), model=model, lr=3e-3, dropout=0.2, cache_data=True, progress=cfg.progress, **workers, **SMALL, **kw)
 
 
 def _corpus(cfg: DemoConfig) -> str:
@@ -84,7 +82,7 @@ def _train(cfg: DemoConfig) -> str:
 def _tune(cfg: DemoConfig) -> str:
     from mgc import tune
 
-    train = _train_config(cfg, "cnn", epochs=cfg.sweep_epochs, storage_path=cfg.path("sweeps"), workers=1, at_once=2, name="cnn-sweep")
+    train = _train_config(cfg, "cnn", epochs=cfg.sweep_epochs, storage_path=cfg.path("sweeps"), at_once=2, name="cnn-sweep")
     sweep = tune.SweepConfig(train=train, num_samples=cfg.trials, max_concurrent=2, grace_period=1, reduction_factor=2)
     # A demo stopped midway left the sweep's folder: continue it.
     started = storage.exists(storage.join(sweep.sweep_dir, "sweep.json"))
@@ -106,7 +104,7 @@ def _label(cfg: DemoConfig) -> str:
 def _embed(cfg: DemoConfig) -> str:
     from mgc import recommend
 
-    table = recommend.build(cfg.path("features"), best_model(cfg), cfg.path("catalogue"))
+    table = recommend.build(cfg.path("features"), best_model(cfg), cfg.path("catalogue"), progress=cfg.progress)
     overall = table.set_index("genre").loc["all"]
     return f"genre precision@5 {overall['precision@5']:.3f}, @10 {overall['precision@10']:.3f} over {int(overall['tracks'])} test tracks"
 
@@ -140,9 +138,7 @@ def _state(cfg: DemoConfig) -> dict[str, Any]:
 
 def run(cfg: DemoConfig) -> str:
     """Run (or finish) the demo; returns the path of the HTML report."""
-    import ray
-
-    from mgc import report
+    from mgc import report, session
 
     state = _state(cfg)
     os.makedirs(cfg.workdir, exist_ok=True)
@@ -153,8 +149,10 @@ def run(cfg: DemoConfig) -> str:
             print(f"[{i}/{total}] {what}: done in an earlier run ({done['wall_s']:.0f} s), reused", flush=True)
             continue
         print(f"[{i}/{total}] {what}", flush=True)
-        if name != "corpus" and not ray.is_initialized():
-            ray.init(address=cfg.ray_address, log_to_driver=False)
+        if name != "corpus":
+            if cfg.ray_address:
+                os.environ[session.ADDRESS_ENV] = cfg.ray_address
+            session.connect()
         started = time.time()
         outcome = fn(cfg)
         state["stages"][name] = {"wall_s": round(time.time() - started, 1), "outcome": outcome}

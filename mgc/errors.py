@@ -17,3 +17,7 @@ class Reject(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+    def naming(self, path: str) -> "Reject":
+        """This reject with a detail that names `path` (checks on decoded audio do not know it)."""
+        return self if self.detail.startswith(path) else Reject(self.reason, f"{path}: {self.detail}")

@@ -80,6 +80,7 @@ def process_chunk(chunk: dict[str, Any], out: str, cfg: FeatureConfig) -> list[d
         try:
             logmel, mfcc = track_features(audio.load(path, cfg), cfg)
         except Reject as r:
+            r = r.naming(path)
             rejects.append({"track_id": tid, "path": path, "reason": r.reason, "detail": r.detail})
             status.append({"track_id": tid, "reason": r.reason, "segments": 0})
             continue
@@ -174,10 +175,12 @@ def summarize(out: str) -> dict[str, Any]:
 
 
 def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
-    """Extract features for every track of `manifest` into cfg.out on the connected Ray cluster
-    (ray.init() is called if needed). Returns the summary also written to _summary.json."""
+    """Extract features for every track of `manifest` into cfg.out on the Ray cluster (joined
+    after the checks). Returns the summary also written to _summary.json."""
     import ray
     from tqdm.auto import tqdm
+
+    from mgc import session
 
     if len(manifest) == 0:
         raise MgcError("the manifest holds no tracks: nothing to extract")
@@ -192,10 +195,8 @@ def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
     started = time.time()
     counts: dict[str, int] = {}
     if todo:
-        if not ray.is_initialized():
-            ray.init()
+        session.connect()
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # ours below counts tracks, with rate and ETA
         # Reservations keep resources for other operators; this pipeline has one, and on a
         # small node they left a third of the CPUs idle (bench/README.md).
         ctx.op_resource_reservation_enabled = False

@@ -38,7 +38,8 @@ class Predictor:
     def __call__(self, x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(log-probabilities [n, classes], embeddings [n, embedding_size]), float32, of the
         features [n, bands, frames] of n segments (float16 as stored or float32)."""
-        x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+        # Ray Data hands out read-only arrays; torch wants to own writable memory.
+        x = torch.from_numpy(np.require(x, requirements=["C", "W"])) if isinstance(x, np.ndarray) else x
         lps, embs = [], []
         with torch.inference_mode():
             for s in range(0, len(x), self.step):

@@ -37,8 +37,8 @@ import pyarrow.compute as pc
 from mgc import audio, storage
 from mgc.errors import MgcError, Reject
 from mgc.features import FeatureConfig, track_features
+from mgc.manifest import AUDIO_EXTENSIONS
 
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au")
 LABEL_COLUMNS = [
     "path", "content_hash", "model_id", "labelled_at", "status", "reason", "detail", "duration_s", "analysed_s", "n_segments",
     "top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding",
@@ -60,6 +60,9 @@ class LabelConfig:
     files_per_batch: int = 16  # files per inference batch and per output part
     actors: int = 0  # inference actors; 0: one per GPU with use_gpu, else one per CPU
     use_gpu: bool = False
+    # Symbolic links inside the input folder are followed only when asked; links leading out
+    # of it never are (error rows `outside_root`).
+    follow_links: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -69,8 +72,18 @@ class LabelConfig:
             raise MgcError(f"--max-seconds {self.max_seconds} must be positive")
 
 
-def list_inputs(source: str) -> list[dict[str, Any]]:
-    """[{'path', 'error'}] of the input; `error` names what is wrong with a manifest entry."""
+@dataclass
+class Inputs:
+    """The files to label: rows {'path', 'error'} (`error` names what is wrong with an entry:
+    outside the input's root, links resolved), and how many links inside it were skipped."""
+
+    rows: list[dict[str, Any]]
+    links_skipped: int = 0
+
+
+def list_inputs(source: str, follow_links: bool = False) -> Inputs:
+    """The input folder's audio files, or a manifest's paths. Nothing whose real path lies outside
+    the folder (the manifest's folder) is ever read: such entries are error rows."""
     lower = source.lower()
     if lower.endswith((".csv", ".parquet")):
         if not storage.exists(source):
@@ -82,21 +95,27 @@ def list_inputs(source: str) -> list[dict[str, Any]]:
         if "path" not in table.columns:
             raise MgcError(f"{source}: the manifest has no 'path' column (columns: {', '.join(map(str, table.columns))})")
         root = source.rsplit("/", 1)[0] if storage.is_uri(source) else os.path.dirname(os.path.abspath(source))
-        return [_resolve_entry(root, str(p)) for p in table["path"].dropna()]
+        rows = [_resolve_entry(root, str(p)) for p in table["path"].dropna()]
+        kept = rows if follow_links else [r for r in rows if r["error"] or storage.is_uri(r["path"]) or not os.path.islink(r["path"])]
+        return Inputs(kept, len(rows) - len(kept))
     if not storage.exists(source):
         raise MgcError(f"{source}: input folder not found")
-    return [{"path": storage.join(source, rel), "error": None} for rel in storage.list_files(source, AUDIO_EXTENSIONS, recursive=True)]
+    tree = storage.list_tree(source, AUDIO_EXTENSIONS, follow_links)
+    rows = [{"path": storage.join(source, rel), "error": None} for rel in tree.files]
+    rows += [{"path": storage.join(source, rel), "error": f"{storage.join(source, rel)}: a link to {target}, outside the input folder: not read"}
+             for rel, target in tree.outside]  # fmt: skip
+    return Inputs(rows, tree.skipped)
 
 
 def _resolve_entry(root: str, path: str) -> dict[str, Any]:
-    """A manifest path resolved against the manifest's folder; outside it is an error row."""
+    """A manifest path resolved against the manifest's folder; outside it (links resolved) is an error row."""
     if storage.is_uri(root):
         full = path if storage.is_uri(path) else posixpath.normpath(posixpath.join(root, path)).replace(":/", "://", 1)
         inside = full.startswith(root.rstrip("/") + "/")
     else:
         full = os.path.normpath(os.path.join(root, path))
-        inside = os.path.commonpath([root, full]) == root
-    return {"path": full, "error": None if inside else f"{path}: outside the manifest's folder {root}"}
+        inside = storage.inside(full, root)
+    return {"path": full, "error": None if inside else f"{path}: outside the manifest's folder {root} (links resolved): not read"}
 
 
 def _content_hash(path: str) -> str:
@@ -136,7 +155,8 @@ def featurise(row: dict[str, Any], fcfg: FeatureConfig, input_column: str, done:
         logmel, mfcc = track_features(y, fcfg)
         out.update(status="ok", features=logmel if input_column == "logmel" else mfcc, analysed_s=len(y) / fcfg.sample_rate, duration_s=_duration(path))
     except Reject as r:
-        out.update(reason=r.reason, detail=r.detail if path in r.detail else f"{path}: {r.detail}")
+        r = r.naming(path)
+        out.update(reason=r.reason, detail=r.detail)
     except Exception as e:  # noqa: BLE001 - one odd file must not sink the batch
         out.update(reason="feature_error", detail=f"{path}: {type(e).__name__}: {e}")
     return out
@@ -231,28 +251,29 @@ def read_labels(out: str) -> pd.DataFrame:
 
 
 def run(cfg: LabelConfig) -> dict[str, Any]:
-    """Label every input file not yet labelled by this model into cfg.out; returns the summary."""
+    """Label every input file not yet labelled by this model into cfg.out; returns the summary.
+    The artifact, the input and the output are checked before Ray is joined."""
     import ray
+    from tqdm.auto import tqdm
 
-    from mgc import artifact
+    from mgc import artifact, session
 
     started = time.time()
     model, meta = artifact.load(cfg.model)  # a clear error now, not in every actor
     mid = model_id(cfg.model)
     fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": cfg.max_seconds})
-    inputs = list_inputs(cfg.input)
-    if not inputs:
-        raise MgcError(f"{cfg.input}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
+    inputs = list_inputs(cfg.input, cfg.follow_links)
+    if not inputs.rows:
+        raise MgcError(f"{cfg.input}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found" + (f"; {inputs.links_skipped} links skipped (--follow-links)" if inputs.links_skipped else ""))
+    if inputs.links_skipped:
+        session.note(f"label: {inputs.links_skipped} symbolic link(s) in {cfg.input} skipped; --follow-links follows those that stay inside it")
     storage.ensure_writable_dir(cfg.out)
     storage.remove_stale_temporaries(storage.join(cfg.out, "labels"))
     latest = current(cfg.out, mid)
     done = {p: (h if isinstance(h, str) else None) for p, h in zip(latest["path"], latest["content_hash"])}
-    unique = list({r["path"]: r for r in inputs}.values())
+    unique = list({r["path"]: r for r in inputs.rows}.values())
 
-    if not ray.is_initialized():
-        ray.init()
-    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
-    cpus = ray.cluster_resources().get("CPU", 1)
+    cpus = session.connect().get("CPU", 1)
     ds = ray.data.from_items(unique, override_num_blocks=max(1, min(len(unique), int(cpus) * 4)))
     featurise_args = {"fcfg": fcfg, "input_column": meta["input"], "done": done}
     classifier_args = {"model_path": cfg.model, "top_k": cfg.top_k, "uncertain_below": cfg.uncertain_below, "use_gpu": cfg.use_gpu}
@@ -272,7 +293,9 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
     run_id = time.strftime("%Y%m%dT%H%M%S") + uuid.uuid4().hex[:4]  # parts sort by run
     counts = {"labelled": 0, "errors": 0, "skipped": 0}
     part = 0
+    bar = tqdm(total=len(unique), unit="file", desc="label", disable=not cfg.progress, mininterval=1.0)
     for batch in ds.iter_batches(batch_size=cfg.files_per_batch, batch_format="pyarrow"):
+        bar.update(batch.num_rows)
         skipped = pc.equal(batch.column("status"), "skipped")
         counts["skipped"] += int(pc.sum(skipped).as_py() or 0)
         batch = batch.filter(pc.invert(skipped))
@@ -281,12 +304,14 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
         ok = int(pc.sum(pc.equal(batch.column("status"), "ok")).as_py() or 0)
         counts["labelled"] += ok
         counts["errors"] += batch.num_rows - ok
+        bar.set_postfix(errors=counts["errors"], skipped=counts["skipped"], refresh=False)
         stamp = pa.array([pd.Timestamp.now(tz="UTC").floor("ms")] * batch.num_rows, pa.timestamp("us", tz="UTC"))
         batch = batch.append_column("model_id", pa.array([mid] * batch.num_rows)).append_column("labelled_at", stamp)
         table = batch.select(schema.names).cast(schema)
         storage.write_parquet(table, storage.join(cfg.out, "labels", f"part-{run_id}-{part:06d}.parquet"), scalar_columns=LABEL_COLUMNS[:10])
         part += 1
-    summary = {**counts, "inputs": len(unique), "model": cfg.model, "model_id": mid, "seconds": round(time.time() - started, 2)}
+    bar.close()
+    summary = {**counts, "links_skipped": inputs.links_skipped, "inputs": len(unique), "model": cfg.model, "model_id": mid, "seconds": round(time.time() - started, 2)}
     labels = current(cfg.out, mid)
     storage.write_bytes(storage.join(cfg.out, "summary.csv"), people_summary(labels).to_csv(index=False).encode())
     storage.write_json(storage.join(cfg.out, "_summary.json"), summary)

@@ -21,7 +21,8 @@ from mgc import storage
 from mgc.errors import MgcError
 
 SPLITS = ("training", "validation", "test")
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".opus", ".aiff", ".aif", ".au")
+# The files mgc reads as audio, wherever it lists a folder (extraction and labelling).
+AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au")
 
 
 @dataclass
@@ -117,25 +118,21 @@ def from_csv(path: str, seed: int = 0) -> Manifest:
     return build(df, source, path)
 
 
-def from_folder(root: str, seed: int = 0) -> Manifest:
-    """One sub-folder per genre (GTZAN's layout): root/<genre>/<file>. Split made as in from_csv."""
+def from_folder(root: str, seed: int = 0, follow_links: bool = False) -> Manifest:
+    """One sub-folder per genre (GTZAN's layout): root/<genre>/<file>. Split made as in from_csv.
+    Symbolic links leading out of the root are never read (listed in the source as
+    `links_outside`); links inside it are followed only with `follow_links`."""
     fs, p = storage.resolve(root)
     if fs.get_file_info(p).type != pafs.FileType.Directory:
         raise MgcError(f"{root}: folder not found")
-    rows = []
-    for info in fs.get_file_info(pafs.FileSelector(p, recursive=True)):
-        if info.type != pafs.FileType.File or not info.base_name.lower().endswith(AUDIO_EXTENSIONS):
-            continue
-        rel = os.path.relpath(info.path, p) if not storage.is_uri(root) else info.path[len(p) :].lstrip("/")
-        parts = rel.replace(os.sep, "/").split("/")
-        if len(parts) < 2:
-            continue  # files directly under the root carry no genre
-        rows.append((storage.join(root, *parts), parts[0]))
+    tree = storage.list_tree(root, AUDIO_EXTENSIONS, follow_links)
+    # Files directly under the root carry no genre.
+    rows = [(storage.join(root, *parts), parts[0]) for parts in (rel.split("/") for rel in tree.files) if len(parts) >= 2]
     if not rows:
         raise MgcError(f"{root}: no audio files in genre sub-folders (expected root/<genre>/<file>.mp3|wav|flac|ogg)")
-    rows.sort()
     df = pd.DataFrame(rows, columns=["path", "genre_top"])
     df["track_id"] = np.arange(len(df))
     df["split"] = stratified_split(df["track_id"], df["genre_top"], seed)
-    source = {"kind": "folder", "path": root, "split": {"method": "stratified", "seed": seed, "fractions": [0.8, 0.1, 0.1]}}
+    source = {"kind": "folder", "path": root, "split": {"method": "stratified", "seed": seed, "fractions": [0.8, 0.1, 0.1]},
+              "links_outside": [f"{link} -> {target}" for link, target in tree.outside], "links_skipped": tree.skipped}  # fmt: skip
     return build(df, source, root)

@@ -58,18 +58,34 @@ def precision_at_k(genres: np.ndarray, neighbours: np.ndarray, ks: tuple[int, ..
     return pd.concat([table, pd.DataFrame([overall])], ignore_index=True).round(4)
 
 
-def embed(features: str, model_path: str) -> pd.DataFrame:
+def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame:
     """Catalogue of the tracks in an extraction output: id (track_id), genre (genre_top), split,
-    embedding; a track's embedding is the mean over its segments. Runs on Ray Data."""
+    embedding; a track's embedding is the mean over its segments. Runs on Ray Data, joined after
+    the artifact and the features are checked."""
     import ray
+    from tqdm.auto import tqdm
 
-    from mgc import artifact
+    from mgc import artifact, session
 
     _, meta = artifact.load(model_path)
-    fs, path = storage.resolve(storage.join(features, "features"))
-    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["track_id", "split", "genre_top", meta["input"]])  # pushed down into the read
-    ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path, "column": meta["input"]}, batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy")
-    seg = ds.to_pandas()
+    column = meta["input"]
+    shards = storage.join(features, "features")
+    if not storage.list_files(shards, ".parquet"):
+        raise MgcError(f"{features}: no shards in features/: not the output of mgc extract")
+    config = storage.read_json(storage.join(features, "_config.json"))
+    if config["feature_config"] != meta["feature_config"]:
+        raise MgcError(f"{features} was extracted with another feature config than the model {model_path} was trained on")
+    session.connect()
+    fs, path = storage.resolve(shards)
+    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["track_id", "split", "genre_top", column])  # pushed down into the read
+    total = ds.count()  # from the Parquet footers
+    ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path, "column": column}, batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy")
+    parts = []
+    with tqdm(total=total, unit="segment", desc="embed", disable=not progress, mininterval=1.0) as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            parts.append(batch)
+            bar.update(len(batch))
+    seg = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if seg.empty:
         raise MgcError(f"{features}: no segments to embed")
     emb = np.stack(seg["embedding"].to_numpy())
@@ -106,10 +122,10 @@ def evaluate(catalogue: pd.DataFrame, split: str = "test", ks: tuple[int, ...] =
     return precision_at_k(genres[queries], genres[idx], ks)
 
 
-def build(features: str, model_path: str, out: str, split: str = "test") -> pd.DataFrame:
+def build(features: str, model_path: str, out: str, split: str = "test", progress: bool = True) -> pd.DataFrame:
     """`mgc embed`: the catalogue of `features` embedded by the model, saved as out/catalogue.parquet,
     and its precision@5/@10 per genre over `split`, written as out/precision_at_k.csv and .md."""
-    catalogue = embed(features, model_path)
+    catalogue = embed(features, model_path, progress)
     save_catalogue(catalogue, storage.join(out, "catalogue.parquet"))
     table = evaluate(catalogue, split)
     storage.write_bytes(storage.join(out, "precision_at_k.csv"), table.to_csv(index=False).encode())

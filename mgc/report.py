@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from mgc import metrics, storage
+from mgc.errors import MgcError
 
 PACKAGES = ("mgc", "ray", "torch", "numpy", "pyarrow", "librosa", "soundfile", "soxr", "scikit-learn")
 
@@ -39,6 +40,13 @@ class Section:
 
 def _json(path: str) -> dict[str, Any] | None:
     return storage.read_json(path) if os.path.isfile(path) else None
+
+
+def _csv(path: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (ValueError, OSError) as e:  # pandas' parser errors are ValueErrors
+        raise MgcError(f"{path}: not a readable CSV ({e})") from None
 
 
 def _missing(title: str, path: str, command: str) -> Section:
@@ -102,7 +110,7 @@ def tuning(run_dir: str) -> Section:
         )
         config = pd.DataFrame([(k, v) for k, v in best["config"].items()], columns=["parameter", "value"])
         section.tables.append((f"{name}: best configuration", config))
-        trials = pd.read_csv(os.path.join(path, "trials.csv"))
+        trials = _csv(os.path.join(path, "trials.csv"))
         section.tables.append((f"{name}: trials", trials.round(6)))
         section.images.append((f"{name}: learning rate x dropout", os.path.join(path, "search_plane.png")))
     return section
@@ -113,7 +121,7 @@ def labelling(run_dir: str) -> Section:
     summary = _json(os.path.join(path, "_summary.json"))
     if summary is None:
         return _missing("Labelling", path, "mgc label")
-    people = pd.read_csv(os.path.join(path, "summary.csv"))
+    people = _csv(os.path.join(path, "summary.csv"))
     genres = people[people["kind"] == "genre"][["name", "files", "uncertain_share"]].rename(columns={"name": "genre"})
     errors = people[people["kind"] == "error"][["name", "files"]].rename(columns={"name": "reason"})
     uncertain = float((genres["files"] * genres["uncertain_share"]).sum() / max(genres["files"].sum(), 1))
@@ -131,7 +139,7 @@ def recommendations(run_dir: str) -> Section:
     if not os.path.isfile(path):
         return _missing("Recommendations", os.path.dirname(path), "mgc embed")
     line = "For each test track, the share of its 5 and 10 nearest catalogue neighbours (cosine similarity of embeddings) with the same genre."
-    return Section("Recommendations", [line], [("Genre precision of the 5 and 10 nearest neighbours", pd.read_csv(path).round(4))])
+    return Section("Recommendations", [line], [("Genre precision of the 5 and 10 nearest neighbours", _csv(path).round(4))])
 
 
 def _hardware() -> list[tuple[str, Any]]:
@@ -172,9 +180,21 @@ def facts(run_dir: str) -> Section:
     return section
 
 
+SECTIONS = (("Extraction", extraction), ("Models", models), ("Tuning", tuning), ("Labelling", labelling),
+            ("Recommendations", recommendations), ("Run facts", facts))  # fmt: skip
+
+
 def collect(run_dir: str) -> list[Section]:
-    """Every section, in pipeline order."""
-    return [extraction(run_dir), models(run_dir), tuning(run_dir), labelling(run_dir), recommendations(run_dir), facts(run_dir)]
+    """Every section, in pipeline order. A stage's unreadable file spoils its own section only:
+    that section says which file and why, the others are rendered."""
+    sections = []
+    for title, build in SECTIONS:
+        try:
+            sections.append(build(run_dir))
+        except Exception as e:  # noqa: BLE001 - one bad file must not sink the whole report
+            text = str(e) if isinstance(e, MgcError) else f"{type(e).__name__}: {e}"
+            sections.append(Section(title, [f"Could not be rendered: {text}"]))
+    return sections
 
 
 def _html_table(caption: str, df: pd.DataFrame) -> str:
@@ -225,8 +245,6 @@ def render_markdown(sections: list[Section], title: str, image_dir: str) -> str:
 
 def write(run_dir: str, out: str | None = None) -> tuple[str, str]:
     """Render the report of run_dir into `out` (default run_dir/report); returns the HTML and Markdown paths."""
-    from mgc.errors import MgcError
-
     if not os.path.isdir(run_dir):
         raise MgcError(f"{run_dir}: no such run directory")
     out = out or os.path.join(run_dir, "report")

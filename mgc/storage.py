@@ -7,6 +7,7 @@ S3 unchanged. Writes are atomic: a reader (or a resumed run) never sees half a f
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -136,6 +137,59 @@ def list_files(directory: str, suffix: str | tuple[str, ...] = "", recursive: bo
     )
 
 
+@dataclasses.dataclass
+class Tree:
+    """The files under a folder (paths relative to it, '/'-separated), and the symbolic links
+    not followed: `outside` (link -> where it leads, outside the folder: never read) and
+    `skipped` (links inside it, followed only when asked)."""
+
+    files: list[str]
+    outside: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    skipped: int = 0
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether local `path`, links resolved, lies within `root`, links resolved."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, base]) == base
+
+
+def list_tree(root: str, suffix: tuple[str, ...], follow_links: bool = False) -> Tree:
+    """Files ending in `suffix` under `root`, recursively, hidden ones left out. A local folder's
+    symbolic links never lead out of it: a link to a file or folder outside is reported in
+    `outside`, never read; links inside are followed with `follow_links`, else counted in
+    `skipped`. Object stores have no links."""
+    if is_uri(root):
+        return Tree(list_files(root, suffix, recursive=True))
+    tree, base = Tree([]), os.path.abspath(os.path.expanduser(root))
+    visited = {os.path.realpath(base)}
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        with os.scandir(os.path.join(base, rel_dir)) as entries:
+            for e in entries:
+                rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+                wanted = e.name.lower().endswith(suffix)
+                if e.name.startswith((".", "_")) or not (wanted or e.is_dir()):
+                    continue
+                if e.is_symlink():
+                    if not inside(e.path, base):
+                        tree.outside.append((rel, os.path.realpath(e.path)))
+                        continue
+                    if not follow_links:
+                        tree.skipped += 1
+                        continue
+                if e.is_dir():
+                    real = os.path.realpath(e.path)
+                    if real not in visited:  # a link back up the tree is walked once
+                        visited.add(real)
+                        stack.append(rel)
+                elif wanted and e.is_file():
+                    tree.files.append(rel)
+    tree.files.sort()
+    return tree
+
+
 def _write_atomic(path: str, write) -> None:
     """Write through `write(stream)` so that `path` appears complete or not at all.
 
@@ -168,7 +222,11 @@ def write_json(path: str, obj: Any) -> None:
 
 
 def read_json(path: str) -> Any:
-    return json.loads(read_bytes(path))
+    """A JSON file; MgcError naming it if it does not parse (FileNotFoundError if absent)."""
+    try:
+        return json.loads(read_bytes(path))
+    except ValueError as e:
+        raise MgcError(f"{path}: not valid JSON ({e})") from None
 
 
 def write_parquet(table: pa.Table, path: str, scalar_columns: list[str] | None = None) -> None:

@@ -13,10 +13,13 @@ metrics.json, history.json, confusion_matrix.png, learning_curves.png, test_pred
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +50,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     dropout: float | tuple[float, ...] = 0.3  # shared, or one rate per dropout layer of the model
-    num_workers: int = 2
+    num_workers: int = 0  # 0: what the cluster holds (with_workers)
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
     gpus_per_worker: float = 1.0  # with use_gpu; fractions let several workers or trials share a GPU
@@ -69,8 +72,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1:
-            raise MgcError("--epochs, --batch-size and --num-workers must be at least 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0:
+            raise MgcError("--epochs and --batch-size must be at least 1, --num-workers at least 0")
         if not self.lr > 0:
             raise MgcError(f"learning rate {self.lr} must be positive")
 
@@ -115,10 +118,10 @@ def _check_shards(cfg: TrainConfig, fcfg: FeatureConfig) -> None:
                 )
 
 
-def prepare(cfg: TrainConfig) -> Prepared:
-    """Validate the features and the options, and compute what training needs. Raises MgcError
-    before any worker starts: missing folder, mixed FeatureConfigs, empty or leaking splits,
-    labels in validation that training lacks, unknown model."""
+def check(cfg: TrainConfig) -> Prepared:
+    """Validate the features and the options, without Ray: what training needs, less the
+    normalisation statistics (`prepare` adds them). Raises MgcError: missing folder, mixed
+    FeatureConfigs, empty or leaking splits, labels in validation that training lacks, unknown model."""
     if not storage.exists(cfg.features):
         raise MgcError(f"{cfg.features}: feature directory not found")
     config_path = storage.join(cfg.features, "_config.json")
@@ -148,27 +151,36 @@ def prepare(cfg: TrainConfig) -> Prepared:
         missing = sorted(set(labelled.loc[labelled["split"] == split, "label"]) - seen)
         if missing:
             raise MgcError(f"{cfg.features}: genre(s) {[labels[i] for i in missing]} appear in {split} but not in training")
+    weights = None
+    if cfg.class_weights:
+        counts = labelled.loc[labelled["split"] == "training", "label"].value_counts().reindex(range(len(labels)), fill_value=0)
+        weights = (counts.sum() / (len(labels) * counts.clip(lower=1))).tolist()
+    return Prepared(fcfg, labels, model_cfg, [], [], weights, segments)
 
-    # Band-wise mean and std over the training split, summed from per-block partials.
+
+def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
+    """`check` (unless done: `checked`), then the band-wise mean and std of the training split,
+    in one Ray Data pass (joining Ray)."""
+    from mgc import session
+
+    prep = checked or check(cfg)
+    session.connect()
+    column = prep.model.input
+
     def partial(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = batch[model_cfg.input].astype(np.float64)
+        x = batch[column].astype(np.float64)
         return {"n": np.array([x.shape[0] * x.shape[2]]), "s": x.sum(axis=(0, 2))[None], "ss": (x**2).sum(axis=(0, 2))[None]}
 
-    train = dataset(cfg.features, "training", [model_cfg.input])
-    parts = train.map_batches(partial, batch_format="numpy", batch_size=256).take_all()
+    parts = dataset(cfg.features, "training", [column]).map_batches(partial, batch_format="numpy", batch_size=256).take_all()
     n = sum(float(p["n"]) for p in parts)  # rows of take_all(): one per batch
     s = np.sum([p["s"] for p in parts], axis=0)
     ss = np.sum([p["ss"] for p in parts], axis=0)
     mean = s / n
     std = np.sqrt(np.maximum(ss / n - mean**2, 1e-8))
-    weights = None
-    if cfg.class_weights:
-        counts = labelled.loc[labelled["split"] == "training", "label"].value_counts().reindex(range(len(labels)), fill_value=0)
-        weights = (counts.sum() / (len(labels) * counts.clip(lower=1))).tolist()
-    return Prepared(fcfg, labels, model_cfg, mean.tolist(), std.tolist(), weights, segments)
+    return dataclasses.replace(prep, mean=mean.tolist(), std=std.tolist())
 
 
-def _check_run_dir(cfg: TrainConfig, fcfg: FeatureConfig, model_cfg: ModelConfig) -> None:
+def check_run_dir(cfg: TrainConfig, fcfg: FeatureConfig, model_cfg: ModelConfig) -> None:
     """A run resumed by name must be the same run: same features and model."""
     path = storage.join(cfg.run_dir, "run_config.json")
     state = json.loads(json.dumps({"feature_config": fcfg.to_dict(), "model_config": model_cfg.to_dict(), "features": cfg.features}))
@@ -258,6 +270,11 @@ def train_loop(config: dict[str, Any]) -> None:
         if world > 1:
             dist.all_reduce(total)
         train_s = time.perf_counter() - started
+        if world > 1:
+            # Every rank's weights, hashed: DDP keeps them identical, and the history shows it.
+            digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in net.parameters())).hexdigest()[:16]
+            digests: list[Any] = [None] * world
+            dist.all_gather_object(digests, digest)
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": float(total[0] / total[1]),
@@ -268,6 +285,7 @@ def train_loop(config: dict[str, Any]) -> None:
             # buffer), and all together; the rest of train_s is computing.
             "train_first_batch_s": waits[0] if waits else 0.0,
             "train_data_wait_s": sum(waits),
+            **({"weights_sha256": digests} if world > 1 else {}),
         }
         with tempfile.TemporaryDirectory() as tmp:
             saved_checkpoint = None
@@ -277,6 +295,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 ids, ys, lps = predict(net, batches, mc.input, device)
                 row.update(metrics.flat(metrics.evaluate(ids, ys, lps, mc.n_classes), "val"))
                 state["history"].append(row)
+                storage.write_json(storage.join(tc.run_dir, "history.json"), state["history"])  # live progress
                 torch.save(
                     {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": state["history"], "resumed_at": state["resumed_at"]},
                     os.path.join(tmp, "state.pt"),
@@ -304,7 +323,6 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    _check_run_dir(cfg, prep.features, prep.model)
     columns = [prep.model.input, "label", "track_id"]
     return TorchTrainer(
         train_loop,
@@ -416,16 +434,73 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
     return out
 
 
-def run(cfg: TrainConfig) -> dict[str, Any]:
-    """Train one model end to end; returns what metrics.json holds."""
-    import ray
+def with_workers(cfg: TrainConfig, cluster: dict[str, float]) -> TrainConfig:
+    """cfg with --num-workers 0 made what the cluster holds: every GPU with use_gpu, else every
+    CPU but the one Ray Data's reads keep."""
+    if cfg.num_workers:
+        return cfg
+    if cfg.use_gpu:
+        n = cluster.get("GPU", 0) // cfg.gpus_per_worker
+    else:
+        n = (cluster.get("CPU", 0) - 1) // cfg.cpus_per_worker
+    return dataclasses.replace(cfg, num_workers=max(1, int(n)))
 
-    if not ray.is_initialized():
-        ray.init()
-    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
-    check_resources(cfg, ray.cluster_resources())
-    prep = prepare(cfg)
-    result = trainer(cfg, prep).fit()
+
+def absolute(cfg: TrainConfig) -> TrainConfig:
+    """Local paths made absolute here, in the driver: workers resolve them in other folders."""
+
+    def fix(path: str) -> str:
+        return path if storage.is_uri(path) else os.path.abspath(path)
+
+    return dataclasses.replace(cfg, features=fix(cfg.features), storage_path=fix(cfg.storage_path))
+
+
+@contextlib.contextmanager
+def epoch_bar(cfg: TrainConfig):
+    """A progress bar of epochs (with the validation score) while a run trains, from the
+    history.json that rank 0 rewrites every epoch."""
+    from tqdm.auto import tqdm
+
+    path, stop = storage.join(cfg.run_dir, "history.json"), threading.Event()
+    bar = tqdm(total=cfg.epochs, desc=f"train {cfg.run_name}", unit="epoch", disable=not cfg.progress)
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            try:
+                history = storage.read_json(path) if storage.exists(path) else []
+            except (OSError, ValueError):  # mid-write on a store without atomic renames
+                continue
+            if len(history) > bar.n:
+                bar.set_postfix(val_track_acc=f"{history[-1]['val_track_accuracy']:.3f}", refresh=False)
+                bar.update(len(history) - bar.n)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    if cfg.progress:
+        watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
+        bar.close()
+
+
+def run(cfg: TrainConfig) -> dict[str, Any]:
+    """Train one model end to end; returns what metrics.json holds. The features and options
+    are checked before Ray is joined."""
+    from mgc import session
+
+    cfg = absolute(cfg)
+    checked = check(cfg)
+    check_run_dir(cfg, checked.features, checked.model)
+    cluster = session.connect()
+    cfg = with_workers(cfg, cluster)
+    check_resources(cfg, cluster)
+    session.note(f"train {cfg.run_name}: {cfg.num_workers} worker(s) x {cfg.cpus_per_worker:g} CPU" + (f" + {cfg.gpus_per_worker:g} GPU" if cfg.use_gpu else ""))
+    prep = prepare(cfg, checked)
+    with epoch_bar(cfg):
+        result = trainer(cfg, prep).fit()
     best_epoch, best_metrics = max(((m["epoch"], m) for _, m in result.best_checkpoints), key=lambda em: em[1][SCORE])
     return finish(cfg, prep, checkpoint_state(cfg.run_dir, best_epoch), best_metrics, checkpoint_state(cfg.run_dir, result.metrics["epoch"]))
 

@@ -74,8 +74,8 @@ class SweepConfig:
         return cls(**{**d, "train": TrainConfig(**{**d["train"], **lists})})
 
 
-def check(sweep: SweepConfig, cluster: dict[str, float]) -> None:
-    """Everything that can be wrong before a trial starts, as one clear MgcError."""
+def check_options(sweep: SweepConfig) -> None:
+    """Everything that can be wrong with the options, before Ray is joined, as one MgcError."""
     if not 0 < sweep.lr_min < sweep.lr_max:
         raise MgcError(f"learning-rate range [{sweep.lr_min:g}, {sweep.lr_max:g}] is empty or inverted: need 0 < --lr-min < --lr-max")
     if not 0 <= sweep.dropout_min < sweep.dropout_max < 1:
@@ -86,11 +86,16 @@ def check(sweep: SweepConfig, cluster: dict[str, float]) -> None:
         raise MgcError("--num-samples must be at least 1")
     if not 1 <= sweep.grace_period <= sweep.train.epochs or sweep.reduction_factor < 2:
         raise MgcError(f"ASHA needs 1 <= --grace-period <= --epochs ({sweep.train.epochs}) and --reduction-factor >= 2")
+    _searcher(sweep)
+
+
+def check(sweep: SweepConfig, cluster: dict[str, float]) -> None:
+    """The options, then whether the cluster can run a trial, as one clear MgcError."""
+    check_options(sweep)
     gpus = cluster.get("GPU", 0)
     if sweep.gpus_per_trial > gpus:
         raise MgcError(f"--gpus-per-trial {sweep.gpus_per_trial:g} is more than the cluster's {gpus:g} GPUs")
     training.check_resources(trial_config(sweep, {"lr": sweep.lr_min, "dropout": sweep.dropout_min}, "check"), cluster)
-    _searcher(sweep)
 
 
 def trial_config(sweep: SweepConfig, params: dict[str, Any], trial_id: str, layers: tuple[str, ...] = ()) -> TrainConfig:
@@ -142,11 +147,12 @@ def _trial(params: dict[str, Any], sweep: SweepConfig, prep: training.Prepared) 
     import ray
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the trial's logs stay short
     cfg = trial_config(sweep, params, ray.tune.get_context().get_trial_id(), prep.model.dropout_layers)
     attempts_path = storage.join(cfg.run_dir, "attempts.json")
     attempts = storage.read_json(attempts_path) if storage.exists(attempts_path) else []
     storage.write_json(attempts_path, attempts + [time.time()])
+    training.check_run_dir(cfg, prep.features, prep.model)
     training.trainer(cfg, _with_dropout(prep, cfg.dropout), callbacks=[TuneReportCallback()], score=(sweep.metric, sweep.mode)).fit()
 
 
@@ -176,7 +182,10 @@ def _absolute(sweep: SweepConfig, storage_path: str | None = None) -> SweepConfi
     def fix(path: str) -> str:
         return path if storage.is_uri(path) else os.path.abspath(path)
 
-    train = dataclasses.replace(sweep.train, features=fix(sweep.train.features), storage_path=fix(storage_path or sweep.train.storage_path))
+    # One worker per trial unless asked: trials, not workers, use the cluster's width.
+    train = dataclasses.replace(
+        sweep.train, features=fix(sweep.train.features), storage_path=fix(storage_path or sweep.train.storage_path), num_workers=sweep.train.num_workers or 1
+    )  # fmt: skip
     return dataclasses.replace(sweep, train=train)
 
 
@@ -197,17 +206,44 @@ def resume(storage_path: str, name: str) -> dict[str, Any]:
     return _fit(_absolute(SweepConfig.from_dict(storage.read_json(saved)), storage_path), resume=True)
 
 
+def _trial_bar(sweep: SweepConfig):
+    """A Tune callback (it runs on the driver): a progress bar of finished trials, with the best score."""
+    from ray import tune
+    from tqdm.auto import tqdm
+
+    class TrialBar(tune.Callback):
+        def __init__(self) -> None:
+            self.bar = tqdm(total=sweep.num_samples, desc=f"tune {sweep.train.run_name}", unit="trial", disable=not sweep.train.progress)
+            self.best: float | None = None
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            score = result.get(sweep.metric)
+            if score is not None and (self.best is None or (score > self.best if sweep.mode == "max" else score < self.best)):
+                self.best = score
+                self.bar.set_postfix({sweep.metric: f"{score:.3f}"})
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.bar.update(1)
+
+        on_trial_error = on_trial_complete
+
+        def on_experiment_end(self, trials, **info) -> None:
+            self.bar.close()
+
+    return TrialBar()
+
+
 def _fit(sweep: SweepConfig, resume: bool) -> dict[str, Any]:
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    if not ray.is_initialized():
-        ray.init()
-    ray.data.DataContext.get_current().enable_progress_bars = sweep.train.progress
-    cluster = ray.cluster_resources()
+    from mgc import session
+
+    check_options(sweep)
+    checked = training.check(sweep.train)
+    cluster = session.connect()
     check(sweep, cluster)
-    prep = training.prepare(sweep.train)
+    prep = training.prepare(sweep.train, checked)
     if not resume:
         storage.write_json(storage.join(sweep.sweep_dir, "sweep.json"), sweep.to_dict())
     # The Tune function only drives its Ray Train run: it reserves memory, not a CPU that the
@@ -225,9 +261,8 @@ def _fit(sweep: SweepConfig, resume: bool) -> dict[str, Any]:
                 metric=sweep.metric, mode=sweep.mode, search_alg=_searcher(sweep, concurrency(sweep, cluster)), num_samples=sweep.num_samples,
                 scheduler=ASHAScheduler(time_attr="epoch", max_t=sweep.train.epochs, grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor),
             ),  # fmt: skip
-            run_config=tune.RunConfig(
-                name=sweep.train.run_name, failure_config=tune.FailureConfig(max_failures=1), verbose=None if sweep.train.progress else 0, **where
-            ),
+            # Tune's own tables stay off (verbose 0): the bar shows finished trials and the best score.
+            run_config=tune.RunConfig(name=sweep.train.run_name, failure_config=tune.FailureConfig(max_failures=1), verbose=0, callbacks=[_trial_bar(sweep)], **where),
         )
     return summarise(sweep, prep, tuner.fit())
 

@@ -12,6 +12,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,9 +30,25 @@ BIN = Path(sys.executable).parent
 TOKEN = secrets.token_hex(32)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--gpu", action="store_true", help="give the test cluster this machine's GPUs and run the tests marked gpu")
+
+
 def pytest_configure(config):
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = TOKEN
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked gpu run only with --gpu on a machine with a CUDA device."""
+    import torch
+
+    if config.getoption("--gpu") and torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs --gpu and a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 def _free_port() -> int:
@@ -89,38 +107,81 @@ def s3_server():
         proc.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory, s3_server):
-    """A head node started with the real `ray start --head`, token authentication on.
-
-    Yields a dict with the GCS address, the dashboard URL for `ray job submit`, and the
-    environment a client needs (RAY_AUTH_MODE=token and the token)."""
+def start_head(env: dict[str, str], gpus: bool = False) -> dict:
+    """A head node started with the real `ray start --head --block` in a process group of its own,
+    with its own temporary folder, ports and (unless `gpus`) no GPUs, once it reports that it runs.
+    Returns what `stop_head` and the clients need."""
     ray_bin = shutil.which("ray", path=str(BIN)) or shutil.which("ray")
-    # The nodes get the S3 server's variables, as a cluster's nodes get their credentials.
-    env = {**os.environ, **s3_server, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0"}
-    # As if started from the activated venv: job entrypoints' `python` is the project's.
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    temp = tempfile.mkdtemp(prefix="mgcray", dir="/tmp")  # short: Ray's socket paths live under it
     port, dash = _free_port(), _free_port()
     cmd = [
-        ray_bin, "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
+        ray_bin, "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
         "--node-ip-address=127.0.0.1", "--num-cpus=2", "--object-store-memory=500000000", "--include-dashboard=true",
-        "--disable-usage-stats",
+        "--disable-usage-stats", f"--temp-dir={temp}", *([] if gpus else ["--num-gpus=0"]),
+        *(f"--{p}={_free_port()}" for p in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")),
     ]  # fmt: skip
-    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
-    info = {
-        "address": f"127.0.0.1:{port}",
-        "dashboard": f"http://127.0.0.1:{dash}",
-        "env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
-        "ray": ray_bin,
-    }
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    deadline = time.time() + 180
+    for line in proc.stdout:  # `ray start` says so once every process runs, then blocks
+        seen.append(line)
+        if "Ray runtime started" in line:
+            break
+        assert time.time() < deadline, "".join(seen)[-3000:]
+    else:
+        raise RuntimeError("ray start --head ended:\n" + "".join(seen)[-3000:])
+    threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain the rest
+    return {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
+            "ray": ray_bin, "proc": proc, "temp_dir": temp}  # fmt: skip
+
+
+def stop_head(head: dict) -> None:
+    """End the head's own processes only (its process group, then anything left under its
+    temporary folder), never `ray stop`, which would stop every Ray of this user on the machine."""
+    import psutil
+
+    proc = head["proc"]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        with _environment({"RAY_ADDRESS": info["env"]["RAY_ADDRESS"]}):
-            yield info
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # it takes its time to stop its children one by one: no need
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for p in psutil.process_iter(["cmdline"]):
+        if any(head["temp_dir"] in part for part in p.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+    shutil.rmtree(head["temp_dir"], ignore_errors=True)
+
+
+def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What the test cluster's nodes run with: token authentication, the project's venv first on
+    PATH (jobs' `python` is the project's), and a raylet that does not warn about worker start-up
+    on 2 CPUs (as `mgc` configures the local Ray it starts)."""
+    env = {**os.environ, **(extra or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_worker_maximum_startup_concurrency": "16"}  # fmt: skip
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server, request):
+    """The session's head node (`ray start --head`), token authentication on, no GPUs unless the
+    suite runs with --gpu. Yields a dict with the GCS address, the dashboard URL for `ray job
+    submit`, and the environment a client needs (RAY_AUTH_MODE=token and the token)."""
+    # The nodes get the S3 server's variables, as a cluster's nodes get their credentials.
+    head = start_head(cluster_env(s3_server), gpus=request.config.getoption("--gpu"))
+    try:
+        with _environment({"RAY_ADDRESS": head["env"]["RAY_ADDRESS"]}):
+            yield head
     finally:
         import ray
 
         ray.shutdown()
-        subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_head(head)
 
 
 @pytest.fixture(scope="session")

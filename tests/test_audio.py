@@ -43,7 +43,7 @@ def test_max_seconds_caps_what_is_decoded(tmp_path):
     [
         (lambda p: None, "missing_file", "no such file"),
         (lambda p: p.write_bytes(b""), "decode_error", "empty"),
-        (lambda p: p.write_bytes(b"<html>not audio</html>" * 50), "decode_error", ""),
+        (lambda p: p.write_bytes(b"<html>not audio</html>" * 50), "decode_error", "not a recognised audio format"),
         (lambda p: p.mkdir(), "decode_error", "directory"),
     ],
 )

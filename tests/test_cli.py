@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,34 @@ def test_every_option_is_explained_with_its_default(command):
         assert len(text.split("(")[0].strip()) >= 10, f"mgc {command} {action.option_strings}: {text!r}"
         if action.option_strings and action.default not in (None, False, "", argparse.SUPPRESS) and action.required is False:
             assert "default" in text, f"mgc {command} {action.option_strings} does not show its default: {text!r}"
+
+
+@pytest.mark.parametrize("command", sorted(_subparsers(build_parser())))
+def test_every_numeric_option_is_range_checked(command):
+    sub = _subparsers(build_parser())[command]
+    for action in sub._actions:
+        numeric = isinstance(action.default, (int, float)) and not isinstance(action.default, bool) or isinstance(action.default, tuple)
+        if action.option_strings and numeric and action.type is not None:
+            assert hasattr(action.type, "limits"), f"mgc {command} {action.option_strings} is not range-checked"
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["train", "--features", "f", "--epochs", "0"], "argument --epochs: 0 is out of range: must be at least 1"),
+        (["train", "--features", "f", "--dropout", "0.2,1.0"], "argument --dropout: 1.0 is out of range: must be at least 0 and below 1"),
+        (["tune", "--features", "f", "--reduction-factor", "1"], "argument --reduction-factor: 1 is out of range: must be at least 2"),
+        (["label", "--model", "m", "--input", "i", "--out", "o", "--uncertain-below", "1.5"], "must be at least 0 and at most 1"),
+        (["similar", "--catalogue", "c", "--track-id", "1", "-k", "0"], "argument -k: 0 is out of range"),
+        (["synth", "--out", "o", "--tracks", "many"], "argument --tracks: 'many' is not an integer"),
+        (["extract", "--folder", "f", "--out", "o", "--n-fft", "0"], "argument --n-fft: 0 is out of range: must be at least 16"),
+    ],
+)
+def test_out_of_range_options_are_one_line_errors(argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and words in err and err.count("\n") == 1, err
 
 
 def test_errors_are_one_line_unless_debug(tmp_path, capsys):
@@ -60,3 +89,27 @@ def test_the_demo_reuses_finished_stages_and_refuses_other_settings(tmp_path, ca
     (other / "thesis.txt").write_text("keep me")
     assert main(["demo", "--workdir", str(other), "--fresh"]) == 2
     assert "not a demo folder" in capsys.readouterr().err and (other / "thesis.txt").exists()
+
+
+@pytest.mark.slow
+def test_the_demo_runs_end_to_end_with_our_progress_not_rays_logs(ray_cluster, tmp_path):
+    """`mgc demo` at a tiny size, on the test cluster, as a user runs it (progress bars on): every
+    stage, a report with every section, and no Ray INFO or raylet lines in what it prints."""
+    from conftest import BIN
+
+    work = tmp_path / "demo"
+    cmd = [str(BIN / "mgc"), "demo", "--workdir", str(work), "--tracks", "48", "--seconds", "9", "--epochs", "2", "--trials", "2",
+           "--sweep-epochs", "2", "--uploads", "8"]  # fmt: skip
+    proc = subprocess.run(cmd, env=ray_cluster["env"], capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert [int(k) for k in re.findall(r"^\[(\d)/7\]", proc.stdout, re.M)] == list(range(1, 8)), proc.stdout
+    noise = [line for line in out.splitlines() if re.search(r"\bINFO\b|\(raylet\)|Trial status|Execution plan", line)]
+    assert not noise, "\n".join(noise[:10])
+    assert re.search(r"extract: 100%.*48/48", proc.stderr) and re.search(r"train cnn: .*2/2", proc.stderr)  # our bars
+    md = (work / "report" / "report.md").read_text()
+    for title in ("Extraction", "Models", "Tuning", "Labelling", "Recommendations", "Run facts"):
+        assert f"## {title}\n" in md
+    assert "Not run" not in md and "Could not be rendered" not in md
+    state = json.loads((work / "demo.json").read_text())
+    assert set(state["stages"]) == {name for name, _, _ in demo.STAGES}

@@ -26,7 +26,8 @@ def extracted(ray_connected, corpus, tmp_path_factory):
 def test_shards_hold_every_good_track_once_and_every_bad_one_as_a_reject(extracted, truth, corpus):
     out, summary = extracted
     feats, rejects = assert_complete_and_unique(out, truth, segments_per_track=3)
-    assert (rejects["path"].str.startswith(str(corpus))).all() and (rejects["detail"] != "").all()
+    assert (rejects["path"].str.startswith(str(corpus))).all()
+    assert all(detail.startswith(f"{path}: ") for path, detail in zip(rejects["path"], rejects["detail"]))  # every reason, too_short and silent too
     # Labels, genres and splits per track agree with the metadata and the label map.
     config = json.loads((out / "_config.json").read_text())
     labels = config["labels"]

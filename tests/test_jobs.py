@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers import assert_complete_and_unique
 from conftest import REPO, submit_job
 
@@ -44,3 +46,23 @@ def test_driver_killed_midway_resumes_without_duplicates(ray_cluster, corpus, tr
     assert '"chunks_skipped"' in rerun.stdout
     assert_complete_and_unique(out, truth, segments_per_track=3)
     assert not list((out / "features").glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_the_suites_cluster_stops_without_stopping_another(tmp_path):
+    """Someone's own Ray, started before the suite, outlives the suite's cluster: the suite ends
+    its own processes, never `ray stop`."""
+    from conftest import cluster_env, start_head, stop_head
+
+    env = cluster_env()
+    theirs = start_head(env)
+    try:
+        ours = start_head(env)
+        assert ours["proc"].poll() is None
+        stop_head(ours)
+        assert ours["proc"].poll() is not None
+        status = subprocess.run([theirs["ray"], "status", "--address", theirs["address"]], env=env, capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0 and "Active:" in status.stdout, status.stdout + status.stderr
+        assert theirs["proc"].poll() is None
+    finally:
+        stop_head(theirs)

@@ -135,3 +135,50 @@ def test_recommendations_find_tracks_of_the_same_genre(catalogue, model, capsys,
     assert main(["similar", "--catalogue", path, "--file", str(folder / first["file"]), "--model", model, "-k", "10"]) == 0
     found = capsys.readouterr().out.strip().splitlines()[1:]
     assert len(found) == 10 and sum(first["genre"] in r for r in found) >= 7
+
+
+def test_relabelling_follows_each_files_content_and_the_model(ray_connected, compared, model, inbox, tmp_path, capsys):
+    """A changed file gets a new row and `current()` returns it while the others are skipped; a
+    second model labels every file again under its own id; `uncertain` follows --uncertain-below;
+    `mgc similar` searches a labelling output."""
+    import soundfile as sf
+
+    from mgc.synth import render
+
+    folder, truth = inbox
+    good = truth[truth["status"] == "ok"].head(4)
+    src = tmp_path / "in"
+    for f in good["file"]:
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(folder / f, src / f)
+    out = tmp_path / "labels"
+
+    def run(model_path, threshold=0.5):
+        return label.run(LabelConfig(model=model_path, input=str(src), out=str(out), uncertain_below=threshold, progress=False))
+
+    assert run(model, threshold=0.999)["labelled"] == 4
+    first = label.current(str(out))
+    assert (first["uncertain"] == first["top_probs"].map(lambda p: p[0] < 0.999)).all()
+
+    changed = src / good["file"].iloc[0]
+    x, sr = sf.read(changed)
+    sf.write(changed, render("Rock", 4242, 1, len(x) / sr, sr), sr, format=sf.info(changed).format)
+    again = run(model)
+    assert (again["labelled"], again["skipped"]) == (1, 3)
+    raw, latest = label.read_labels(str(out)), label.current(str(out), label.model_id(model))
+    assert len(raw) == 5 and len(latest) == 4
+    row = latest.set_index("path").loc[str(changed)]
+    old = first.set_index("path").loc[str(changed)]
+    assert row["content_hash"] != old["content_hash"] and row["labelled_at"] > old["labelled_at"]
+
+    other = str(compared / "cnn_lstm" / "model")
+    third = run(other)
+    assert (third["labelled"], third["skipped"]) == (4, 0)
+    assert set(label.current(str(out), label.model_id(other))["path"]) == {str(src / f) for f in good["file"]}
+    assert len(label.read_labels(str(out))) == 9
+
+    query = str(src / good["file"].iloc[1])
+    capsys.readouterr()
+    assert main(["similar", "--catalogue", str(out), "--track-id", query, "-k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    assert len(lines) == 3 and all(line.split()[0].startswith(str(src)) and line.split()[0] != query for line in lines)

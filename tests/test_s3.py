@@ -64,6 +64,7 @@ def test_extraction_reads_the_corpus_from_s3_and_writes_shards_there(s3, s3_feat
     assert again["this_run"]["tracks_processed"] == 0
 
 
+@pytest.mark.slow
 def test_train_label_and_embed_with_everything_in_s3(ray_cluster, s3, s3_features, tmp_path):
     """The jobs as a cluster runs them, through `ray job submit`, every path an s3:// URI: a sweep
     (each trial a Ray Train run, proposed by Optuna's TPE: the optional searcher is tested here

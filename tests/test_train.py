@@ -96,40 +96,23 @@ def test_shuffled_labels_do_not_reach_high_accuracy(features, tmp_path):
     assert out["validation"]["val_track_accuracy"] < 0.5, out["validation"]
 
 
-def test_ddp_workers_hold_identical_weights_after_a_step(features, tmp_path):
-    """Each rank steps on different data; equal weights afterwards prove gradients were averaged."""
-    import ray.train
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    def loop(config):
-        import hashlib
-
-        import torch
-
-        from mgc.models import ModelConfig, build
-
-        rank = ray.train.get_context().get_world_rank()
-        torch.manual_seed(0)
-        model = ray.train.torch.prepare_model(build(ModelConfig(channels=(4, 8), dense=(16,), n_classes=8)))
-        digest = lambda: hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()  # noqa: E731
-        before = digest()
-        torch.manual_seed(100 + rank)  # different data on each rank
-        x, y = torch.randn(8, 128, 130), torch.randint(0, 8, (8,))
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        (config["out"] / f"rank{rank}.json").write_text(json.dumps({"before": before, "after": digest()}))
-
-    TorchTrainer(
-        loop, train_loop_config={"out": tmp_path}, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-        run_config=RunConfig(name="ddp", storage_path=str(tmp_path / "runs")),
-    ).fit()  # fmt: skip
-    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert r0["before"] == r1["before"] and r0["after"] != r0["before"]
-    assert r0["after"] == r1["after"]
+def test_ddp_ranks_stay_in_step_in_mgcs_own_loop(compared):
+    """`mgc compare` trained with two workers, each on its own share of the data: every epoch,
+    both ranks' weights hash the same (DDP averaged the gradients), and training moved them."""
+    for model in ("cnn", "cnn_lstm"):
+        history = json.loads((compared / model / "history.json").read_text())
+        digests = [h["weights_sha256"] for h in history]
+        assert all(len(d) == 2 and d[0] == d[1] for d in digests), digests
+        assert len({d[0] for d in digests}) == len(digests)  # a new state every epoch
 
 
+def test_a_run_name_is_not_reused_for_another_configuration(compared, features):
+    other = dict(SMALL, channels=(4, 8, 16, 16))
+    with pytest.raises(MgcError, match="holds a run with a different model config; choose another --name"):
+        train(TrainConfig(features=str(features), model="cnn", storage_path=str(compared), name="cnn", epochs=10, **other))
+
+
+@pytest.mark.slow
 def test_a_killed_worker_resumes_from_the_checkpoint(ray_cluster, features, tmp_path):
     runs = tmp_path / "runs"
     cmd = [sys.executable, str(REPO / "jobs" / "train.py"), "--features", str(features), "--storage-path", str(runs), "--name", "killed",
@@ -153,6 +136,20 @@ def test_a_killed_worker_resumes_from_the_checkpoint(ray_cluster, features, tmp_
     same = dict(channels=(8, 16, 32, 32), dense=(64, 32), cpus_per_worker=0.5, batch_size=32, progress=False)  # as on the command line
     again = train(TrainConfig(features=str(features), model="cnn", storage_path=str(runs), name="killed", epochs=4, **same))
     assert again["resumed_at"][-1] == 3 and again["epochs_run"] == 4
+
+
+@pytest.mark.slow
+def test_the_readme_train_command_runs_with_its_defaults(features, tmp_path, capsys):
+    """The README's `mgc train --features F --model cnn_lstm --epochs 30 --storage-path runs/`, for one
+    epoch: with the default sizes and workers it runs on the suite's 2-CPU cluster (workers: every
+    CPU but the one Ray Data's reads keep), and says what it chose."""
+    from mgc.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["train", "--features", str(features), "--model", "cnn_lstm", "--epochs", "1", "--storage-path", str(runs), "--no-progress"]) == 0
+    assert "mgc: train cnn_lstm: 1 worker(s) x 1 CPU" in capsys.readouterr().err
+    m = json.loads((runs / "cnn_lstm" / "metrics.json").read_text())
+    assert m["train"]["num_workers"] == 1 and m["model"]["channels"] == [64, 128, 256, 512] and m["epochs_run"] == 1
 
 
 def _extract_variant(src_features, dest, **feature_kwargs):

@@ -45,6 +45,68 @@ def test_asha_stops_trials_early_and_the_outputs_agree(sweep):
     assert (sweep_dir / "search_plane.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _ray_reports(sweep_dir) -> list[tuple[float, str, int, float]]:
+    """Every (timestamp, trial id, epoch, score) Ray Tune recorded in its trials' result.json."""
+    reports = []
+    for result in sweep_dir.glob("_trial_*/result.json"):
+        for line in result.read_text().splitlines():
+            r = json.loads(line)
+            reports.append((r["timestamp"], r["trial_id"], int(r["epoch"]), float(r[SCORE])))
+    return sorted(reports)
+
+
+def test_asha_stopped_exactly_the_trials_its_rule_stops(sweep):
+    """ASHA's rule replayed on Ray's own records: at each rung (epochs 1 and 2 here: grace period 1,
+    reduction factor 2, 3 epochs) a trial whose score is below the median of the scores recorded
+    there before it is stopped, and no other trial is. Tune keeps no scheduler state across a
+    resume, so the replay starts afresh where the resumed driver's experiment state begins."""
+    import time
+
+    sweep_dir, _, _ = sweep
+    epochs, rungs = 3, (2, 1)
+    starts = sorted(p.name.removeprefix("experiment_state-").removesuffix(".json") for p in sweep_dir.glob("experiment_state-*.json"))
+    assert len(starts) == 2, starts  # the first driver's, then the resumed one's
+    resumed_at = time.mktime(time.strptime(starts[1], "%Y-%m-%d_%H-%M-%S"))
+    recorded: dict[int, dict[str, float]] = {r: {} for r in rungs}
+    predicted, ran = {}, {}
+    reset = False
+    for stamp, trial, epoch, score in _ray_reports(sweep_dir):
+        if stamp >= resumed_at and not reset:
+            recorded, reset = {r: {} for r in rungs}, True
+        ran[trial] = max(ran.get(trial, 0), epoch)
+        if trial in predicted:
+            continue
+        for rung in rungs:  # as Ray's _Bracket.on_result: the highest rung reached, once per trial
+            if epoch >= rung and trial in recorded[rung]:
+                break
+            if epoch < rung:
+                continue
+            before = list(recorded[rung].values())
+            recorded[rung][trial] = score
+            if before and score < np.percentile(before, 50):
+                predicted[trial] = epoch
+            break
+    assert predicted, "ASHA stopped no trial: the test sweep no longer exercises it"
+    assert {t: e for t, e in ran.items() if e < epochs} == predicted
+    trials = pd.read_csv(sweep_dir / "trials.csv").set_index("trial_id")
+    assert trials["epochs_run"].to_dict() == ran  # trials.csv agrees with Ray's records
+    assert set(trials.index[trials["stop_reason"] == "stopped early by ASHA"]) == set(predicted)
+
+
+def test_the_best_artifact_reproduces_the_recorded_best_score_on_validation(sweep, features):
+    from mgc import metrics
+    from mgc.inference import Predictor
+
+    sweep_dir, _, _ = sweep
+    best = json.loads((sweep_dir / "best.json").read_text())
+    predictor = Predictor.load(best["artifact"])
+    t = pq.read_table(features / "features", columns=["track_id", "split", "label", predictor.meta["input"]])
+    t = t.filter(pc.and_(pc.equal(t["split"], "validation"), pc.greater_equal(t["label"], 0)))
+    logprobs, _ = predictor(t[predictor.meta["input"]].combine_chunks().to_numpy_ndarray())
+    scores = metrics.flat(metrics.evaluate(t["track_id"].to_numpy(), t["label"].to_numpy().astype(int), logprobs, len(predictor.meta["labels"])), "val")
+    assert scores[best["metric"]] == pytest.approx(best["score"], abs=1e-9)
+
+
 def test_a_killed_driver_resumes_without_rerunning_finished_trials(sweep):
     sweep_dir, finished_before, interrupted = sweep
     trials = pd.read_csv(sweep_dir / "trials.csv").set_index("trial_id")
