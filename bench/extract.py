@@ -3,10 +3,12 @@
 On one synthetic corpus of 30 s 320 kbit/s stereo MP3s (FMA-like), measured in one run:
   (a) naive: the notebooks' sequential loop, librosa.load + melspectrogram + MFCC per segment;
   (b) floor: decode + resample only (mgc.audio.load), one core;
-  (c) ours:  mgc.extract on a local Ray instance using every core.
+  (c) ours:  mgc.extract on a local Ray instance using every core (the default inputs, log-mel
+      and MFCC), then again with --inputs logmel,mfcc,waveform.
 Prints per-track costs, the ratios the targets are stated in, the projected wall time of the full
-FMA (106,574 tracks) on a 16-core node, peak worker memory, and whether the driver's memory grows
-with the corpus (4x the tracks). Results also go to bench/out/extract.json.
+FMA (106,574 tracks) on a 16-core node, peak worker memory, whether the driver's memory grows
+with the corpus (4x the tracks), and each input's bytes per segment in the Parquet shards with the
+storage that projects to for FMA large. Results also go to bench/out/extract.json.
 
     .venv/bin/python bench/extract.py [--tracks 200]
 """
@@ -78,6 +80,24 @@ class WorkerMemory:
         self._thread.join()
 
 
+def bytes_per_segment(out: Path) -> dict[str, float]:
+    """Each column's compressed bytes in the shards, per segment (row)."""
+    import pyarrow.parquet as pq
+
+    totals: dict[str, int] = {}
+    rows = 0
+    for f in sorted((out / "features").glob("part-*.parquet")):
+        meta = pq.ParquetFile(f).metadata
+        rows += meta.num_rows
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                column = group.column(c)
+                name = column.path_in_schema.split(".")[0]
+                totals[name] = totals.get(name, 0) + column.total_compressed_size
+    return {name: size / rows for name, size in totals.items()}
+
+
 def timed(fn, *args) -> float:
     t = time.perf_counter()
     fn(*args)
@@ -94,6 +114,7 @@ def main() -> None:
 
     from mgc import fma
     from mgc.extract import ExtractConfig, run
+    from mgc.features import FeatureConfig
     from mgc.manifest import Manifest
     from mgc.synth import SynthConfig, generate
 
@@ -113,11 +134,11 @@ def main() -> None:
     mb = 1 << 20
     quarter = Manifest(manifest.tracks.head(n // 4), manifest.labels, manifest.source)
 
-    def extract(m, name: str) -> tuple[float, dict]:
+    def extract(m, name: str, features: FeatureConfig = FeatureConfig()) -> tuple[float, dict]:
         out = work / name
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()
-        summary = run(m, ExtractConfig(out=str(out), tracks_per_shard=8, progress=False))
+        summary = run(m, ExtractConfig(out=str(out), tracks_per_shard=8, features=features, progress=False))
         return time.perf_counter() - t0, summary
 
     with WorkerMemory() as mem:
@@ -126,6 +147,8 @@ def main() -> None:
         driver_quarter = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         t_ours, summary = extract(manifest, "features")
         driver_full = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # Every input: the same corpus again (warm workers), shards beside bench/models.py's input.
+    t_all, _ = extract(manifest, "features_all", FeatureConfig(inputs=("logmel", "mfcc", "waveform")))
     assert summary["tracks_ok"] == n, summary
 
     per_floor = t_floor / n
@@ -153,7 +176,12 @@ def main() -> None:
         "projected_fma_large_16_cores_min": round(projected / 60, 1),
         "worker_peak_rss_mib": round(mem.peak / mb),
         "driver_peak_rss_mib": {f"{len(quarter)} tracks": round(driver_quarter / mb), f"{n} tracks": round(driver_full / mb)},
+        "every_input_tracks_per_s": round(n / t_all, 2),
+        "ratio_every_input_vs_default_tracks_per_s": round(t_ours / t_all, 3),
+        "bytes_per_segment": {k: round(v) for k, v in bytes_per_segment(work / "features_all").items()},
     }
+    # FMA large: 106,574 clips of 30 s, 10 segments each (a few are shorter or broken: an upper bound).
+    result["fma_large_gb"] = {k: round(v * FMA_LARGE * 10 / 1e9, 1) for k, v in result["bytes_per_segment"].items() if k in ("logmel", "mfcc", "waveform")}
     work.mkdir(parents=True, exist_ok=True)
     (work / "extract.json").write_text(json.dumps(result, indent=2) + "\n")
 
@@ -169,6 +197,10 @@ def main() -> None:
     print(f"FMA large on 16 cores         {result['projected_fma_large_16_cores_min']:.1f} min projected (target < 10)")
     print(f"worker peak RSS               {result['worker_peak_rss_mib']} MiB (target < 1024)")
     print(f"driver peak RSS               {driver_quarter / mb:.0f} MiB at {len(quarter)} tracks, {driver_full / mb:.0f} MiB at {n} tracks")
+    print(f"with the waveform too         {result['every_input_tracks_per_s']:.1f} tracks/s, {result['ratio_every_input_vs_default_tracks_per_s']:.2f}x the default inputs' rate")
+    for name, size in result["bytes_per_segment"].items():
+        if name in result["fma_large_gb"]:
+            print(f"  {name:<10} {size / 1024:8.1f} KiB per 3 s segment in Parquet, {result['fma_large_gb'][name]:7.1f} GB for FMA large")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 SIZES = dict(channels=(16, 32, 64, 64), dense=(256, 64, 32), lstm_units=(64, 64))
 
 
-def plain_loop(features: str, model_cfg, mean, std, epochs: int, batch_size: int, lr: float) -> list[float]:
+def plain_loop(features: str, model_cfg, norm, epochs: int, batch_size: int, lr: float) -> list[float]:
     """Segments/s per epoch of a textbook loop: one process, data in memory, shuffled batches."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -42,26 +42,26 @@ def plain_loop(features: str, model_cfg, mean, std, epochs: int, batch_size: int
     from mgc.models import build
 
     torch.set_num_threads(1)
-    t = pq.read_table(os.path.join(features, "features"), columns=["split", "label", model_cfg.input])
+    t = pq.read_table(os.path.join(features, "features"), columns=["split", "label", *model_cfg.inputs])
     t = t.filter(pc.and_(pc.equal(t["split"], "training"), pc.greater_equal(t["label"], 0)))
-    x = t[model_cfg.input].combine_chunks().to_numpy_ndarray()
+    x = {n: t[n].combine_chunks().to_numpy_ndarray() for n in model_cfg.inputs}
     y = torch.from_numpy(t["label"].to_numpy().astype(np.int64))
     torch.manual_seed(0)
-    model = build(model_cfg, mean, std)
+    model = build(model_cfg, norm)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     rates = []
     for _ in range(epochs):
         started = time.perf_counter()
         model.train()
-        for idx in np.array_split(np.random.permutation(len(x)), max(1, len(x) // batch_size)):
-            xb = torch.from_numpy(x[idx].astype(np.float32))
+        for idx in np.array_split(np.random.permutation(len(y)), max(1, len(y) // batch_size)):
+            xb = {n: torch.from_numpy(v[idx].astype(np.float32)) for n, v in x.items()}
             loss = loss_fn(model(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
-        rates.append(len(x) / (time.perf_counter() - started))
+        rates.append(len(y) / (time.perf_counter() - started))
     return rates
 
 
@@ -102,14 +102,14 @@ def main() -> None:
     )  # fmt: skip
     prep = prepare(cfg)
     shutil.rmtree(runs, ignore_errors=True)
-    plain = plain_loop(str(features), prep.model, prep.mean, prep.std, args.epochs, args.batch_size, cfg.lr)
+    plain = plain_loop(str(features), prep.model, prep.norm, args.epochs, args.batch_size, cfg.lr)
     # The same loop in one process per core at once: what the cores give when all of them work,
     # Ray or no Ray (shared caches, memory bandwidth, the OS); a diagnostic, not the target's base.
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
-        loops = [pool.submit(plain_loop, str(features), prep.model, prep.mean, prep.std, args.epochs, args.batch_size, cfg.lr) for _ in range(cores)]
+        loops = [pool.submit(plain_loop, str(features), prep.model, prep.norm, args.epochs, args.batch_size, cfg.lr) for _ in range(cores)]
         side_by_side = [f.result() for f in loops]
     train(cfg)
     history = json.loads((runs / cfg.run_name / "history.json").read_text())
@@ -126,7 +126,7 @@ def main() -> None:
 
     # The plain loop again after the Ray runs: this machine's speed drifts by 10-30% over minutes,
     # so its base is the mean of the loop before and after them.
-    plain_after = plain_loop(str(features), prep.model, prep.mean, prep.std, args.epochs, args.batch_size, cfg.lr)
+    plain_after = plain_loop(str(features), prep.model, prep.norm, args.epochs, args.batch_size, cfg.lr)
     plain_rate = float(np.mean([np.median(r[1:] or r) for r in (plain, plain_after)]))
     side_rate = float(np.mean([np.median(r[1:] or r) for r in side_by_side]))
     ours_rate = float(np.median(ours[1:] or ours))

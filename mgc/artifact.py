@@ -1,6 +1,7 @@
 """The model artifact: everything needed to label audio without Ray or the training code's state.
 
-    model/model.json   format version, model config, feature config, label map, normalisation
+    model/model.json   format version, model config (architecture, inputs and their shapes,
+                       sizes), feature config, label map, each input's normalisation
     model/weights.pt   the state dict (tensors only: loaded with weights_only=True, never pickle)
 """
 
@@ -12,12 +13,12 @@ from typing import Any
 import torch
 
 import mgc
-from mgc import storage
+from mgc import inputs, storage
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 from mgc.models import GenreNet, ModelConfig, build
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: models read several inputs (mgc.inputs), each normalised on its own
 
 
 def save(path: str, model: GenreNet, features: FeatureConfig, labels: list[str], extra: dict[str, Any] | None = None) -> None:
@@ -31,9 +32,8 @@ def save(path: str, model: GenreNet, features: FeatureConfig, labels: list[str],
         "model_config": model.cfg.to_dict(),
         "feature_config": features.to_dict(),
         "labels": labels,
-        "input": model.cfg.input,
-        "norm_mean": model.norm_mean.cpu().tolist(),
-        "norm_std": model.norm_std.cpu().tolist(),
+        "inputs": list(model.cfg.inputs),
+        "norm": model.statistics(),
         **(extra or {}),
     }
     storage.write_json(storage.join(path, "model.json"), meta)
@@ -55,27 +55,22 @@ def load(path: str, device: str = "cpu") -> tuple[GenreNet, dict[str, Any]]:
     try:
         model_cfg = ModelConfig.from_dict(meta["model_config"])
         meta["features"] = FeatureConfig.from_dict(meta["feature_config"])
-        labels, column = list(meta["labels"]), meta["input"]
-        mean, std = meta["norm_mean"], meta["norm_std"]
+        labels = list(meta["labels"])
     except KeyError as e:
         raise MgcError(f"{meta_path}: lacks {e}") from None
     except (MgcError, TypeError, ValueError) as e:
         raise MgcError(f"{meta_path}: {e}") from None
     fcfg: FeatureConfig = meta["features"]
-    shape = fcfg.mfcc_shape if column == "mfcc" else fcfg.logmel_shape
     problems = []
     if len(labels) != model_cfg.n_classes:
         problems.append(f"the label map has {len(labels)} genres, the network {model_cfg.n_classes} classes")
-    if column != model_cfg.input:
-        problems.append(f"input {column!r}, but {model_cfg.name} reads {model_cfg.input!r}")
-    if (model_cfg.n_bands, model_cfg.n_frames) != shape:
-        problems.append(f"the feature config gives {column} of shape {list(shape)}, the network takes {[model_cfg.n_bands, model_cfg.n_frames]}")
-    if len(mean) != model_cfg.n_bands or len(std) != model_cfg.n_bands:
-        problems.append(f"normalisation of {len(mean)} bands for a network of {model_cfg.n_bands}")
+    for name, shape in zip(model_cfg.inputs, model_cfg.shapes):
+        if inputs.get(name).shape(fcfg) != shape:
+            problems.append(f"the feature config gives {name} of shape {list(inputs.get(name).shape(fcfg))}, the network takes {list(shape)}")
     if problems:
         raise MgcError(f"{path}: the artifact's parts disagree: {'; '.join(problems)}")
     state = _state_dict(weights_path, weights, device)
-    model = build(model_cfg)
+    model = build(model_cfg)  # the weights hold the normalisation too
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -13,6 +13,7 @@ import typing
 
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
+from mgc.models import MODELS
 
 
 DEBUG = "show the full traceback of an error instead of one line"
@@ -32,6 +33,8 @@ EXPLAIN = {
     "n_mfcc": "MFCC coefficients kept",
     "silence_db": "a track whose peak level is below this is rejected as silent, dBFS",
     "max_seconds": "analyse at most this much of each file from its start, s (none: all of it)",
+    "inputs": "what each segment is stored as: logmel, mfcc, waveform (float16 samples at the sample rate: 66,150 per 3 s segment, 132 KB, "
+              "4x a log-mel's bytes; about 140 GB for FMA large, against 34 GB for log-mel); the models read some of them",
     # ExtractConfig
     "tracks_per_shard": "tracks per task and per Parquet file; a killed run resumes at this granularity",
     # TrainConfig
@@ -49,10 +52,11 @@ EXPLAIN = {
     "cache_data": "keep the decoded splits in Ray's object store after epoch 1 (faster when they fit)",
     "max_failures": "times a lost worker is replaced and the run resumed from its last checkpoint",
     "seed": "random seed (weights, shuffling, sampling)",
-    "channels": "filters of the four conv blocks",
-    "dense": "units of the dense head's layers",
+    "input": "another input for a model that can read it (e.g. mfcc for cnn, cnn_lstm, cnn_bilstm); empty: the model's own",
+    "channels": "filters of the conv blocks or stages (empty: the model's own)",
+    "dense": "units of the dense head's layers (empty: the model's own)",
     "lstm_units": "units of the stacked LSTMs (empty: the model's own)",
-    "kernel": "conv kernel size (3 or 2)",
+    "kernel": "conv kernel size (0: the model's own: 3 in 2-D, 9 in 1-D)",
     # SweepConfig
     "num_samples": "trials to run",
     "max_concurrent": "trials at once (0: as many as the cluster fits)",
@@ -99,7 +103,7 @@ LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "num_workers": (0, None, True, False), "cpus_per_worker": (0, None, False, False), "gpus_per_worker": (0, None, False, False),
     "shuffle_buffer": (0, None, True, False), "max_failures": (0, None, True, False), "seed": (0, None, True, False),
     "channels": (1, None, True, False), "dense": (1, None, True, False), "lstm_units": (1, None, True, False),
-    "kernel": (1, 9, True, True), "num_samples": (1, None, True, False), "max_concurrent": (0, None, True, False),
+    "kernel": (0, 33, True, True), "num_samples": (1, None, True, False), "max_concurrent": (0, None, True, False),
     "lr_min": (0, 1, False, True), "lr_max": (0, 1, False, True), "dropout_min": (0, 1, True, False),
     "dropout_max": (0, 1, True, False), "grace_period": (1, None, True, False), "reduction_factor": (2, None, True, False),
     "gpus_per_trial": (0, None, True, False), "top_k": (1, None, True, False), "uncertain_below": (0, 1, True, True),
@@ -162,14 +166,16 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, ski
         elif tup is not None:
             item = typing.get_args(tup)[0]
             scalar = next((t for t in options if t not in (tup, type(None))), None)
-            item, scalar = ranged(item, f.name), scalar and ranged(scalar, f.name)
+            item = ranged(item, f.name) if item in (int, float) else input_name if f.name == "inputs" else item
+            scalar = scalar and ranged(scalar, f.name)
 
             def parse(v: str, item=item, scalar=scalar):
                 if scalar is not None and "," not in v:
                     return scalar(v)
                 return tuple(item(x) for x in v.split(",") if x)
 
-            parse.limits = item.limits  # type: ignore[attr-defined]
+            if hasattr(item, "limits"):
+                parse.limits = item.limits  # type: ignore[attr-defined]
 
             shown = f.default if not isinstance(f.default, tuple) else ",".join(map(str, f.default)) or "the model's"
             group.add_argument(flag, type=parse, default=f.default, help=_help(f.name, f"comma-separated; default: {shown}"))
@@ -374,25 +380,24 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     _add_dataclass_options(e, FeatureConfig, "feature options (stored in _config.json)")
     e.set_defaults(func=_cmd_extract)
 
-    from mgc.models import MODELS
     from mgc.train import TrainConfig
 
-    t = sub.add_parser("train", help="train a model on extracted shards with Ray Train (DDP)")
-    t.add_argument("--model", default="cnn", choices=MODELS, help="network: cnn, cnn_lstm, cnn_bilstm, lstm or crnn (README: Train models) (default: cnn)")
+    t = sub.add_parser("train", help="train a model on extracted shards with Ray Train (DDP)", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=models_help())
+    t.add_argument("--model", default="cnn", choices=MODELS, help="network, from the list below (default: cnn)")
     t.add_argument("--name", default="", help="run name under --storage-path (default: the model name); re-use it to resume")
     add_train_options(t, TrainConfig)
     t.set_defaults(func=_cmd_train)
 
-    c = sub.add_parser("compare", help="train several models on the same shards and tabulate their test metrics")
-    c.add_argument("--models", default="cnn,cnn_lstm", help="comma-separated (default: cnn,cnn_lstm)")
+    c = sub.add_parser("compare", help="train several models on the same shards and tabulate their test metrics", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=models_help())
+    c.add_argument("--models", type=model_list, default="cnn,cnn_lstm", help="comma-separated, from the list below (default: cnn,cnn_lstm)")
     c.add_argument("--name", default="", help="prefix of the run names")
     add_train_options(c, TrainConfig)
     c.set_defaults(func=_cmd_compare)
 
     from mgc.tune import PER_TRIAL, SweepConfig
 
-    u = sub.add_parser("tune", help="sweep learning rate and dropout with Ray Tune (ASHA), each trial a Ray Train run")
-    u.add_argument("--model", default="cnn", choices=MODELS, help="network: cnn, cnn_lstm, cnn_bilstm, lstm or crnn (README: Train models) (default: cnn)")
+    u = sub.add_parser("tune", help="sweep learning rate and dropout with Ray Tune (ASHA), each trial a Ray Train run", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=models_help())
+    u.add_argument("--model", default="cnn", choices=MODELS, help="network, from the list below (default: cnn)")
     u.add_argument("--name", default="", help="sweep name under --storage-path (default: <model>-sweep)")
     u.add_argument("--config", help="TOML or JSON file of these options (keys as here, - or _); the command line overrides it")
     u.add_argument("--resume", action="store_true", help="continue the sweep --storage-path/--name after an interruption")
@@ -443,6 +448,33 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
         parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG)
         parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE)
     return p
+
+
+def models_help() -> str:
+    """The models of the registry, what each is and reads, for --help."""
+    from mgc.models import ARCHITECTURES
+
+    lines = ["models (--model), and the inputs each reads (--input chooses another where listed):"]
+    for a in ARCHITECTURES.values():
+        lines.append(f"  {a.name:<11} {a.about}; reads {' or '.join('+'.join(r) for r in a.reads)}")
+    return "\n".join(lines)
+
+
+def input_name(text: str) -> str:
+    """An input of the registry (mgc.inputs)."""
+    from mgc.inputs import INPUTS
+
+    if text not in INPUTS:
+        raise argparse.ArgumentTypeError(f"unknown input {text!r}; choose among {', '.join(INPUTS)}")
+    return text
+
+
+def model_list(text: str) -> str:
+    """--models: comma-separated names of the registry's models."""
+    unknown = [m for m in text.split(",") if m not in MODELS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {', '.join(unknown)}; choose among {', '.join(MODELS)}")
+    return text
 
 
 def add_train_options(parser: argparse.ArgumentParser, cls, features_required: bool = True, skip: tuple[str, ...] = ()) -> None:

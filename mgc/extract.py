@@ -5,7 +5,7 @@ Layout of an output (local path or URI):
     _config.json          FeatureConfig, label map, manifest fingerprint, shard size
     _manifest.parquet     the tracks this output covers, with their splits
     _summary.json         tracks ok / rejected by reason, segments, wall time, tracks/s
-    features/part-NNNNNN.parquet   one row per segment (see FEATURE_COLUMNS)
+    features/part-NNNNNN.parquet   one row per segment (see feature_schema: an array per input)
     rejects/part-NNNNNN.parquet    one row per rejected track: track_id, path, reason, detail
 
 The manifest, sorted by track_id, is cut into fixed chunks of `tracks_per_shard` tracks; chunk k
@@ -28,28 +28,20 @@ import pyarrow as pa
 import mgc
 from mgc import audio, storage
 from mgc.errors import MgcError, Reject
-from mgc.features import FeatureConfig, track_features
+from mgc import inputs
+from mgc.features import FeatureConfig
 from mgc.manifest import Manifest
 
 REJECT_SCHEMA = pa.schema([("track_id", pa.int64()), ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
-SCALAR_COLUMNS = ["track_id", "segment", "split", "genre_top", "label"]
+SCALARS = [("track_id", pa.int64()), ("segment", pa.int16()), ("split", pa.string()), ("genre_top", pa.string()), ("label", pa.int16())]
+SCALAR_COLUMNS = [name for name, _ in SCALARS]
 
 
 def feature_schema(cfg: FeatureConfig) -> pa.Schema:
-    """Shard rows: one per segment, features as fixed-shape float16 tensors."""
-    return pa.schema(
-        [
-            ("track_id", pa.int64()),
-            ("segment", pa.int16()),
-            ("split", pa.string()),
-            ("genre_top", pa.string()),
-            ("label", pa.int16()),
-            ("logmel", pa.fixed_shape_tensor(pa.float16(), cfg.logmel_shape)),
-            ("mfcc", pa.fixed_shape_tensor(pa.float16(), cfg.mfcc_shape)),
-        ]
-    )
+    """Shard rows: one per segment, each of cfg.inputs a fixed-shape float16 tensor."""
+    return pa.schema(SCALARS + [(n, pa.fixed_shape_tensor(pa.float16(), inputs.get(n).shape(cfg))) for n in cfg.inputs])
 
 
 @dataclass(frozen=True)
@@ -78,7 +70,7 @@ def process_chunk(chunk: dict[str, Any], out: str, cfg: FeatureConfig) -> list[d
     for tid, path, split, genre, label in zip(chunk["track_id"], chunk["path"], chunk["split"], chunk["genre_top"], chunk["label"]):
         tid = int(tid)
         try:
-            logmel, mfcc = track_features(audio.load(path, cfg), cfg)
+            arrays = inputs.compute(audio.load(path, cfg), cfg, cfg.inputs)
         except Reject as r:
             r = r.naming(path)
             rejects.append({"track_id": tid, "path": path, "reason": r.reason, "detail": r.detail})
@@ -88,21 +80,21 @@ def process_chunk(chunk: dict[str, Any], out: str, cfg: FeatureConfig) -> list[d
             rejects.append({"track_id": tid, "path": path, "reason": "feature_error", "detail": f"{path}: {type(e).__name__}: {e}"})
             status.append({"track_id": tid, "reason": "feature_error", "segments": 0})
             continue
-        n = len(logmel)
+        n = len(arrays[cfg.inputs[0]])
         columns["track_id"] += [tid] * n
         columns["segment"] += list(range(n))
         columns["split"] += [split] * n
         columns["genre_top"] += [genre] * n
         columns["label"] += [int(label)] * n
-        columns["logmel"].append(logmel)
-        columns["mfcc"].append(mfcc)
+        for name in cfg.inputs:
+            columns[name].append(arrays[name])
         status.append({"track_id": tid, "reason": "ok", "segments": n})
 
     name = shard_name(int(chunk["chunk"]))
     storage.write_parquet(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), storage.join(out, "rejects", name))
-    if columns["logmel"]:
+    if columns["track_id"]:
         arrays = [pa.array(columns[c], type=schema.field(c).type) for c in SCALAR_COLUMNS]
-        arrays += [pa.FixedShapeTensorArray.from_numpy_ndarray(np.concatenate(columns[c])) for c in ("logmel", "mfcc")]
+        arrays += [pa.FixedShapeTensorArray.from_numpy_ndarray(np.concatenate(columns[c])) for c in cfg.inputs]
         table = pa.Table.from_arrays(arrays, schema=schema)
     else:
         table = schema.empty_table()

@@ -1,8 +1,8 @@
-"""Segments, log-mel spectrograms and MFCCs: the one feature implementation of mgc.
+"""Segments and the mel spectrogram: the signal processing under mgc's inputs (`mgc.inputs`).
 
-Extraction, training and labelling all call `track_features`, so a model never sees features
-computed differently from those it was trained on. The parameters live in `FeatureConfig`, which
-is stored beside every output (`_config.json`) and inside every model artifact.
+Extraction, training and labelling all compute inputs through `mgc.inputs.compute`, so a model
+never sees features computed differently from those it was trained on. The parameters live in
+`FeatureConfig`, which is stored beside every output (`_config.json`) and inside every artifact.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class FeatureConfig:
     silence_db: float = -60.0
     # Analyse at most this many seconds from the start of a file (None: all of it).
     max_seconds: float | None = None
+    # The inputs (mgc.inputs) each segment is stored as.
+    inputs: tuple[str, ...] = ("logmel", "mfcc")
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.segment_seconds <= 0:
@@ -44,6 +46,13 @@ class FeatureConfig:
             raise MgcError(f"FeatureConfig: n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})")
         if self.max_seconds is not None and self.max_seconds < self.segment_seconds:
             raise MgcError("FeatureConfig: max_seconds is shorter than one segment")
+        from mgc import inputs  # the registry builds on this module
+
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        if not self.inputs or len(set(self.inputs)) != len(self.inputs):
+            raise MgcError(f"FeatureConfig: inputs {','.join(self.inputs)} must name each input once")
+        for name in self.inputs:
+            inputs.get(name)
 
     @property
     def segment_samples(self) -> int:
@@ -54,16 +63,8 @@ class FeatureConfig:
         """Time frames per segment (centred STFT)."""
         return 1 + self.segment_samples // self.hop_length
 
-    @property
-    def logmel_shape(self) -> tuple[int, int]:
-        return (self.n_mels, self.frames)
-
-    @property
-    def mfcc_shape(self) -> tuple[int, int]:
-        return (self.n_mfcc, self.frames)
-
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "inputs": list(self.inputs)}  # as JSON holds it
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
@@ -125,20 +126,3 @@ def check_not_silent(y: np.ndarray, cfg: FeatureConfig) -> None:
 
 # Segments per batched FFT: bounds the working set (~70 MB) for long files; a 30 s clip is one batch.
 BLOCK_SEGMENTS = 32
-
-
-def track_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Features of one decoded track: (log-mel [n, n_mels, frames], MFCC [n, n_mfcc, frames]) float16.
-
-    Raises Reject('too_short') or Reject('silent') for unusable audio.
-    """
-    segs = segment(y, cfg)
-    check_not_silent(y, cfg)
-    logmels, mfccs = [], []
-    for start in range(0, len(segs), BLOCK_SEGMENTS):
-        # Absolute dB with no per-clip reference or top_db clipping: each segment's values depend
-        # on that segment alone, whatever else was decoded with it.
-        logmel = librosa.power_to_db(mel_power(segs[start : start + BLOCK_SEGMENTS], cfg), ref=1.0, amin=1e-10, top_db=None)
-        mfccs.append(librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc).astype(np.float16))
-        logmels.append(logmel.astype(np.float16))
-    return np.ascontiguousarray(np.concatenate(logmels)), np.ascontiguousarray(np.concatenate(mfccs))

@@ -23,6 +23,7 @@ class Predictor:
     def __init__(self, model: GenreNet, device: torch.device, meta: dict[str, Any] | None = None):
         self.device, self.meta = device, meta or {}
         self.model = for_inference(model).to(device)
+        self.inputs: tuple[str, ...] = model.cfg.inputs
         self.embedding_size: int = model.head.embedding_size
         self.step = GPU_SEGMENTS_PER_STEP if device.type == "cuda" else CPU_SEGMENTS_PER_STEP
 
@@ -35,15 +36,15 @@ class Predictor:
         model, meta = artifact.load(model_path, device=str(device))
         return cls(model, device, meta)
 
-    def __call__(self, x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(log-probabilities [n, classes], embeddings [n, embedding_size]), float32, of the
-        features [n, bands, frames] of n segments (float16 as stored or float32)."""
+    def __call__(self, x: dict[str, np.ndarray | torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """(log-probabilities [n, classes], embeddings [n, embedding_size]), float32, of n
+        segments' inputs {name: [n, *shape]} (float16 as stored, or float32)."""
         # Ray Data hands out read-only arrays; torch wants to own writable memory.
-        x = torch.from_numpy(np.require(x, requirements=["C", "W"])) if isinstance(x, np.ndarray) else x
+        x = {n: torch.from_numpy(np.require(x[n], requirements=["C", "W"])) if isinstance(x[n], np.ndarray) else x[n] for n in self.inputs}
         lps, embs = [], []
         with torch.inference_mode():
-            for s in range(0, len(x), self.step):
-                xb = x[s : s + self.step].to(self.device)
+            for s in range(0, len(x[self.inputs[0]]), self.step):
+                xb = {n: v[s : s + self.step].to(self.device) for n, v in x.items()}
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                     h = self.model.embed(xb)
                     logits = self.model.head.out(h)

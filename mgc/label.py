@@ -34,9 +34,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mgc import audio, storage
+from mgc import audio, inputs, storage
 from mgc.errors import MgcError, Reject
-from mgc.features import FeatureConfig, track_features
+from mgc.features import FeatureConfig
 from mgc.manifest import AUDIO_EXTENSIONS
 
 LABEL_COLUMNS = [
@@ -73,7 +73,7 @@ class LabelConfig:
 
 
 @dataclass
-class Inputs:
+class Listing:
     """The files to label: rows {'path', 'error'} (`error` names what is wrong with an entry:
     outside the input's root, links resolved), and how many links inside it were skipped."""
 
@@ -81,7 +81,7 @@ class Inputs:
     links_skipped: int = 0
 
 
-def list_inputs(source: str, follow_links: bool = False) -> Inputs:
+def list_inputs(source: str, follow_links: bool = False) -> Listing:
     """The input folder's audio files, or a manifest's paths. Nothing whose real path lies outside
     the folder (the manifest's folder) is ever read: such entries are error rows."""
     lower = source.lower()
@@ -97,14 +97,14 @@ def list_inputs(source: str, follow_links: bool = False) -> Inputs:
         root = source.rsplit("/", 1)[0] if storage.is_uri(source) else os.path.dirname(os.path.abspath(source))
         rows = [_resolve_entry(root, str(p)) for p in table["path"].dropna()]
         kept = rows if follow_links else [r for r in rows if r["error"] or storage.is_uri(r["path"]) or not os.path.islink(r["path"])]
-        return Inputs(kept, len(rows) - len(kept))
+        return Listing(kept, len(rows) - len(kept))
     if not storage.exists(source):
         raise MgcError(f"{source}: input folder not found")
     tree = storage.list_tree(source, AUDIO_EXTENSIONS, follow_links)
     rows = [{"path": storage.join(source, rel), "error": None} for rel in tree.files]
     rows += [{"path": storage.join(source, rel), "error": f"{storage.join(source, rel)}: a link to {target}, outside the input folder: not read"}
              for rel, target in tree.outside]  # fmt: skip
-    return Inputs(rows, tree.skipped)
+    return Listing(rows, tree.skipped)
 
 
 def _resolve_entry(root: str, path: str) -> dict[str, Any]:
@@ -128,14 +128,14 @@ def _content_hash(path: str) -> str:
     return digest.hexdigest()
 
 
-def featurise(row: dict[str, Any], fcfg: FeatureConfig, input_column: str, done: dict[str, str | None]) -> dict[str, Any]:
+def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], done: dict[str, str | None]) -> dict[str, Any]:
     """One file: its content hash, then, unless `done` (path -> hash of its latest row) says this
-    content is labelled already, the features the model reads, with the extraction's decode and
-    feature code. Never raises: failures are error rows."""
+    content is labelled already, the inputs `names` the model reads (a column each), with the
+    extraction's decode and input code. Never raises: failures are error rows."""
     path = row["path"]
     # Strings are "" rather than None: Ray Data would make an all-None block column float.
-    out: dict[str, Any] = {"path": path, "content_hash": "", "status": "error", "reason": "", "detail": "",
-                           "duration_s": np.nan, "analysed_s": np.nan, "features": np.zeros((0, *_shape(fcfg, input_column)), np.float16)}  # fmt: skip
+    out: dict[str, Any] = {"path": path, "content_hash": "", "status": "error", "reason": "", "detail": "", "duration_s": np.nan, "analysed_s": np.nan,
+                           **{n: np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names}}  # fmt: skip
     try:
         if row["error"]:
             out.update(reason="outside_root", detail=row["error"])
@@ -152,18 +152,13 @@ def featurise(row: dict[str, Any], fcfg: FeatureConfig, input_column: str, done:
         return out
     try:
         y = audio.load(path, fcfg)
-        logmel, mfcc = track_features(y, fcfg)
-        out.update(status="ok", features=logmel if input_column == "logmel" else mfcc, analysed_s=len(y) / fcfg.sample_rate, duration_s=_duration(path))
+        out.update(inputs.compute(y, fcfg, names), status="ok", analysed_s=len(y) / fcfg.sample_rate, duration_s=_duration(path))
     except Reject as r:
         r = r.naming(path)
         out.update(reason=r.reason, detail=r.detail)
     except Exception as e:  # noqa: BLE001 - one odd file must not sink the batch
         out.update(reason="feature_error", detail=f"{path}: {type(e).__name__}: {e}")
     return out
-
-
-def _shape(fcfg: FeatureConfig, column: str) -> tuple[int, int]:
-    return fcfg.logmel_shape if column == "logmel" else fcfg.mfcc_shape
 
 
 def _duration(path: str) -> float:
@@ -193,15 +188,16 @@ class Classifier:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch["path"])
-        feats = [np.asarray(f) for f in batch["features"]]
-        ok = [i for i in range(n) if batch["status"][i] == "ok" and len(feats[i])]
+        feats = {name: [np.asarray(f) for f in batch[name]] for name in self.predict.inputs}
+        segments = [len(f) for f in feats[self.predict.inputs[0]]]
+        ok = [i for i in range(n) if batch["status"][i] == "ok" and segments[i]]
         cols: dict[str, list] = {k: [None] * n for k in ("top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding")}
-        cols["n_segments"] = [len(f) for f in feats]
+        cols["n_segments"] = segments
         if ok:
-            lp, emb = self.predict(np.concatenate([feats[i] for i in ok]))
+            lp, emb = self.predict({name: np.concatenate([f[i] for i in ok]) for name, f in feats.items()})
             start = 0
             for i in ok:
-                k = len(feats[i])
+                k = segments[i]
                 seg_lp, seg_emb = lp[start : start + k], emb[start : start + k]
                 start += k
                 # The track's prediction, as in training's track-level metrics: mean segment log-probs.
@@ -262,20 +258,20 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
     model, meta = artifact.load(cfg.model)  # a clear error now, not in every actor
     mid = model_id(cfg.model)
     fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": cfg.max_seconds})
-    inputs = list_inputs(cfg.input, cfg.follow_links)
-    if not inputs.rows:
-        raise MgcError(f"{cfg.input}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found" + (f"; {inputs.links_skipped} links skipped (--follow-links)" if inputs.links_skipped else ""))
-    if inputs.links_skipped:
-        session.note(f"label: {inputs.links_skipped} symbolic link(s) in {cfg.input} skipped; --follow-links follows those that stay inside it")
+    listed = list_inputs(cfg.input, cfg.follow_links)
+    if not listed.rows:
+        raise MgcError(f"{cfg.input}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found" + (f"; {listed.links_skipped} links skipped (--follow-links)" if listed.links_skipped else ""))
+    if listed.links_skipped:
+        session.note(f"label: {listed.links_skipped} symbolic link(s) in {cfg.input} skipped; --follow-links follows those that stay inside it")
     storage.ensure_writable_dir(cfg.out)
     storage.remove_stale_temporaries(storage.join(cfg.out, "labels"))
     latest = current(cfg.out, mid)
     done = {p: (h if isinstance(h, str) else None) for p, h in zip(latest["path"], latest["content_hash"])}
-    unique = list({r["path"]: r for r in inputs.rows}.values())
+    unique = list({r["path"]: r for r in listed.rows}.values())
 
     cpus = session.connect().get("CPU", 1)
     ds = ray.data.from_items(unique, override_num_blocks=max(1, min(len(unique), int(cpus) * 4)))
-    featurise_args = {"fcfg": fcfg, "input_column": meta["input"], "done": done}
+    featurise_args = {"fcfg": fcfg, "names": model.cfg.inputs, "done": done}
     classifier_args = {"model_path": cfg.model, "top_k": cfg.top_k, "uncertain_below": cfg.uncertain_below, "use_gpu": cfg.use_gpu}
     if cfg.use_gpu:
         # Decoding in CPU tasks (the memory request, ~0.5 GB for a capped file, also keeps Ray
@@ -311,7 +307,7 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
         storage.write_parquet(table, storage.join(cfg.out, "labels", f"part-{run_id}-{part:06d}.parquet"), scalar_columns=LABEL_COLUMNS[:10])
         part += 1
     bar.close()
-    summary = {**counts, "links_skipped": inputs.links_skipped, "inputs": len(unique), "model": cfg.model, "model_id": mid, "seconds": round(time.time() - started, 2)}
+    summary = {**counts, "links_skipped": listed.links_skipped, "inputs": len(unique), "model": cfg.model, "model_id": mid, "seconds": round(time.time() - started, 2)}
     labels = current(cfg.out, mid)
     storage.write_bytes(storage.join(cfg.out, "summary.csv"), people_summary(labels).to_csv(index=False).encode())
     storage.write_json(storage.join(cfg.out, "_summary.json"), summary)
@@ -342,9 +338,9 @@ def label_file(path: str, model_path: str, max_seconds: float | None = 600.0, to
     """Label one file in this process (no Ray): what a row of the output holds."""
     from mgc import artifact
 
-    _, meta = artifact.load(model_path)
+    model, meta = artifact.load(model_path)
     fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": max_seconds})
-    row = featurise({"path": path, "error": None}, fcfg, meta["input"], {})
+    row = featurise({"path": path, "error": None}, fcfg, model.cfg.inputs, {})
     if row["status"] != "ok":
         raise MgcError(row["detail"])
     out = Classifier(model_path, top_k, 0.5, use_gpu=False)({k: [v] for k, v in row.items()})

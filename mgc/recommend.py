@@ -10,6 +10,7 @@ catalogue at a time, so memory stays at (queries x block) however large the cata
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from mgc import storage
 from mgc.errors import MgcError
+from mgc.features import FeatureConfig
 
 BLOCK = 65_536  # catalogue rows per matrix product
 
@@ -67,19 +69,22 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
 
     from mgc import artifact, session
 
-    _, meta = artifact.load(model_path)
-    column = meta["input"]
+    model, meta = artifact.load(model_path)
+    names = list(model.cfg.inputs)
     shards = storage.join(features, "features")
     if not storage.list_files(shards, ".parquet"):
         raise MgcError(f"{features}: no shards in features/: not the output of mgc extract")
-    config = storage.read_json(storage.join(features, "_config.json"))
-    if config["feature_config"] != meta["feature_config"]:
+    stored = FeatureConfig.from_dict(storage.read_json(storage.join(features, "_config.json"))["feature_config"])
+    if dataclasses.replace(stored, inputs=meta["features"].inputs) != meta["features"]:
         raise MgcError(f"{features} was extracted with another feature config than the model {model_path} was trained on")
+    missing = [n for n in names if n not in stored.inputs]
+    if missing:
+        raise MgcError(f"{features} holds {', '.join(stored.inputs)}, not {', '.join(missing)}, which the model {model_path} reads")
     session.connect()
     fs, path = storage.resolve(shards)
-    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["track_id", "split", "genre_top", column])  # pushed down into the read
+    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["track_id", "split", "genre_top", *names])  # pushed down into the read
     total = ds.count()  # from the Parquet footers
-    ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path, "column": column}, batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy")
+    ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path}, batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy")
     parts = []
     with tqdm(total=total, unit="segment", desc="embed", disable=not progress, mininterval=1.0) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
@@ -99,13 +104,13 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
 class _Embedder:
     """Ray Data actor: the model loaded once, segment embeddings out."""
 
-    def __init__(self, model_path: str, column: str):
+    def __init__(self, model_path: str):
         from mgc.inference import Predictor
 
-        self.predict, self.column = Predictor.load(model_path), column
+        self.predict = Predictor.load(model_path)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        _, h = self.predict(batch[self.column])
+        _, h = self.predict(batch)
         return {"track_id": batch["track_id"], "split": batch["split"], "genre_top": batch["genre_top"], "embedding": list(h)}
 
 

@@ -29,11 +29,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mgc import artifact, metrics, plots, storage
+from mgc import artifact, inputs, metrics, plots, storage
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 from mgc.manifest import SPLITS
-from mgc.models import ModelConfig
+from mgc.models import ModelConfig, reads
 
 SCORE = "val_track_f1_macro"
 # What every epoch reports (besides throughput): the metrics Tune and checkpoint ranking can use.
@@ -42,10 +42,12 @@ REPORTED = ("train_loss", *(f"val_{level}_{k}" for level in ("segment", "track")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. Model sizes default to the literature's; tests shrink them."""
+    """One training run. Empty sizes and input take the model's own (the literature's); tests
+    shrink them."""
 
     features: str
     model: str = "cnn"
+    input: str = ""  # another input the model can read (e.g. mfcc for cnn); empty: its own
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -65,10 +67,10 @@ class TrainConfig:
     cache_data: bool = False
     max_failures: int = 2
     seed: int = 0
-    channels: tuple[int, ...] = (64, 128, 256, 512)
-    dense: tuple[int, ...] = (1024, 256, 64, 32)
+    channels: tuple[int, ...] = ()
+    dense: tuple[int, ...] = ()
     lstm_units: tuple[int, ...] = ()
-    kernel: int = 3
+    kernel: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -93,8 +95,7 @@ class Prepared:
     features: FeatureConfig
     labels: list[str]
     model: ModelConfig
-    mean: list[float]
-    std: list[float]
+    norm: dict[str, tuple[list[float], list[float]]]  # per input the model reads: (mean, std)
     class_weights: list[float] | None
     segments: dict[str, int] = field(default_factory=dict)
 
@@ -104,9 +105,9 @@ def _shards(cfg: TrainConfig) -> str:
 
 
 def _check_shards(cfg: TrainConfig, fcfg: FeatureConfig) -> None:
-    """Every shard must hold tensors of the shape _config.json promises."""
+    """Every shard must hold the inputs, of the shapes, that _config.json promises."""
     fs, root = storage.resolve(_shards(cfg))
-    want = {"logmel": list(fcfg.logmel_shape), "mfcc": list(fcfg.mfcc_shape)}
+    want = {n: list(inputs.get(n).shape(fcfg)) for n in fcfg.inputs}
     for name in storage.list_files(_shards(cfg), ".parquet"):
         schema = pq.read_schema(fs.open_input_file(f"{root}/{name}"))
         for column, shape in want.items():
@@ -118,10 +119,26 @@ def _check_shards(cfg: TrainConfig, fcfg: FeatureConfig) -> None:
                 )
 
 
+def model_config(cfg: TrainConfig, fcfg: FeatureConfig, n_classes: int, where: str) -> ModelConfig:
+    """The network cfg asks for, reading inputs that the features at `where` hold."""
+    names = reads(cfg.model, cfg.input)
+    missing = [n for n in names if n not in fcfg.inputs]
+    if missing:
+        raise MgcError(
+            f"{cfg.model} reads {'+'.join(names)}, but {where} holds {', '.join(fcfg.inputs)}: "
+            f"extract with --inputs {','.join(fcfg.inputs + tuple(missing))} (into a new --out)"
+        )
+    return ModelConfig(
+        name=cfg.model, n_classes=n_classes, inputs=names, shapes=tuple(inputs.get(n).shape(fcfg) for n in names), channels=cfg.channels,
+        kernel=cfg.kernel, dense=cfg.dense, lstm_units=cfg.lstm_units, dropout=cfg.dropout,
+    )  # fmt: skip
+
+
 def check(cfg: TrainConfig) -> Prepared:
     """Validate the features and the options, without Ray: what training needs, less the
     normalisation statistics (`prepare` adds them). Raises MgcError: missing folder, mixed
-    FeatureConfigs, empty or leaking splits, labels in validation that training lacks, unknown model."""
+    FeatureConfigs, an input the shards lack, empty or leaking splits, labels in validation that
+    training lacks, unknown model."""
     if not storage.exists(cfg.features):
         raise MgcError(f"{cfg.features}: feature directory not found")
     config_path = storage.join(cfg.features, "_config.json")
@@ -130,12 +147,8 @@ def check(cfg: TrainConfig) -> Prepared:
     config = storage.read_json(config_path)
     fcfg = FeatureConfig.from_dict(config["feature_config"])
     labels = config["labels"]
+    model_cfg = model_config(cfg, fcfg, len(labels), cfg.features)
     _check_shards(cfg, fcfg)
-    model_cfg = ModelConfig(
-        name=cfg.model, n_classes=len(labels), n_bands=fcfg.n_mfcc if cfg.model == "lstm" else fcfg.n_mels,
-        n_frames=fcfg.frames, channels=cfg.channels, kernel=cfg.kernel, dense=cfg.dense,
-        lstm_units=cfg.lstm_units, dropout=cfg.dropout,
-    )  # fmt: skip
 
     index = storage.read_parquet(_shards(cfg), columns=["track_id", "split", "label"]).to_pandas()
     leaks = index.groupby("track_id")["split"].nunique()
@@ -155,29 +168,35 @@ def check(cfg: TrainConfig) -> Prepared:
     if cfg.class_weights:
         counts = labelled.loc[labelled["split"] == "training", "label"].value_counts().reindex(range(len(labels)), fill_value=0)
         weights = (counts.sum() / (len(labels) * counts.clip(lower=1))).tolist()
-    return Prepared(fcfg, labels, model_cfg, [], [], weights, segments)
+    return Prepared(fcfg, labels, model_cfg, {}, weights, segments)
 
 
 def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
-    """`check` (unless done: `checked`), then the band-wise mean and std of the training split,
-    in one Ray Data pass (joining Ray)."""
+    """`check` (unless done: `checked`), then each input's normalisation statistics over the
+    training split (per band, or one for the input: mgc.inputs), in one Ray Data pass."""
     from mgc import session
 
     prep = checked or check(cfg)
     session.connect()
-    column = prep.model.input
+    names = prep.model.inputs
 
     def partial(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = batch[column].astype(np.float64)
-        return {"n": np.array([x.shape[0] * x.shape[2]]), "s": x.sum(axis=(0, 2))[None], "ss": (x**2).sum(axis=(0, 2))[None]}
+        out = {}
+        for n in names:
+            x = batch[n].astype(np.float64)
+            axes = inputs.get(n).stats_axes(x.ndim)
+            s = np.atleast_1d(x.sum(axis=axes))
+            out |= {f"{n}:n": np.array([x.size / s.size]), f"{n}:s": s[None], f"{n}:ss": np.atleast_1d((x**2).sum(axis=axes))[None]}
+        return out
 
-    parts = dataset(cfg.features, "training", [column]).map_batches(partial, batch_format="numpy", batch_size=256).take_all()
-    n = sum(float(p["n"]) for p in parts)  # rows of take_all(): one per batch
-    s = np.sum([p["s"] for p in parts], axis=0)
-    ss = np.sum([p["ss"] for p in parts], axis=0)
-    mean = s / n
-    std = np.sqrt(np.maximum(ss / n - mean**2, 1e-8))
-    return dataclasses.replace(prep, mean=mean.tolist(), std=std.tolist())
+    parts = dataset(cfg.features, "training", list(names)).map_batches(partial, batch_format="numpy", batch_size=256).take_all()
+    norm = {}
+    for n in names:  # take_all() gives one row per batch
+        count = sum(float(p[f"{n}:n"]) for p in parts)
+        mean = np.sum([p[f"{n}:s"] for p in parts], axis=0) / count
+        var = np.sum([p[f"{n}:ss"] for p in parts], axis=0) / count - mean**2
+        norm[n] = (mean.tolist(), np.sqrt(np.maximum(var, 1e-8)).tolist())
+    return dataclasses.replace(prep, norm=norm)
 
 
 def check_run_dir(cfg: TrainConfig, fcfg: FeatureConfig, model_cfg: ModelConfig) -> None:
@@ -204,14 +223,21 @@ def dataset(features: str, split: str, columns: list[str], cache: bool = False):
     return ds.materialize() if cache else ds
 
 
-def predict(model, batches, input_column: str, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_dtypes(mc: ModelConfig) -> dict[str, Any]:
+    """iter_torch_batches' dtypes for a model: its inputs as float32, labels and track ids as int64."""
+    import torch
+
+    return {"dtypes": {**{n: torch.float32 for n in mc.inputs}, "label": torch.int64, "track_id": torch.int64}}
+
+
+def predict(model, batches, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(track_ids, labels, segment log-probabilities) of every batch, by the model's inference form."""
     from mgc.inference import Predictor
 
     predictor = Predictor(model, device)
     ids, ys, lps = [], [], []
     for batch in batches:
-        lps.append(predictor(batch[input_column])[0])
+        lps.append(predictor({n: batch[n] for n in model.cfg.inputs})[0])
         ids.append(batch["track_id"].cpu().numpy())
         ys.append(batch["label"].cpu().numpy())
     return np.concatenate(ids), np.concatenate(ys).astype(int), np.concatenate(lps)
@@ -232,7 +258,7 @@ def train_loop(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(tc.seed)
     device = ray.train.torch.get_device()
-    net = build(mc, config["mean"], config["std"])
+    net = build(mc, config["norm"])
     opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
     state: dict[str, Any] = {"epoch": 0, "history": [], "resumed_at": []}
     checkpoint = ray.train.get_checkpoint()
@@ -245,7 +271,7 @@ def train_loop(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(net)  # DDP over the workers, on the worker's device
     weight = torch.tensor(config["class_weights"], device=device) if config["class_weights"] else None
     loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    columns = {"dtypes": {mc.input: torch.float32, "label": torch.int64, "track_id": torch.int64}, "device": device}
+    batch_columns = {**batch_dtypes(mc), "device": device}
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
 
@@ -255,11 +281,11 @@ def train_loop(config: dict[str, Any]) -> None:
         total = torch.zeros(2, device=device)
         batches = train_shard.iter_torch_batches(
             batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer, local_shuffle_seed=tc.seed + epoch,
-            prefetch_batches=2, pin_memory=device.type == "cuda", **columns,
+            prefetch_batches=2, pin_memory=device.type == "cuda", **batch_columns,
         )  # fmt: skip
         waits: list[float] = []
         for batch in _timed(batches, waits):
-            x, y = batch[mc.input], batch["label"]
+            x, y = {n: batch[n] for n in mc.inputs}, batch["label"]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = loss_fn(model(x), y)
             opt.zero_grad(set_to_none=True)
@@ -291,9 +317,10 @@ def train_loop(config: dict[str, Any]) -> None:
             saved_checkpoint = None
             if rank == 0:
                 # Rank 0 scores the whole validation split: segments of a track stay together.
-                batches = val_data.iter_torch_batches(batch_size=256, **columns)
-                ids, ys, lps = predict(net, batches, mc.input, device)
-                row.update(metrics.flat(metrics.evaluate(ids, ys, lps, mc.n_classes), "val"))
+                val_started = time.perf_counter()
+                batches = val_data.iter_torch_batches(batch_size=256, **batch_columns)
+                ids, ys, lps = predict(net, batches, device)
+                row.update(metrics.flat(metrics.evaluate(ids, ys, lps, mc.n_classes), "val"), val_s=time.perf_counter() - val_started)
                 state["history"].append(row)
                 storage.write_json(storage.join(tc.run_dir, "history.json"), state["history"])  # live progress
                 torch.save(
@@ -323,14 +350,13 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    columns = [prep.model.input, "label", "track_id"]
+    read = [*prep.model.inputs, "label", "track_id"]
     return TorchTrainer(
         train_loop,
         train_loop_config={
             "train": dataclasses.asdict(cfg),
             "model": prep.model.to_dict(),
-            "mean": prep.mean,
-            "std": prep.std,
+            "norm": prep.norm,
             "class_weights": prep.class_weights,
         },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=_worker_resources(cfg)),
@@ -342,10 +368,10 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
             callbacks=callbacks or [],
         ),
         datasets={
-            "train": dataset(cfg.features, "training", columns, cache=cfg.cache_data).randomize_block_order(
+            "train": dataset(cfg.features, "training", read, cache=cfg.cache_data).randomize_block_order(
                 seed=ray.data.RandomSeedConfig(seed=cfg.seed, reseed_after_execution=True)  # a new order each epoch
             ),
-            "val": dataset(cfg.features, "validation", columns, cache=cfg.cache_data),
+            "val": dataset(cfg.features, "validation", read, cache=cfg.cache_data),
         },
         # Only training is split across workers; rank 0 reads all of validation.
         dataset_config=DataConfig(datasets_to_split=["train"]),
@@ -405,11 +431,8 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
     run_dir = cfg.run_dir
     artifact.save(storage.join(run_dir, "model"), net, prep.features, prep.labels, {"epoch": best["epoch"], "run": cfg.run_name})
 
-    columns = [prep.model.input, "label", "track_id"]
-    batches = dataset(cfg.features, "test", columns).iter_torch_batches(
-        batch_size=256, dtypes={prep.model.input: torch.float32, "label": torch.int64, "track_id": torch.int64}
-    )
-    ids, ys, lps = predict(net, batches, prep.model.input, torch.device("cpu"))
+    batches = dataset(cfg.features, "test", [*prep.model.inputs, "label", "track_id"]).iter_torch_batches(batch_size=256, **batch_dtypes(prep.model))
+    ids, ys, lps = predict(net, batches, torch.device("cpu"))
     test = metrics.evaluate(ids, ys, lps, prep.model.n_classes)
     predictions = pa.table({"track_id": ids, "label": ys, "logprobs": pa.FixedShapeTensorArray.from_numpy_ndarray(lps.astype(np.float32))})
     storage.write_parquet(predictions, storage.join(run_dir, "test_predictions.parquet"))

@@ -149,6 +149,7 @@ def stop_head(head: dict) -> None:
         pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
     for p in psutil.process_iter(["cmdline"]):
         if any(head["temp_dir"] in part for part in p.info["cmdline"] or []):
             with contextlib.suppress(psutil.Error):
@@ -158,10 +159,12 @@ def stop_head(head: dict) -> None:
 
 def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """What the test cluster's nodes run with: token authentication, the project's venv first on
-    PATH (jobs' `python` is the project's), and a raylet that does not warn about worker start-up
-    on 2 CPUs (as `mgc` configures the local Ray it starts)."""
+    PATH (jobs' `python` is the project's), a raylet that does not warn about worker start-up on
+    2 CPUs (as `mgc` configures the local Ray it starts), and a Ray Train controller that polls
+    its workers every 0.5 s, not 2 s: a worker's report waits for the last one to be collected,
+    and the tests' epochs last a second."""
     env = {**os.environ, **(extra or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_worker_maximum_startup_concurrency": "16"}  # fmt: skip
+           "RAY_worker_maximum_startup_concurrency": "16", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}  # fmt: skip
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("RAY_ADDRESS", None)
     return env
@@ -195,17 +198,36 @@ def ray_connected(ray_cluster):
 
 
 @pytest.fixture(scope="session")
-def features(ray_connected, tmp_path_factory) -> Path:
-    """240 synthetic 9 s tracks of 8 genres, extracted: the input of the training and tuning tests."""
-    from mgc import fma
-    from mgc.extract import ExtractConfig, run
+def train_corpus(tmp_path_factory) -> Path:
+    """240 synthetic 9 s tracks of 8 genres (3 segments each), 2% broken."""
     from mgc.synth import SynthConfig, generate
 
     corpus = tmp_path_factory.mktemp("train_corpus")
     generate(SynthConfig(out=str(corpus), tracks=240, seconds=9.0, broken_share=0.02, seed=3), progress=False)
-    out = tmp_path_factory.mktemp("train_features")
-    run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), tracks_per_shard=16, progress=False))
+    return corpus
+
+
+def _extract(corpus: Path, out: Path, **features) -> Path:
+    from mgc import fma
+    from mgc.extract import ExtractConfig, run
+    from mgc.features import FeatureConfig
+
+    run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), tracks_per_shard=16, features=FeatureConfig(**features), progress=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def features(ray_connected, train_corpus, tmp_path_factory) -> Path:
+    """The training corpus extracted with the defaults (log-mel and MFCC): the input of the
+    training, tuning and labelling tests."""
+    return _extract(train_corpus, tmp_path_factory.mktemp("train_features"))
+
+
+@pytest.fixture(scope="session")
+def all_inputs(ray_connected, train_corpus, tmp_path_factory) -> Path:
+    """The same corpus with every input (the waveform too), the STFT of the FMA study by Maccani
+    et al. (window 4096, hop 1024) and 64 mel bands: the waveform and multimodal models' input."""
+    return _extract(train_corpus, tmp_path_factory.mktemp("all_inputs"), inputs=("logmel", "mfcc", "waveform"), n_fft=4096, hop_length=1024, n_mels=64)
 
 
 @pytest.fixture(scope="session")
@@ -219,6 +241,25 @@ def compared(features, tmp_path_factory) -> Path:
             "--channels", "8,16,32,32", "--dense", "64,32", "--lstm-units", "64,64", "--batch-size", "32", "--lr", "0.003",
             "--dropout", "0.2", "--cpus-per-worker", "0.5", "--cache-data", "--no-progress"]  # fmt: skip
     assert main(args) == 0
+    return runs
+
+
+# The models compared_all trains (compared has cnn and cnn_lstm), at sizes and settings that reach
+# the genres within a few minutes on 2 CPUs. crnn, the slowest to learn (an LSTM reading the last
+# of 65 steps of a residual encoder), trains longer on the cheaper MFCCs, at a lower rate.
+SMALL_ALL = ["--dense", "64,32", "--batch-size", "16", "--dropout", "0.2", "--num-workers", "1", "--cache-data", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def compared_all(all_inputs, tmp_path_factory) -> Path:
+    """The other six models trained on `all_inputs` (`mgc compare`, and `mgc train` for crnn): the runs folder."""
+    from mgc.cli import main
+
+    runs = tmp_path_factory.mktemp("runs_all")
+    common = ["--features", str(all_inputs), "--storage-path", str(runs), *SMALL_ALL]
+    assert main(["compare", "--models", "lstm,cnn_bilstm,resnet2d,cnn1d,mm_crnn", "--epochs", "16", "--lr", "0.003", "--channels", "4,8,16,16",
+                 "--lstm-units", "64", *common]) == 0  # fmt: skip
+    assert main(["train", "--model", "crnn", "--input", "mfcc", "--epochs", "24", "--lr", "0.001", "--channels", "16,32,64,64", "--lstm-units", "128", *common]) == 0
     return runs
 
 

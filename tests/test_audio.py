@@ -4,7 +4,8 @@ import soundfile as sf
 
 from mgc.audio import load
 from mgc.errors import Reject
-from mgc.features import FeatureConfig, track_features
+from mgc import inputs
+from mgc.features import FeatureConfig
 
 CFG = FeatureConfig()
 FORMATS = {"mp3": ("MP3", "MPEG_LAYER_III"), "wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
@@ -61,7 +62,7 @@ def test_real_fma_clips_decode_and_are_too_short(fma_sample):
         y = load(str(fma_sample / "audio" / name), CFG)
         assert 1.9 < len(y) / 22050 < 2.1
         with pytest.raises(Reject) as e:
-            track_features(y, CFG)
+            inputs.compute(y, CFG, CFG.inputs)
         assert e.value.reason == "too_short"
 
 

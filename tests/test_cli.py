@@ -37,7 +37,8 @@ def test_every_option_is_explained_with_its_default(command):
 def test_every_numeric_option_is_range_checked(command):
     sub = _subparsers(build_parser())[command]
     for action in sub._actions:
-        numeric = isinstance(action.default, (int, float)) and not isinstance(action.default, bool) or isinstance(action.default, tuple)
+        numbers = action.default if isinstance(action.default, tuple) else (action.default,)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
         if action.option_strings and numeric and action.type is not None:
             assert hasattr(action.type, "limits"), f"mgc {command} {action.option_strings} is not range-checked"
 

@@ -73,6 +73,9 @@ def test_a_changed_feature_config_into_the_same_output_is_refused(extracted, cor
     out, _ = extracted
     with pytest.raises(MgcError, match=r"different FeatureConfig \(n_mels: 128 -> 64\)"):
         run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), features=FeatureConfig(n_mels=64), tracks_per_shard=5))
+    more = FeatureConfig(inputs=("logmel", "mfcc", "waveform"))
+    with pytest.raises(MgcError, match=r"different FeatureConfig \(inputs: \['logmel', 'mfcc'\] -> \['logmel', 'mfcc', 'waveform'\]\)"):
+        run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), features=more, tracks_per_shard=5))
     with pytest.raises(MgcError, match="tracks-per-shard"):
         run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), tracks_per_shard=6))
     with pytest.raises(MgcError, match="track list"):

@@ -2,10 +2,17 @@ import librosa
 import numpy as np
 import pytest
 
+from mgc import inputs
 from mgc.errors import MgcError, Reject
-from mgc.features import FeatureConfig, mel_power, segment, track_features
+from mgc.features import FeatureConfig, mel_power, segment
 
-CFG = FeatureConfig()
+CFG = FeatureConfig(inputs=("logmel", "mfcc", "waveform"))
+
+
+def track_features(y, cfg):
+    """(log-mel, MFCC) of a decoded track, as extraction computes them."""
+    arrays = inputs.compute(y, cfg, ("logmel", "mfcc"))
+    return arrays["logmel"], arrays["mfcc"]
 
 
 def tone(seconds, freq=440.0, sr=22050, amp=0.3):
@@ -23,6 +30,19 @@ def test_a_30s_clip_gives_ten_segments_of_the_contract_shapes():
     assert len(set(peak_band)) == 1
     expected = np.argmin(np.abs(librosa.mel_frequencies(n_mels=128, fmax=11025) - 440.0))
     assert abs(int(peak_band[0]) - int(expected)) <= 1
+
+
+def test_every_input_has_its_shape_and_the_waveform_is_the_segment():
+    y = tone(9.0)
+    arrays = inputs.compute(y, CFG, CFG.inputs)
+    for name in CFG.inputs:
+        assert arrays[name].shape == (3, *inputs.get(name).shape(CFG)) and arrays[name].dtype == np.float16
+    assert arrays["waveform"].shape == (3, 66150)
+    np.testing.assert_array_equal(arrays["waveform"][1], y[66150:132300].astype(np.float16))
+    only = inputs.compute(y, CFG, ("mfcc",))  # an input alone is the same as beside the others
+    assert list(only) == ["mfcc"] and np.array_equal(only["mfcc"], arrays["mfcc"])
+    with pytest.raises(MgcError, match="unknown input 'chroma'; choose among logmel, mfcc, waveform"):
+        FeatureConfig(inputs=("logmel", "chroma"))
 
 
 def test_fast_mel_matches_librosa_melspectrogram():
@@ -61,8 +81,8 @@ def test_segments_are_independent_of_each_other():
 def test_config_round_trip_diff_and_validation():
     cfg = FeatureConfig(n_mels=64)
     assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
-    assert CFG.diff(cfg) == ["n_mels: 128 -> 64"]
-    assert cfg.logmel_shape == (64, 130)
+    assert FeatureConfig().diff(cfg) == ["n_mels: 128 -> 64"]
+    assert inputs.get("logmel").shape(cfg) == (64, 130)
     with pytest.raises(MgcError, match="unknown field"):
         FeatureConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     with pytest.raises(MgcError, match="n_mfcc"):

@@ -99,7 +99,7 @@ def test_bad_inputs_are_error_rows_or_clear_messages(ray_connected, model, inbox
     shutil.copytree(model, old)
     meta = json.loads((old / "model.json").read_text())
     (old / "model.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(MgcError, match="artifact format 99 is not 1"):
+    with pytest.raises(MgcError, match="artifact format 99 is not 2"):
         label.run(LabelConfig(model=str(old), input=str(folder), out=str(out)))
     with pytest.raises(MgcError, match="no audio files"):
         label.run(LabelConfig(model=model, input=str(tmp_path / "labels" / "labels"), out=str(tmp_path / "o2")))
@@ -182,3 +182,25 @@ def test_relabelling_follows_each_files_content_and_the_model(ray_connected, com
     assert main(["similar", "--catalogue", str(out), "--track-id", query, "-k", "3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()[1:]
     assert len(lines) == 3 and all(line.split()[0].startswith(str(src)) and line.split()[0] != query for line in lines)
+
+
+@pytest.mark.parametrize("name", ["cnn1d", "mm_crnn"])
+def test_labelling_gives_the_trained_models_probabilities(ray_connected, compared_all, all_inputs, train_corpus, tmp_path, name):
+    """The waveform and multimodal artifacts label the test split's audio files, decoded and
+    featurised again from the files, with the probabilities the model gave them at training end
+    (test_predictions.parquet, from the shards)."""
+    import pyarrow.parquet as pq
+
+    run = compared_all / name
+    saved = pq.read_table(run / "test_predictions.parquet")
+    lp = pd.DataFrame(saved["logprobs"].combine_chunks().to_numpy_ndarray()).groupby(saved["track_id"].to_numpy()).mean()
+    expected = np.exp(lp.to_numpy() - np.logaddexp.reduce(lp.to_numpy(), axis=1, keepdims=True))
+    tracks = pq.read_table(all_inputs / "_manifest.parquet").to_pandas().set_index("track_id").loc[lp.index]
+    batch = train_corpus / f"test_split_{name}.csv"  # beside the audio: manifest paths stay inside its folder
+    pd.DataFrame({"path": [os.path.relpath(p, train_corpus) for p in tracks["path"]]}).to_csv(batch, index=False)
+    summary = label.run(LabelConfig(model=str(run / "model"), input=str(batch), out=str(tmp_path / "labels"), progress=False))
+    assert (summary["labelled"], summary["errors"]) == (len(tracks), 0)
+    rows = label.read_labels(str(tmp_path / "labels")).set_index("path").loc[tracks["path"]]
+    got = np.stack(rows["probabilities"].to_numpy())
+    assert np.allclose(got, expected, atol=1e-4), np.abs(got - expected).max()
+    assert json.loads((run / "model" / "model.json").read_text())["inputs"] == (["waveform"] if name == "cnn1d" else ["waveform", "logmel"])

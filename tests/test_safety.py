@@ -81,7 +81,7 @@ def test_a_manifest_entry_that_is_a_link_leading_out_is_an_error_row(linked):
 def tiny_artifact(path, **changes) -> str:
     """An untrained small cnn saved as an artifact (what labelling reads), with `changes` to model.json."""
     fcfg = FeatureConfig()
-    net = build(ModelConfig(name="cnn", n_classes=8, n_bands=fcfg.n_mels, n_frames=fcfg.frames, channels=(4, 8), dense=(16,)))
+    net = build(ModelConfig(name="cnn", n_classes=8, channels=(4, 8), dense=(16,)))
     artifact.save(str(path), net, fcfg, list(GENRES))
     if changes:
         meta = json.loads((path / "model.json").read_text())
@@ -153,8 +153,8 @@ class _Exploit:
         ("empty weights", lambda p: (p / "weights.pt").write_bytes(b""), "weights.pt: empty"),
         ("truncated weights", lambda p: (p / "weights.pt").write_bytes((p / "weights.pt").read_bytes()[:2000]), "weights.pt: truncated or corrupt"),
         ("pickled object", lambda p: torch.save({"w": _Exploit(str(p / "pwned"))}, p / "weights.pt"), "weights.pt: not a plain state dict (it holds pickled objects): refused"),
-        ("corrupt model.json", lambda p: (p / "model.json").write_text('{"format_version": 1, "labels": ['), "model.json: not valid JSON"),
-        ("model.json lacks a part", lambda p: (p / "model.json").write_text(json.dumps({"format_version": 1})), "model.json: lacks 'model_config'"),
+        ("corrupt model.json", lambda p: (p / "model.json").write_text('{"format_version": 2, "labels": ['), "model.json: not valid JSON"),
+        ("model.json lacks a part", lambda p: (p / "model.json").write_text(json.dumps({"format_version": artifact.FORMAT_VERSION})), "model.json: lacks 'model_config'"),
     ],
 )
 def test_corrupt_or_unsafe_artifact_files_are_named(tmp_path, name, spoil, words):

@@ -100,9 +100,9 @@ def test_the_best_artifact_reproduces_the_recorded_best_score_on_validation(swee
     sweep_dir, _, _ = sweep
     best = json.loads((sweep_dir / "best.json").read_text())
     predictor = Predictor.load(best["artifact"])
-    t = pq.read_table(features / "features", columns=["track_id", "split", "label", predictor.meta["input"]])
+    t = pq.read_table(features / "features", columns=["track_id", "split", "label", *predictor.inputs])
     t = t.filter(pc.and_(pc.equal(t["split"], "validation"), pc.greater_equal(t["label"], 0)))
-    logprobs, _ = predictor(t[predictor.meta["input"]].combine_chunks().to_numpy_ndarray())
+    logprobs, _ = predictor({n: t[n].combine_chunks().to_numpy_ndarray() for n in predictor.inputs})
     scores = metrics.flat(metrics.evaluate(t["track_id"].to_numpy(), t["label"].to_numpy().astype(int), logprobs, len(predictor.meta["labels"])), "val")
     assert scores[best["metric"]] == pytest.approx(best["score"], abs=1e-9)
 
@@ -120,9 +120,9 @@ def test_the_best_artifact_loads_and_predicts(sweep, features):
     best = json.loads((sweep_dir / "best.json").read_text())
     model, meta = artifact.load(best["artifact"])
     assert model.cfg.dropout == pytest.approx(best["config"]["dropout"])
-    t = pq.read_table(features / "features", columns=["split", "label", meta["input"]])
+    t = pq.read_table(features / "features", columns=["split", "label", *meta["inputs"]])
     t = t.filter(pc.and_(pc.equal(t["split"], "test"), pc.greater_equal(t["label"], 0)))
-    x = torch.from_numpy(t[meta["input"]].combine_chunks().to_numpy_ndarray().astype(np.float32))
+    x = {n: torch.from_numpy(t[n].combine_chunks().to_numpy_ndarray().astype(np.float32)) for n in meta["inputs"]}
     with torch.no_grad():
         pred = model(x).argmax(1).numpy()
     accuracy = float((pred == t["label"].to_numpy()).mean())

@@ -1,0 +1,120 @@
+"""Model inputs: what each 3 s segment of decoded audio becomes, as a registry.
+
+Each input kind is a small class that registers itself: its name, its shape from the
+FeatureConfig, how it is computed from the segments of a decoded track (the one implementation
+that extraction, training, labelling and embedding share), and how a model normalises it: a
+z-score per band for spectra, one z-score for the waveform. The shard schema, _config.json, the
+training checks, the artifact and the labeller derive from the inputs selected; adding an input
+is one new class here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import librosa
+import numpy as np
+
+from mgc.errors import MgcError
+from mgc.features import BLOCK_SEGMENTS, FeatureConfig, check_not_silent, mel_power, segment
+
+INPUTS: dict[str, "Input"] = {}
+
+
+class Input:
+    """One kind of model input; subclasses set the class attributes and `shape`, `compute`."""
+
+    name: ClassVar[str]
+    norm: ClassVar[str]  # "band": a z-score per row of a spectrum; "global": one z-score
+    about: ClassVar[str]  # for --help
+
+    def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
+        """The shape of one segment's array."""
+        raise NotImplementedError
+
+    def compute(self, segments: np.ndarray, cfg: FeatureConfig, cache: dict[str, Any]) -> np.ndarray:
+        """float16 [n, *shape] for n segments [n, segment_samples]; `cache` shares work between
+        inputs of the same block of segments (MFCCs come from the log-mel spectrogram)."""
+        raise NotImplementedError
+
+    def stats_axes(self, ndim: int) -> tuple[int, ...]:
+        """Axes of a batch [n, *shape] that a normalisation statistic sums over."""
+        return tuple(a for a in range(ndim) if a != 1) if self.norm == "band" else tuple(range(ndim))
+
+    def stats_size(self, shape: tuple[int, ...]) -> int:
+        """How many (mean, std) pairs normalise an input of `shape`."""
+        return shape[0] if self.norm == "band" else 1
+
+
+def register(cls: type[Input]) -> type[Input]:
+    """Class decorator: make an input kind available by its name."""
+    INPUTS[cls.name] = cls()
+    return cls
+
+
+def get(name: str) -> Input:
+    """The input kind called `name`; MgcError listing the kinds otherwise."""
+    try:
+        return INPUTS[name]
+    except KeyError:
+        raise MgcError(f"unknown input {name!r}; choose among {', '.join(INPUTS)}") from None
+
+
+@register
+class LogMel(Input):
+    name, norm = "logmel", "band"
+    about = "log-mel spectrogram [n_mels, frames], absolute dB"
+
+    def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
+        return (cfg.n_mels, cfg.frames)
+
+    def compute(self, segments, cfg, cache):
+        return self.decibels(segments, cfg, cache).astype(np.float16)
+
+    @staticmethod
+    def decibels(segments, cfg, cache) -> np.ndarray:
+        if "logmel" not in cache:
+            # Absolute dB with no per-clip reference or top_db clipping: each segment's values
+            # depend on that segment alone, whatever else was decoded with it.
+            cache["logmel"] = librosa.power_to_db(mel_power(segments, cfg), ref=1.0, amin=1e-10, top_db=None)
+        return cache["logmel"]
+
+
+@register
+class Mfcc(Input):
+    name, norm = "mfcc", "band"
+    about = "MFCCs [n_mfcc, frames] of the same spectrogram"
+
+    def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
+        return (cfg.n_mfcc, cfg.frames)
+
+    def compute(self, segments, cfg, cache):
+        return librosa.feature.mfcc(S=LogMel.decibels(segments, cfg, cache), n_mfcc=cfg.n_mfcc).astype(np.float16)
+
+
+@register
+class Waveform(Input):
+    name, norm = "waveform", "global"
+    about = "the samples [segment_samples] at the sample rate, float16 (66,150 per 3 s: 4x a log-mel's bytes)"
+
+    def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
+        return (cfg.segment_samples,)
+
+    def compute(self, segments, cfg, cache):
+        return segments.astype(np.float16)
+
+
+def compute(y: np.ndarray, cfg: FeatureConfig, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The inputs `names` of one decoded track, {name: float16 [n_segments, *shape]}.
+
+    Raises Reject('too_short') or Reject('silent') for unusable audio.
+    """
+    segs = segment(y, cfg)
+    check_not_silent(y, cfg)
+    kinds = [get(n) for n in names]
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for start in range(0, len(segs), BLOCK_SEGMENTS):
+        block, cache = segs[start : start + BLOCK_SEGMENTS], {}
+        for kind in kinds:
+            parts[kind.name].append(kind.compute(block, cfg, cache))
+    return {n: np.ascontiguousarray(np.concatenate(p)) for n, p in parts.items()}

@@ -1,0 +1,21 @@
+"""Networks from the genre-classification literature, as a registry: one module per family, each
+registering its architectures (what they read, their default sizes, their encoder).
+
+- cnn.py:     cnn (four conv blocks, dense head), cnn_lstm and cnn_bilstm (the same trunk, time
+              as the sequence axis, stacked LSTMs)
+- lstm.py:    lstm (five stacked LSTMs over the MFCC sequence)
+- residual.py: crnn (residual encoder that pools frequency down to one band, then an LSTM) and
+              resnet2d (the same encoder, global pooling over time)
+- cnn1d.py:   cnn1d (four strided/pooled 1-D conv stages over the waveform, global pooling)
+- mm_crnn.py: mm_crnn (a 1-D waveform encoder and a 2-D log-mel encoder whose feature maps are
+              concatenated along channels and fed to one LSTM)
+
+Every network normalises each input with statistics of the training split (buffers, so that an
+exported model carries them), and exposes `embed` (the penultimate layer). Adding a model is one
+new module that calls `register`, imported below.
+"""
+
+from mgc.models.base import ARCHITECTURES, Architecture, GenreNet, ModelConfig, architecture, build, for_inference, reads, register  # noqa: F401
+from mgc.models import cnn, lstm, residual, cnn1d, mm_crnn  # noqa: F401,E402,I001  (registration, in the order --help lists them)
+
+MODELS = tuple(ARCHITECTURES)

@@ -1,0 +1,179 @@
+"""The registry, the model config, the shared network around every encoder, and the inference form."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from mgc import inputs as input_kinds
+from mgc.errors import MgcError
+from mgc.features import FeatureConfig
+from mgc.models.blocks import Head, Normalise
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A registered network: `encoder(cfg, gaps)` maps the normalised inputs {name: tensor} to one
+    vector per segment (its `size` attribute), `gaps` being the dropout rates between stacked LSTMs."""
+
+    name: str
+    about: str  # one line for --help
+    reads: tuple[tuple[str, ...], ...]  # the input sets it can read; the first is its default
+    encoder: Callable[..., nn.Module]
+    defaults: dict[str, Any]  # channels, kernel, dense, lstm_units
+    lstm: bool = False  # a stack of LSTMs, with a dropout layer between each two
+
+    @property
+    def alternatives(self) -> list[str]:
+        """The single inputs --input may choose."""
+        return [r[0] for r in self.reads if len(r) == 1]
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+def architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise MgcError(f"unknown model {name!r}; choose one of {', '.join(ARCHITECTURES)}") from None
+
+
+def _readable(arch: Architecture, names: tuple[str, ...]) -> tuple[str, ...]:
+    if names not in arch.reads:
+        raise MgcError(f"{arch.name} cannot read {'+'.join(names)}; it reads {' or '.join('+'.join(r) for r in arch.reads)}")
+    return names
+
+
+def reads(name: str, chosen: str = "") -> tuple[str, ...]:
+    """The inputs model `name` reads: its own, or `chosen` (--input) where it can read that."""
+    arch = architecture(name)
+    return _readable(arch, (chosen,) if chosen else arch.reads[0])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture, inputs and sizes; Tune searches `dropout`. Empty sizes and inputs take the
+    architecture's own; `shapes` (one per input) come from the FeatureConfig (its defaults if empty)."""
+
+    name: str = "cnn"
+    n_classes: int = 8
+    inputs: tuple[str, ...] = ()
+    shapes: tuple[tuple[int, ...], ...] = ()
+    channels: tuple[int, ...] = ()
+    kernel: int = 0
+    dense: tuple[int, ...] = ()
+    lstm_units: tuple[int, ...] = field(default=())
+    # One rate shared by every dropout layer, or one per layer in the order of `dropout_layers`.
+    dropout: float | tuple[float, ...] = 0.3
+
+    def __post_init__(self) -> None:
+        arch = architecture(self.name)
+        for k, v in arch.defaults.items():
+            if not getattr(self, k):
+                object.__setattr__(self, k, v)
+        object.__setattr__(self, "inputs", _readable(arch, tuple(self.inputs) or arch.reads[0]))
+        if not self.shapes:
+            object.__setattr__(self, "shapes", tuple(input_kinds.get(n).shape(FeatureConfig()) for n in self.inputs))
+        if len(self.shapes) != len(self.inputs):
+            raise MgcError(f"{self.name}: {len(self.inputs)} inputs but {len(self.shapes)} shapes")
+        rates = self.dropout_rates
+        if len(rates) != len(self.dropout_layers):
+            raise MgcError(f"{self.name} has {len(self.dropout_layers)} dropout layers ({', '.join(self.dropout_layers)}), but {len(rates)} rates were given")
+        if not all(0 <= r < 1 for r in rates):
+            raise MgcError(f"dropout {self.dropout} is outside [0, 1)")
+        with torch.device("meta"):  # sizes that do not fit the inputs fail here, before any work
+            arch.encoder(self, rates[:-1])
+
+    @property
+    def architecture(self) -> Architecture:
+        return architecture(self.name)
+
+    @property
+    def dropout_layers(self) -> tuple[str, ...]:
+        """Names of the dropout layers, in order: between stacked LSTMs, then the head's input."""
+        stacked = len(self.lstm_units) if self.architecture.lstm else 0
+        return tuple(f"lstm{i}" for i in range(1, stacked)) + ("head",)
+
+    @property
+    def dropout_rates(self) -> tuple[float, ...]:
+        """One rate per dropout layer."""
+        if isinstance(self.dropout, (int, float)):
+            return (float(self.dropout),) * len(self.dropout_layers)
+        return tuple(float(r) for r in self.dropout)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.shapes[self.inputs.index(name)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        d = dict(d)
+        for k in ("channels", "dense", "lstm_units", "dropout", "inputs"):
+            if isinstance(d.get(k), list):
+                d[k] = tuple(d[k])
+        if "shapes" in d:
+            d["shapes"] = tuple(tuple(s) for s in d["shapes"])
+        return cls(**d)
+
+
+class GenreNet(nn.Module):
+    """Any registered encoder between the inputs' normalisation and the shared dense head."""
+
+    def __init__(self, cfg: ModelConfig, norm: dict[str, tuple[Any, Any]] | None = None):
+        super().__init__()
+        self.cfg = cfg
+        self.norm = nn.ModuleDict(
+            {n: Normalise(input_kinds.get(n).stats_size(shape), *(norm or {}).get(n, (None, None))) for n, shape in zip(cfg.inputs, cfg.shapes)}
+        )
+        *gaps, head_rate = cfg.dropout_rates
+        self.encoder = cfg.architecture.encoder(cfg, tuple(gaps))
+        self.head = Head(self.encoder.size, cfg.dense, cfg.n_classes, head_rate)
+
+    def encode(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """{input: [batch, *shape]} features -> [batch, n] vector before the head."""
+        return self.encoder({n: self.norm[n](x[n]) for n in self.cfg.inputs})
+
+    def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The penultimate layer: the track embedding used for recommendations."""
+        return self.head.hidden(self.encode(x))
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head.out(self.embed(x))
+
+    def statistics(self) -> dict[str, dict[str, list[float]]]:
+        """Each input's normalisation, {input: {'mean': [...], 'std': [...]}}."""
+        return {n: {"mean": m.mean.cpu().tolist(), "std": m.std.cpu().tolist()} for n, m in self.norm.items()}
+
+
+def build(cfg: ModelConfig, norm: dict[str, tuple[Any, Any]] | None = None) -> GenreNet:
+    """The network named by cfg.name; `norm` gives each input's (mean, std) statistics."""
+    return GenreNet(cfg, norm)
+
+
+_FUSABLE = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d))
+
+
+def for_inference(model: GenreNet) -> GenreNet:
+    """An eval-mode copy that computes the same function faster: each batch norm folded into the
+    1-D or 2-D convolution before it, and channels-last memory for the 2-D convolutions (together
+    2-3x faster on CPU for the benchmark's cnn; bench/README.md)."""
+    model = copy.deepcopy(model).eval()
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            if any(isinstance(seq[i], conv) and isinstance(seq[i + 1], bn) for conv, bn in _FUSABLE):
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(seq[i], seq[i + 1]), nn.Identity()
+    return model.to(memory_format=torch.channels_last)
