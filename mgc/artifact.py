@@ -1,8 +1,9 @@
 """The model artifact: everything needed to label audio without Ray or the training code's state.
 
     model/model.json   format version, model config (architecture, inputs and their shapes,
-                       sizes), feature config, label map, each input's normalisation
-    model/weights.pt   the state dict (tensors only: loaded with weights_only=True, never pickle)
+                       sizes), feature config, label map
+    model/weights.pt   the state dict (tensors only: loaded with weights_only=True, never pickle),
+                       each input's normalisation among its buffers
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ def save(path: str, model: GenreNet, features: FeatureConfig, labels: list[str],
         "model_config": model.cfg.to_dict(),
         "feature_config": features.to_dict(),
         "labels": labels,
-        "inputs": list(model.cfg.inputs),
-        "norm": model.statistics(),
         **(extra or {}),
     }
     storage.write_json(storage.join(path, "model.json"), meta)

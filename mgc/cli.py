@@ -11,9 +11,11 @@ import sys
 import types
 import typing
 
+from mgc import inputs
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
-from mgc.models import MODELS
+from mgc.inputs import INPUTS
+from mgc.models import MODELS, architecture
 
 
 DEBUG = "show the full traceback of an error instead of one line"
@@ -21,8 +23,9 @@ VERBOSE = "show Ray's own logs and the workers' output (also: MGC_LOG=debug); by
 RAY_ADDRESS = "Ray cluster to join (default: RAY_ADDRESS, else a local one)"
 NO_PROGRESS = "no progress bars (for logs)"
 
-# What each config field means, for --help (the default is appended). tests/test_cli.py checks
-# that every option of every subcommand has an explanation.
+# What each config field means, for --help (the default is appended); "Class.field" where two
+# configs share a field name. tests/test_cli.py checks that every option of every subcommand has
+# an explanation.
 EXPLAIN = {
     # FeatureConfig
     "sample_rate": "every file is mixed to mono and resampled to this rate, Hz",
@@ -31,10 +34,9 @@ EXPLAIN = {
     "hop_length": "step between spectrogram frames, samples",
     "n_mels": "mel bands of the log-mel spectrogram",
     "n_mfcc": "MFCC coefficients kept",
-    "silence_db": "a track whose peak level is below this is rejected as silent, dBFS",
+    "silence_db": "a track whose RMS level is below this is rejected as silent, dBFS",
     "max_seconds": "analyse at most this much of each file from its start, s (none: all of it)",
-    "inputs": "what each segment is stored as: logmel, mfcc, waveform (float16 samples at the sample rate: 66,150 per 3 s segment, 132 KB, "
-              "4x a log-mel's bytes; about 140 GB for FMA large, against 34 GB for log-mel); the models read some of them",
+    "inputs": "what each segment is stored as, among: " + "; ".join(f"{n}: {k.about}" for n, k in INPUTS.items()) + "; the models read some of them",
     # ExtractConfig
     "tracks_per_shard": "tracks per task and per Parquet file; a killed run resumes at this granularity",
     # TrainConfig
@@ -42,7 +44,7 @@ EXPLAIN = {
     "batch_size": "segments per step and worker",
     "lr": "Adam's learning rate",
     "dropout": "one rate for every dropout layer, or comma-separated rates per layer (between LSTMs, then the head)",
-    "num_workers": "DDP workers (processes; one GPU each with --use-gpu); 0: what the cluster holds, every GPU with --use-gpu, else every CPU but one",
+    "num_workers": "DDP workers (processes; one GPU each with --use-gpu); 0: what the cluster holds, every GPU with --use-gpu, else every CPU but one (a sweep: one per trial)",
     "cpus_per_worker": "CPUs reserved per worker; at least one CPU of the cluster must stay free for Ray Data's reads",
     "use_gpu": "train on GPUs, with bf16 autocast and pinned prefetch",
     "gpus_per_worker": "with --use-gpu: GPUs per worker; fractions let workers share one",
@@ -52,11 +54,11 @@ EXPLAIN = {
     "cache_data": "keep the decoded splits in Ray's object store after epoch 1 (faster when they fit)",
     "max_failures": "times a lost worker is replaced and the run resumed from its last checkpoint",
     "seed": "random seed (weights, shuffling, sampling)",
-    "input": "another input for a model that can read it (e.g. mfcc for cnn, cnn_lstm, cnn_bilstm); empty: the model's own",
+    "TrainConfig.input": "another input for a model that can read it (e.g. mfcc for cnn, cnn_lstm, cnn_bilstm); empty: the model's own",
     "channels": "filters of the conv blocks or stages (empty: the model's own)",
     "dense": "units of the dense head's layers (empty: the model's own)",
     "lstm_units": "units of the stacked LSTMs (empty: the model's own)",
-    "kernel": "conv kernel size (0: the model's own: 3 in 2-D, 9 in 1-D)",
+    "kernel": "conv kernel size (0: the model's own: 3 in 2-D, 9 in 1-D; mm_crnn: its 1-D stages)",
     # SweepConfig
     "num_samples": "trials to run",
     "max_concurrent": "trials at once (0: as many as the cluster fits)",
@@ -72,7 +74,7 @@ EXPLAIN = {
     "gpus_per_trial": "GPUs per trial, split over its workers; fractions let trials share a GPU",
     # LabelConfig
     "model": "model artifact directory (run_dir/model, or a sweep's best/model)",
-    "input": "folder or URI prefix searched recursively for audio, or a CSV/Parquet manifest with a path column",
+    "LabelConfig.input": "folder or URI prefix searched recursively for audio, or a CSV/Parquet manifest with a path column",
     "out": "output folder or URI: labels/part-*.parquet, summary.csv",
     "top_k": "genres kept per file, with probabilities",
     "uncertain_below": "a file whose top probability is below this is flagged uncertain",
@@ -146,8 +148,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
 
 
-def _help(name: str, default: str) -> str:
-    return f"{EXPLAIN.get(name, '')} ({default})".strip()
+def _help(name: str, default: str, cls: type | None = None) -> str:
+    text = EXPLAIN.get(f"{cls.__name__}.{name}", EXPLAIN.get(name, "")) if cls else EXPLAIN.get(name, "")
+    return f"{text} ({default})".strip()
 
 
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, skip: tuple[str, ...] = ()) -> None:
@@ -162,7 +165,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, ski
         options = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
         tup = next((t for t in options if typing.get_origin(t) is tuple), None)
         if kind is bool:
-            group.add_argument(flag, action="store_true", help=_help(f.name, "a flag"))
+            group.add_argument(flag, action="store_true", help=_help(f.name, "a flag", cls))
         elif tup is not None:
             item = typing.get_args(tup)[0]
             scalar = next((t for t in options if t not in (tup, type(None))), None)
@@ -178,13 +181,13 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, ski
                 parse.limits = item.limits  # type: ignore[attr-defined]
 
             shown = f.default if not isinstance(f.default, tuple) else ",".join(map(str, f.default)) or "the model's"
-            group.add_argument(flag, type=parse, default=f.default, help=_help(f.name, f"comma-separated; default: {shown}"))
+            group.add_argument(flag, type=parse, default=f.default, help=_help(f.name, f"comma-separated; default: {shown}", cls))
         elif f.default is dataclasses.MISSING:
-            group.add_argument(flag, type=kind, required=True, help=_help(f.name, "required"))
+            group.add_argument(flag, type=kind, required=True, help=_help(f.name, "required", cls))
         else:
             base = next((t for t in options if t is not type(None)), kind)
             base = ranged(base, f.name) if base in (int, float) else base
-            group.add_argument(flag, type=base, default=f.default, help=_help(f.name, f"default: {f.default}"))
+            group.add_argument(flag, type=base, default=f.default, help=_help(f.name, f"default: {f.default}", cls))
 
 
 def _use_ray_address(args: argparse.Namespace) -> None:
@@ -262,11 +265,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from mgc.train import compare, run
+    from mgc import train
 
+    configs = [train.absolute(_train_config(args, m, f"{args.name}{m}" if args.name else m)) for m in args.models.split(",")]
+    for cfg in configs:  # every model's checks before the first trains
+        train.check(cfg)
     _use_ray_address(args)
-    runs = [run(_train_config(args, m, f"{args.name}{m}" if args.name else m)) for m in args.models.split(",")]
-    print(compare(runs, args.storage_path).to_string(index=False))
+    print(train.compare([train.run(cfg) for cfg in configs], args.storage_path).to_string(index=False))
     return 0
 
 
@@ -370,7 +375,7 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     s.set_defaults(func=_cmd_synth)
 
-    e = sub.add_parser("extract", help="decode audio into log-mel/MFCC Parquet shards with Ray Data")
+    e = sub.add_parser("extract", help="decode audio into Parquet shards of model inputs (log-mel, MFCC, waveform) with Ray Data")
     add_source_options(e)
     e.add_argument("--out", required=True, help="output folder or URI (s3://bucket/prefix)")
     e.add_argument("--tracks-per-shard", type=ranged(int, "tracks_per_shard"), default=32, help="tracks per task and Parquet file (default: 32)")
@@ -462,19 +467,18 @@ def models_help() -> str:
 
 def input_name(text: str) -> str:
     """An input of the registry (mgc.inputs)."""
-    from mgc.inputs import INPUTS
-
-    if text not in INPUTS:
-        raise argparse.ArgumentTypeError(f"unknown input {text!r}; choose among {', '.join(INPUTS)}")
-    return text
+    try:
+        return inputs.get(text).name
+    except MgcError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def model_list(text: str) -> str:
     """--models: comma-separated names of the registry's models."""
-    unknown = [m for m in text.split(",") if m not in MODELS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown model(s) {', '.join(unknown)}; choose among {', '.join(MODELS)}")
-    return text
+    try:
+        return ",".join(architecture(m).name for m in text.split(","))
+    except MgcError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_train_options(parser: argparse.ArgumentParser, cls, features_required: bool = True, skip: tuple[str, ...] = ()) -> None:

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mgc import audio, inputs, storage
+from mgc import audio, inputs, metrics, storage
 from mgc.errors import MgcError, Reject
 from mgc.features import FeatureConfig
 from mgc.manifest import AUDIO_EXTENSIONS
@@ -96,7 +96,7 @@ def list_inputs(source: str, follow_links: bool = False) -> Listing:
             raise MgcError(f"{source}: the manifest has no 'path' column (columns: {', '.join(map(str, table.columns))})")
         root = source.rsplit("/", 1)[0] if storage.is_uri(source) else os.path.dirname(os.path.abspath(source))
         rows = [_resolve_entry(root, str(p)) for p in table["path"].dropna()]
-        kept = rows if follow_links else [r for r in rows if r["error"] or storage.is_uri(r["path"]) or not os.path.islink(r["path"])]
+        kept = rows if follow_links else [r for r in rows if r["error"] or storage.is_uri(r["path"]) or not _through_link(r["path"], root)]
         return Listing(kept, len(rows) - len(kept))
     if not storage.exists(source):
         raise MgcError(f"{source}: input folder not found")
@@ -105,6 +105,11 @@ def list_inputs(source: str, follow_links: bool = False) -> Listing:
     rows += [{"path": storage.join(source, rel), "error": f"{storage.join(source, rel)}: a link to {target}, outside the input folder: not read"}
              for rel, target in tree.outside]  # fmt: skip
     return Listing(rows, tree.skipped)
+
+
+def _through_link(path: str, root: str) -> bool:
+    """Whether a local path under `root` passes through a symbolic link (any part of it, below the root)."""
+    return os.path.realpath(path) != os.path.join(os.path.realpath(root), os.path.relpath(path, root))
 
 
 def _resolve_entry(root: str, path: str) -> dict[str, Any]:
@@ -200,9 +205,7 @@ class Classifier:
                 k = segments[i]
                 seg_lp, seg_emb = lp[start : start + k], emb[start : start + k]
                 start += k
-                # The track's prediction, as in training's track-level metrics: mean segment log-probs.
-                mean = seg_lp.mean(0)
-                probs = np.exp(mean - np.logaddexp.reduce(mean))
+                probs = np.exp(metrics.pool(seg_lp))  # the track's prediction, as in training's metrics
                 order = np.argsort(-probs)[: self.top_k]
                 cols["top_genres"][i] = [self.labels[j] for j in order]
                 cols["top_probs"][i] = probs[order].astype(np.float32).tolist()

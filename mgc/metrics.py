@@ -30,6 +30,12 @@ def scores(y: np.ndarray, logprobs: np.ndarray, n_classes: int) -> dict[str, Any
     }
 
 
+def pool(segment_logprobs: np.ndarray) -> np.ndarray:
+    """A track's log-probabilities from its segments' [segments, classes]: the mean of their
+    log-probabilities, renormalised. `track_level` applies the same rule to every track of a split."""
+    return log_softmax(segment_logprobs.mean(0))
+
+
 def track_level(track_ids: np.ndarray, y: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(track ids, labels, log-probabilities) per track: mean segment log-probs, renormalised."""
     frame = pd.DataFrame(logprobs)

@@ -155,38 +155,48 @@ def inside(path: str, root: str) -> bool:
 
 
 def list_tree(root: str, suffix: tuple[str, ...], follow_links: bool = False) -> Tree:
-    """Files ending in `suffix` under `root`, recursively, hidden ones left out. A local folder's
-    symbolic links never lead out of it: a link to a file or folder outside is reported in
-    `outside`, never read; links inside are followed with `follow_links`, else counted in
-    `skipped`. Object stores have no links."""
+    """Files ending in `suffix` under `root`, recursively; names starting with "." or "_" left
+    out, as list_files does. A local folder's symbolic links never lead out of it: a link to a file
+    or folder outside is reported in `outside`, never read; links inside are followed with
+    `follow_links`, else counted in `skipped`. A followed link to something listed already is
+    listed once, under its real path. Object stores have no links."""
     if is_uri(root):
         return Tree(list_files(root, suffix, recursive=True))
-    tree, base = Tree([]), os.path.abspath(os.path.expanduser(root))
+    base = os.path.abspath(os.path.expanduser(root))
+    if not os.path.isdir(base):
+        raise MgcError(f"{root}: not a folder")
+    tree, found = Tree([]), {}  # found: real path -> (through a link, relative path)
     visited = {os.path.realpath(base)}
-    stack = [""]
-    while stack:
-        rel_dir = stack.pop()
-        with os.scandir(os.path.join(base, rel_dir)) as entries:
-            for e in entries:
-                rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
-                wanted = e.name.lower().endswith(suffix)
-                if e.name.startswith((".", "_")) or not (wanted or e.is_dir()):
+    real_dirs, linked_dirs = [""], []
+    while real_dirs or linked_dirs:
+        # Every real folder before any followed link, so a link never claims a real folder's files.
+        rel_dir, through_link = (real_dirs.pop(), False) if real_dirs else (linked_dirs.pop(), True)
+        try:
+            entries = list(os.scandir(os.path.join(base, rel_dir)))
+        except OSError as e:
+            raise MgcError(f"{os.path.join(root, rel_dir)}: cannot list the folder ({e.strerror})") from None
+        for e in entries:
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            wanted = e.name.lower().endswith(suffix)
+            if e.name.startswith((".", "_")) or not (wanted or e.is_dir()):
+                continue
+            link = e.is_symlink()
+            if link:
+                if not inside(e.path, base):
+                    tree.outside.append((rel, os.path.realpath(e.path)))
                     continue
-                if e.is_symlink():
-                    if not inside(e.path, base):
-                        tree.outside.append((rel, os.path.realpath(e.path)))
-                        continue
-                    if not follow_links:
-                        tree.skipped += 1
-                        continue
-                if e.is_dir():
-                    real = os.path.realpath(e.path)
-                    if real not in visited:  # a link back up the tree is walked once
-                        visited.add(real)
-                        stack.append(rel)
-                elif wanted and e.is_file():
-                    tree.files.append(rel)
-    tree.files.sort()
+                if not follow_links:
+                    tree.skipped += 1
+                    continue
+            if e.is_dir():
+                real = os.path.realpath(e.path)
+                if real not in visited:  # a link back up the tree is walked once
+                    visited.add(real)
+                    (linked_dirs if link or through_link else real_dirs).append(rel)
+            elif wanted and e.is_file():
+                key, candidate = os.path.realpath(e.path), (link or through_link, rel)
+                found[key] = min(found.get(key, candidate), candidate)  # the real entry wins
+    tree.files = sorted(rel for _, rel in found.values())
     return tree
 
 

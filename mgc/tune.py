@@ -89,9 +89,8 @@ def check_options(sweep: SweepConfig) -> None:
     _searcher(sweep)
 
 
-def check(sweep: SweepConfig, cluster: dict[str, float]) -> None:
-    """The options, then whether the cluster can run a trial, as one clear MgcError."""
-    check_options(sweep)
+def check_cluster(sweep: SweepConfig, cluster: dict[str, float]) -> None:
+    """Whether the cluster can run a trial (after check_options), as one clear MgcError."""
     gpus = cluster.get("GPU", 0)
     if sweep.gpus_per_trial > gpus:
         raise MgcError(f"--gpus-per-trial {sweep.gpus_per_trial:g} is more than the cluster's {gpus:g} GPUs")
@@ -152,8 +151,9 @@ def _trial(params: dict[str, Any], sweep: SweepConfig, prep: training.Prepared) 
     attempts_path = storage.join(cfg.run_dir, "attempts.json")
     attempts = storage.read_json(attempts_path) if storage.exists(attempts_path) else []
     storage.write_json(attempts_path, attempts + [time.time()])
-    training.check_run_dir(cfg, prep.features, prep.model)
-    training.trainer(cfg, _with_dropout(prep, cfg.dropout), callbacks=[TuneReportCallback()], score=(sweep.metric, sweep.mode)).fit()
+    trial = _with_dropout(prep, cfg.dropout)
+    training.check_run_dir(cfg, trial.features, trial.model)
+    training.trainer(cfg, trial, callbacks=[TuneReportCallback()], score=(sweep.metric, sweep.mode)).fit()
 
 
 def _with_dropout(prep: training.Prepared, dropout) -> training.Prepared:
@@ -242,7 +242,7 @@ def _fit(sweep: SweepConfig, resume: bool) -> dict[str, Any]:
     check_options(sweep)
     checked = training.check(sweep.train)
     cluster = session.connect()
-    check(sweep, cluster)
+    check_cluster(sweep, cluster)
     prep = training.prepare(sweep.train, checked)
     if not resume:
         storage.write_json(storage.join(sweep.sweep_dir, "sweep.json"), sweep.to_dict())

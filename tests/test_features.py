@@ -9,7 +9,7 @@ from mgc.features import FeatureConfig, mel_power, segment
 CFG = FeatureConfig(inputs=("logmel", "mfcc", "waveform"))
 
 
-def track_features(y, cfg):
+def logmel_mfcc(y, cfg):
     """(log-mel, MFCC) of a decoded track, as extraction computes them."""
     arrays = inputs.compute(y, cfg, ("logmel", "mfcc"))
     return arrays["logmel"], arrays["mfcc"]
@@ -21,7 +21,7 @@ def tone(seconds, freq=440.0, sr=22050, amp=0.3):
 
 
 def test_a_30s_clip_gives_ten_segments_of_the_contract_shapes():
-    logmel, mfcc = track_features(tone(30.0), CFG)
+    logmel, mfcc = logmel_mfcc(tone(30.0), CFG)
     assert logmel.shape == (10, 128, 130) and mfcc.shape == (10, 20, 130)
     assert logmel.dtype == np.float16 and mfcc.dtype == np.float16
     assert logmel.flags.c_contiguous and mfcc.flags.c_contiguous
@@ -58,23 +58,23 @@ def test_fast_mel_matches_librosa_melspectrogram():
 def test_segment_counts_drop_the_tail_and_short_clips_are_rejected():
     assert segment(tone(7.5), CFG).shape == (2, 66150)
     with pytest.raises(Reject) as e:
-        track_features(tone(2.9), CFG)
+        logmel_mfcc(tone(2.9), CFG)
     assert e.value.reason == "too_short" and "2.90 s" in e.value.detail
 
 
 def test_silence_is_rejected():
     with pytest.raises(Reject) as e:
-        track_features(np.zeros(66150 * 2, np.float32), CFG)
+        logmel_mfcc(np.zeros(66150 * 2, np.float32), CFG)
     assert e.value.reason == "silent"
     # Quiet but real audio passes.
-    track_features(tone(6.0, amp=0.01), CFG)
+    logmel_mfcc(tone(6.0, amp=0.01), CFG)
 
 
 def test_segments_are_independent_of_each_other():
     a = tone(3.0, 300.0)
     b = tone(3.0, 2000.0)
-    together, _ = track_features(np.concatenate([a, b]), CFG)
-    alone, _ = track_features(b, CFG)
+    together, _ = logmel_mfcc(np.concatenate([a, b]), CFG)
+    alone, _ = logmel_mfcc(b, CFG)
     np.testing.assert_array_equal(together[1], alone[0])
 
 

@@ -203,4 +203,4 @@ def test_labelling_gives_the_trained_models_probabilities(ray_connected, compare
     rows = label.read_labels(str(tmp_path / "labels")).set_index("path").loc[tracks["path"]]
     got = np.stack(rows["probabilities"].to_numpy())
     assert np.allclose(got, expected, atol=1e-4), np.abs(got - expected).max()
-    assert json.loads((run / "model" / "model.json").read_text())["inputs"] == (["waveform"] if name == "cnn1d" else ["waveform", "logmel"])
+    assert json.loads((run / "model" / "model.json").read_text())["model_config"]["inputs"] == (["waveform"] if name == "cnn1d" else ["waveform", "logmel"])

@@ -38,11 +38,15 @@ def test_every_registered_model_is_offered_and_builds_for_each_input_it_reads():
             cfg = small(name, inputs=names, shapes=tuple(inputs.get(n).shape(fcfg) for n in names))
             out = build(cfg).eval()(_batch(cfg, 2))
             assert out.shape == (2, 8) and torch.isfinite(out).all(), (name, names)
-    assert ARCHITECTURES["cnn"].alternatives == ["logmel", "mfcc"] and ARCHITECTURES["mm_crnn"].reads == (("waveform", "logmel"),)
+    assert ARCHITECTURES["cnn"].reads == (("logmel",), ("mfcc",)) and ARCHITECTURES["mm_crnn"].reads == (("waveform", "logmel"),)
     with pytest.raises(MgcError, match="cnn1d cannot read mfcc; it reads waveform"):
         small("cnn1d", inputs=("mfcc",))
     with pytest.raises(MgcError, match="4 pooling blocks leave no frequency bands of 13"):
         small("cnn", inputs=("mfcc",), shapes=((13, 130),))
+    with pytest.raises(MgcError, match="use an odd kernel"):  # found on the meta device, before any work
+        small("cnn", kernel=2)
+    with pytest.raises(MgcError, match="resnet2d: its sizes do not fit its inputs"):
+        small("resnet2d", kernel=4)
 
 
 def test_the_dense_head_follows_the_inputs_shape():

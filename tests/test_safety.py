@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -34,7 +33,8 @@ def _wav(path, seconds=4.0, seed=0):
 @pytest.fixture
 def linked(tmp_path):
     """An input folder holding two files, links leading out of it (to a file, to a folder), a link
-    to a file inside it and a link to itself; beside it, the folder the outward links reach."""
+    to a file inside it (in a folder listings leave out, as its name starts with "_") and a link
+    to itself; beside it, the folder the outward links reach."""
     outside = tmp_path / "private"
     secret = _wav(outside / "secret.wav", seed=1)
     _wav(outside / "more" / "other.wav", seed=2)
@@ -43,7 +43,7 @@ def linked(tmp_path):
     _wav(inbox / "pop" / "b.wav", seed=4)
     (inbox / "rock" / "out_file.wav").symlink_to(secret)
     (inbox / "pop" / "out_dir").symlink_to(outside / "more")
-    (inbox / "pop" / "in_link.wav").symlink_to(inbox / "rock" / "a.wav")
+    (inbox / "pop" / "in_link.wav").symlink_to(_wav(inbox / "_store" / "c.wav", seed=5))
     (inbox / "rock" / "loop").symlink_to(inbox)
     return inbox, secret
 
@@ -61,6 +61,9 @@ def test_links_leading_out_of_a_folder_are_never_listed(linked):
     ok = sorted(os.path.relpath(r["path"], inbox) for r in followed.rows if r["error"] is None)
     assert ok == ["pop/b.wav", "pop/in_link.wav", "rock/a.wav"]  # the loop is walked once, the outward links still refused
     assert sum(1 for r in followed.rows if r["error"]) == 2
+    (inbox / "pop" / "again.wav").symlink_to(inbox / "rock" / "a.wav")  # a second name for a listed file: listed once
+    assert [r["path"] for r in label.list_inputs(str(inbox), follow_links=True).rows if r["error"] is None] == [str(inbox / p) for p in ok]
+    (inbox / "pop" / "again.wav").unlink()
 
     m = manifest.from_folder(str(inbox))  # mgc extract --folder: the same rule
     assert sorted(os.path.relpath(p, inbox) for p in m.tracks["path"]) == ["pop/b.wav", "rock/a.wav"]
@@ -204,4 +207,3 @@ def test_storage_read_json_names_the_file(tmp_path):
     bad.write_text("{")
     with pytest.raises(MgcError, match=f"{bad}: not valid JSON"):
         storage.read_json(str(bad))
-    shutil.rmtree(tmp_path)

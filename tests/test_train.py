@@ -70,9 +70,9 @@ def test_artifact_predicts_the_same_in_a_plain_process(compared, features):
 import sys, numpy as np, pyarrow.parquet as pq, pyarrow.compute as pc, torch
 from mgc import artifact
 model, meta = artifact.load({str(compared / 'cnn' / 'model')!r})
-t = pq.read_table({str(features / 'features')!r}, columns=['track_id', 'split', 'label', *meta['inputs']])
+t = pq.read_table({str(features / 'features')!r}, columns=['track_id', 'split', 'label', *model.cfg.inputs])
 t = t.filter(pc.and_(pc.equal(t['split'], 'test'), pc.greater_equal(t['label'], 0)))
-x = {{n: torch.from_numpy(t[n].combine_chunks().to_numpy_ndarray().astype(np.float32)) for n in meta['inputs']}}
+x = {{n: torch.from_numpy(t[n].combine_chunks().to_numpy_ndarray().astype(np.float32)) for n in model.cfg.inputs}}
 with torch.no_grad():
     lp = torch.log_softmax(model(x), 1).numpy()
 saved = pq.read_table({str(compared / 'cnn' / 'test_predictions.parquet')!r})
@@ -175,7 +175,7 @@ def test_a_model_is_refused_an_input_before_any_worker_starts(features, tmp_path
 
     with pytest.raises(MgcError, match=r"cnn1d reads waveform, but .* holds logmel, mfcc: extract with --inputs logmel,mfcc,waveform"):
         check(TrainConfig(features=str(features), model="cnn1d"))
-    with pytest.raises(MgcError, match="mm_crnn reads waveform\+logmel"):
+    with pytest.raises(MgcError, match=r"mm_crnn reads waveform\+logmel"):
         check(TrainConfig(features=str(features), model="mm_crnn"))
     assert main(["train", "--features", str(features), "--model", "cnn1d", "--input", "mfcc", "--storage-path", str(tmp_path)]) == 2
     assert "cnn1d cannot read mfcc; it reads waveform" in capsys.readouterr().err

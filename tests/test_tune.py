@@ -120,9 +120,10 @@ def test_the_best_artifact_loads_and_predicts(sweep, features):
     best = json.loads((sweep_dir / "best.json").read_text())
     model, meta = artifact.load(best["artifact"])
     assert model.cfg.dropout == pytest.approx(best["config"]["dropout"])
-    t = pq.read_table(features / "features", columns=["split", "label", *meta["inputs"]])
+    names = model.cfg.inputs
+    t = pq.read_table(features / "features", columns=["split", "label", *names])
     t = t.filter(pc.and_(pc.equal(t["split"], "test"), pc.greater_equal(t["label"], 0)))
-    x = {n: torch.from_numpy(t[n].combine_chunks().to_numpy_ndarray().astype(np.float32)) for n in meta["inputs"]}
+    x = {n: torch.from_numpy(t[n].combine_chunks().to_numpy_ndarray().astype(np.float32)) for n in names}
     with torch.no_grad():
         pred = model(x).argmax(1).numpy()
     accuracy = float((pred == t["label"].to_numpy()).mean())

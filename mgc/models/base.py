@@ -29,21 +29,18 @@ class Architecture:
     defaults: dict[str, Any]  # channels, kernel, dense, lstm_units
     lstm: bool = False  # a stack of LSTMs, with a dropout layer between each two
 
-    @property
-    def alternatives(self) -> list[str]:
-        """The single inputs --input may choose."""
-        return [r[0] for r in self.reads if len(r) == 1]
-
 
 ARCHITECTURES: dict[str, Architecture] = {}
 
 
 def register(arch: Architecture) -> Architecture:
+    """Make `arch` a model of the registry (its family module calls this when imported)."""
     ARCHITECTURES[arch.name] = arch
     return arch
 
 
 def architecture(name: str) -> Architecture:
+    """The registered architecture `name`; MgcError listing the models otherwise."""
     try:
         return ARCHITECTURES[name]
     except KeyError:
@@ -93,8 +90,14 @@ class ModelConfig:
             raise MgcError(f"{self.name} has {len(self.dropout_layers)} dropout layers ({', '.join(self.dropout_layers)}), but {len(rates)} rates were given")
         if not all(0 <= r < 1 for r in rates):
             raise MgcError(f"dropout {self.dropout} is outside [0, 1)")
-        with torch.device("meta"):  # sizes that do not fit the inputs fail here, before any work
-            arch.encoder(self, rates[:-1])
+        with torch.device("meta"):  # sizes that do not fit the inputs fail here, before any work: no memory, no compute
+            encoder = arch.encoder(self, rates[:-1])
+            try:
+                out = encoder({n: torch.empty(2, *shape) for n, shape in zip(self.inputs, self.shapes)})
+            except RuntimeError as e:
+                raise MgcError(f"{self.name}: its sizes do not fit its inputs {dict(zip(self.inputs, self.shapes))} ({str(e).splitlines()[0]})") from None
+        if tuple(out.shape) != (2, encoder.size):
+            raise MgcError(f"{self.name}: --kernel {self.kernel} gives {out.shape[1]} features where the head expects {encoder.size}: use an odd kernel")
 
     @property
     def architecture(self) -> Architecture:
@@ -153,10 +156,6 @@ class GenreNet(nn.Module):
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head.out(self.embed(x))
-
-    def statistics(self) -> dict[str, dict[str, list[float]]]:
-        """Each input's normalisation, {input: {'mean': [...], 'std': [...]}}."""
-        return {n: {"mean": m.mean.cpu().tolist(), "std": m.std.cpu().tolist()} for n, m in self.norm.items()}
 
 
 def build(cfg: ModelConfig, norm: dict[str, tuple[Any, Any]] | None = None) -> GenreNet:

@@ -17,6 +17,7 @@ class MMCRNN(nn.Module):
     def __init__(self, cfg, gaps: tuple[float, ...]):
         super().__init__()
         self.wave = WaveformEncoder(cfg.shape("waveform")[0], cfg.channels, cfg.kernel, cfg.name)
+        # The 2-D branch keeps the residual blocks' 3x3 kernels; cfg.kernel sizes the 1-D stages.
         self.spec = ResidualEncoder2d(cfg.shape("logmel"), cfg.channels, 3, cfg.name)
         self.seq = LSTMStack(self.wave.channels + self.spec.channels, cfg.lstm_units, gaps)
         self.size = self.seq.size
