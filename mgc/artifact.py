@@ -1,7 +1,8 @@
 """The model artifact: everything needed to label audio without Ray or the training code's state.
 
     model/model.json   format version, model config (architecture, inputs and their shapes,
-                       sizes), feature config, label map
+                       sizes), feature config, label map, the temperature that calibrates
+                       its track probabilities (fitted on validation; 1 where none was fitted)
     model/weights.pt   the state dict (tensors only: loaded with weights_only=True, never pickle),
                        each input's normalisation among its buffers
 """
@@ -61,6 +62,9 @@ def load(path: str, device: str = "cpu") -> tuple[GenreNet, dict[str, Any]]:
         raise MgcError(f"{meta_path}: {e}") from None
     fcfg: FeatureConfig = meta["features"]
     problems = []
+    temperature = meta.setdefault("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+        problems.append(f"its temperature {temperature!r} is not a positive number")
     if len(labels) != model_cfg.n_classes:
         problems.append(f"the label map has {len(labels)} genres, the network {model_cfg.n_classes} classes")
     for name, shape in zip(model_cfg.inputs, model_cfg.shapes):

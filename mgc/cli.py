@@ -59,6 +59,15 @@ EXPLAIN = {
     "dense": "units of the dense head's layers (empty: the model's own)",
     "lstm_units": "units of the stacked LSTMs (empty: the model's own)",
     "kernel": "conv kernel size (0: the model's own: 3 in 2-D, 9 in 1-D; mm_crnn: its 1-D stages)",
+    "weight_decay": "AdamW's decoupled weight decay (0: plain Adam)",
+    "schedule": "learning rate after the warm-up: cosine (decays to 0 at the last epoch) or constant",
+    "warmup_epochs": "epochs over which the learning rate rises linearly from 0",
+    "label_smoothing": "share of each target spread over the other genres",
+    "time_shift": "augmentation: largest random time shift (circular), share of a segment; 0: off",
+    "spec_mask": "augmentation: largest SpecAugment frequency and time mask on spectra, share of the axis; 0: off",
+    "gain_db": "augmentation: largest random gain of the waveform, dB; 0: off",
+    "mixup": "augmentation: mixup of segments of different tracks, Beta(alpha, alpha); 0: off",
+    "patience": "stop after this many epochs without a better validation score (the best checkpoint is kept); 0: never",
     # SweepConfig
     "num_samples": "trials to run",
     "max_concurrent": "trials at once (0: as many as the cluster fits)",
@@ -68,7 +77,11 @@ EXPLAIN = {
     "dropout_max": "highest dropout sampled",
     "dropout_per_layer": "sample one dropout rate per dropout layer instead of one shared",
     "search": "searcher: random, optuna or hyperopt (the latter two need their package)",
-    "metric": "what ASHA and the best trial are judged by (loss metrics are minimised)",
+    "metric": "what ASHA and the best trial are judged by (loss and ECE metrics are minimised)",
+    "weight_decay_min": "lowest weight decay sampled (log-uniform; searched when --weight-decay-max is above 0)",
+    "weight_decay_max": "highest weight decay sampled (0: every trial takes --weight-decay)",
+    "mixup_min": "lowest mixup alpha sampled (uniform; searched when --mixup-max is above 0)",
+    "mixup_max": "highest mixup alpha sampled (0: every trial takes --mixup)",
     "grace_period": "epochs every trial runs before ASHA may stop it",
     "reduction_factor": "ASHA keeps 1 in this many trials at each rung",
     "gpus_per_trial": "GPUs per trial, split over its workers; fractions let trials share a GPU",
@@ -111,8 +124,12 @@ LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "gpus_per_trial": (0, None, True, False), "top_k": (1, None, True, False), "uncertain_below": (0, 1, True, True),
     "files_per_batch": (1, None, True, False), "actors": (0, None, True, False), "tracks": (1, None, True, False),
     "seconds": (3, None, True, False), "trials": (1, None, True, False), "sweep_epochs": (1, None, True, False),
-    "uploads": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False),
-    "workers": (0, None, True, False), "k": (1, None, True, False),
+    "uploads": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False), "label_noise": (0, 1, True, False),
+    "workers": (0, None, True, False), "k": (1, None, True, False), "weight_decay": (0, None, True, False),
+    "warmup_epochs": (0, None, True, False), "label_smoothing": (0, 1, True, False), "time_shift": (0, 1, True, True),
+    "spec_mask": (0, 1, True, True), "gain_db": (0, None, True, False), "mixup": (0, None, True, False), "patience": (0, None, True, False),
+    "weight_decay_min": (0, None, True, False), "weight_decay_max": (0, None, True, False), "mixup_min": (0, None, True, False),
+    "mixup_max": (0, None, True, False),
 }  # fmt: skip
 
 
@@ -210,7 +227,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         return 0
     cfg = SynthConfig(
         out=args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed, broken_share=args.broken_share,
-        unlabelled_share=args.unlabelled_share, audio_dir=args.audio_dir, workers=args.workers,
+        unlabelled_share=args.unlabelled_share, label_noise=args.label_noise, audio_dir=args.audio_dir, workers=args.workers,
     )  # fmt: skip
     print(generate(cfg, progress=not args.no_progress))
     return 0
@@ -368,6 +385,8 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=ranged(int, "seed"), default=0, help="random seed (default: 0)")
     s.add_argument("--broken-share", type=ranged(float, "broken_share"), default=0.05, help="share of broken files (default: 0.05)")
     s.add_argument("--unlabelled-share", type=ranged(float, "unlabelled_share"), default=0.03, help="share of tracks without genre_top (default: 0.03)")
+    s.add_argument("--label-noise", type=ranged(float, "label_noise"), default=0.0,
+                   help="share of training tracks given another genre at random in tracks.csv, the audio unchanged: noisy labels (default: 0)")
     s.add_argument("--audio-dir", default="fma_large", help="audio folder name under --out (default: fma_large)")
     s.add_argument("--workers", type=ranged(int, "workers"), default=0, help="processes writing audio (default: 0 = one per core)")
     s.add_argument("--uploads", type=ranged(int, "uploads"), default=0, metavar="N",
@@ -394,7 +413,8 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     c = sub.add_parser("compare", help="train several models on the same shards and tabulate their test metrics", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=models_help())
-    c.add_argument("--models", type=model_list, default="cnn,cnn_lstm", help="comma-separated, from the list below (default: cnn,cnn_lstm)")
+    c.add_argument("--models", type=model_list, default="baseline,cnn,cnn_lstm",
+                   help="comma-separated, from the list below; keep baseline among them to see what a network adds (default: baseline,cnn,cnn_lstm)")
     c.add_argument("--name", default="", help="prefix of the run names")
     add_train_options(c, TrainConfig)
     c.set_defaults(func=_cmd_compare)

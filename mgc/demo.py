@@ -1,7 +1,7 @@
 """`mgc demo`: the whole pipeline a user later runs on a cluster, on the synthetic FMA-format corpus
 and a local Ray instance, ending in the report.
 
-    corpus -> extract -> train cnn and cnn_lstm -> tune sweep -> label new uploads -> embed -> report
+    corpus -> extract -> train the baseline, cnn and cnn_lstm -> tune sweep -> label new uploads -> embed -> report
 
 Each finished stage is recorded in WORKDIR/demo.json with its wall time; a re-run skips finished
 stages (the corpus is reused) unless `fresh`. Sizes are small enough for a 2-core laptop.
@@ -74,7 +74,7 @@ def _extract(cfg: DemoConfig) -> str:
 def _train(cfg: DemoConfig) -> str:
     from mgc.train import compare, run
 
-    results = [run(_train_config(cfg, m, epochs=cfg.epochs, storage_path=cfg.path("runs"))) for m in ("cnn", "cnn_lstm")]
+    results = [run(_train_config(cfg, m, epochs=cfg.epochs, storage_path=cfg.path("runs"))) for m in ("baseline", "cnn", "cnn_lstm")]
     table = compare(results, cfg.path("runs"))
     return "\n" + table[["model", "track_accuracy", "track_f1_macro", "segment_accuracy", "segment_log_loss"]].to_string(index=False)
 
@@ -116,7 +116,7 @@ def best_model(cfg: DemoConfig) -> str:
 STAGES: list[tuple[str, str, Callable[[DemoConfig], str]]] = [
     ("corpus", "synthesise the FMA-format corpus", _corpus),
     ("extract", "extract log-mel and MFCC segments with Ray Data", _extract),
-    ("train", "train cnn and cnn_lstm with Ray Train (DDP), test metrics side by side", _train),
+    ("train", "fit the baseline, train cnn and cnn_lstm with Ray Train (DDP), test metrics side by side", _train),
     ("tune", "sweep learning rate x dropout of cnn with Ray Tune and ASHA", _tune),
     ("label", "label a folder of new uploads (mixed formats, a long file, broken files)", _label),
     ("embed", "embed the catalogue and score recommendations (genre precision@k)", _embed),

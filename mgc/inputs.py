@@ -2,8 +2,8 @@
 
 Each input kind is a small class that registers itself: its name, its shape from the
 FeatureConfig, how it is computed from the segments of a decoded track (the one implementation
-that extraction, training, labelling and embedding share), and how a model normalises it: a
-z-score per band for spectra, one z-score for the waveform. The shard schema, _config.json, the
+that extraction, training, labelling and embedding share), how a model normalises it (a
+z-score per band for spectra, one z-score for the waveform) and how training augments it. The shard schema, _config.json, the
 training checks, the artifact and the labeller derive from the inputs selected; adding an input
 is one new class here.
 """
@@ -22,7 +22,7 @@ INPUTS: dict[str, "Input"] = {}
 
 
 class Input:
-    """One kind of model input; subclasses set the class attributes and `shape`, `compute`."""
+    """One kind of model input; subclasses set the class attributes and `shape`, `compute`, `augment`."""
 
     name: ClassVar[str]
     norm: ClassVar[str]  # "band": a z-score per row of a spectrum; "global": one z-score
@@ -35,6 +35,11 @@ class Input:
     def compute(self, segments: np.ndarray, cfg: FeatureConfig, cache: dict[str, Any]) -> np.ndarray:
         """float16 [n, *shape] for n segments [n, segment_samples]; `cache` shares work between
         inputs of the same block of segments (MFCCs come from the log-mel spectrogram)."""
+        raise NotImplementedError
+
+    def augment(self, x, aug, gen):
+        """A training batch [n, *shape] of this input, normalised, augmented on its device by the
+        settings of `aug` (mgc.augment.Augment) that apply to this kind."""
         raise NotImplementedError
 
     def stats_axes(self, ndim: int) -> tuple[int, ...]:
@@ -60,9 +65,21 @@ def get(name: str) -> Input:
         raise MgcError(f"unknown input {name!r}; choose among {', '.join(INPUTS)}") from None
 
 
+class Spectrum(Input):
+    """A spectrum [bands, frames]: a z-score per band; a random time shift and SpecAugment masks."""
+
+    norm = "band"
+
+    def augment(self, x, aug, gen):
+        from mgc import augment
+
+        x = augment.time_shift(x, aug.shift, gen)
+        return augment.mask(augment.mask(x, aug.mask, 1, gen), aug.mask, 2, gen)
+
+
 @register
-class LogMel(Input):
-    name, norm = "logmel", "band"
+class LogMel(Spectrum):
+    name = "logmel"
     about = "log-mel spectrogram [n_mels, frames], absolute dB"
 
     def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
@@ -81,8 +98,8 @@ class LogMel(Input):
 
 
 @register
-class Mfcc(Input):
-    name, norm = "mfcc", "band"
+class Mfcc(Spectrum):
+    name = "mfcc"
     about = "MFCCs [n_mfcc, frames] of the same spectrogram"
 
     def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
@@ -102,6 +119,11 @@ class Waveform(Input):
 
     def compute(self, segments, cfg, cache):
         return segments.astype(np.float16)
+
+    def augment(self, x, aug, gen):
+        from mgc import augment
+
+        return augment.gain(augment.time_shift(x, aug.shift, gen), aug.gain_db, gen)
 
 
 def compute(y: np.ndarray, cfg: FeatureConfig, names: tuple[str, ...]) -> dict[str, np.ndarray]:

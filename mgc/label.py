@@ -188,6 +188,7 @@ class Classifier:
 
         self.predict = Predictor.load(model_path, use_gpu)
         self.labels = self.predict.meta["labels"]
+        self.temperature = self.predict.meta["temperature"]
         self.schema = pa.schema([f for f in output_schema(len(self.labels), self.predict.embedding_size) if f.name not in ("model_id", "labelled_at")])
         self.top_k, self.uncertain_below = min(top_k, len(self.labels)), uncertain_below
 
@@ -205,7 +206,7 @@ class Classifier:
                 k = segments[i]
                 seg_lp, seg_emb = lp[start : start + k], emb[start : start + k]
                 start += k
-                probs = np.exp(metrics.pool(seg_lp))  # the track's prediction, as in training's metrics
+                probs = np.exp(metrics.pool(seg_lp, self.temperature))  # the track's prediction, as in training's metrics
                 order = np.argsort(-probs)[: self.top_k]
                 cols["top_genres"][i] = [self.labels[j] for j in order]
                 cols["top_probs"][i] = probs[order].astype(np.float32).tolist()

@@ -1,4 +1,4 @@
-"""PNG figures for runs and sweeps: confusion matrices, learning curves, the search plane (matplotlib, no display)."""
+"""PNG figures for runs and sweeps: confusion matrices, learning curves, reliability diagrams, the search plane (matplotlib, no display)."""
 
 from __future__ import annotations
 
@@ -76,4 +76,21 @@ def search_plane(lr, dropout, score, early, best: int, path: str, metric: str, d
     ax.legend(loc="best", fontsize=8)
     fig.colorbar(sc, ax=ax, label=f"best {metric}")
     ax.set_title(f"{len(lr)} trials")
+    _save(fig, path)
+
+
+def reliability(curves: dict[str, dict[str, np.ndarray]], path: str, title: str) -> None:
+    """Reliability diagram: accuracy against confidence per bin (mgc.metrics.reliability), one
+    line per named curve, beside the diagonal of perfect calibration."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
+    for name, r in curves.items():
+        seen = r["count"] > 0
+        ax.plot(r["confidence"][seen], r["accuracy"][seen], marker="o", label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title)
     _save(fig, path)

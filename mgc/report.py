@@ -81,13 +81,22 @@ def models(run_dir: str) -> Section:
     runs = model_runs(run_dir)
     if not runs:
         return _missing("Models", os.path.join(run_dir, "runs"), "mgc compare")
-    section = Section("Models", ["Test split, scored once after training; a track's prediction is the mean of its segments' log-probabilities."])
+    section = Section("Models", [
+        "Test split, scored once after training; a track's prediction is the mean of its segments' log-probabilities, "
+        "calibrated by a temperature fitted on the validation split (ECE: expected calibration error, 15 bins)."
+    ])  # fmt: skip
     for level in ("segment", "track"):
-        rows = [{"model": m["run"], "parameters": m["parameters"], "best epoch": m["best_epoch"], **{k: round(m["test"][level][k], 4) for k in metrics.SCALARS}} for _, m in runs]
+        rows = [{"model": m["run"], "parameters": m["parameters"], "best epoch": m["best_epoch"], **{k: round(m["test"][level].get(k, float("nan")), 4) for k in metrics.SCALARS}} for _, m in runs]
         section.tables.append((f"Test metrics, {level} level", pd.DataFrame(rows)))
+    calibrated = [(m["run"], m["calibration"]) for _, m in runs if "calibration" in m]
+    if calibrated:
+        rows = [{"model": run, "temperature": round(c["temperature"], 3), **{f"test {k.replace('_', ' ')}": round(v, 4) for k, v in c["test"].items()}} for run, c in calibrated]
+        section.tables.append(("Calibration, test tracks", pd.DataFrame(rows)))
     for path, m in runs:
         section.images += [(f"{m['run']}: confusion matrix (test, track level)", os.path.join(path, "confusion_matrix.png")),
                            (f"{m['run']}: learning curves", os.path.join(path, "learning_curves.png"))]  # fmt: skip
+        if os.path.exists(os.path.join(path, "reliability.png")):
+            section.images.append((f"{m['run']}: reliability (test tracks)", os.path.join(path, "reliability.png")))
     return section
 
 

@@ -76,6 +76,9 @@ class SynthConfig:
     seed: int = 0
     broken_share: float = 0.05
     unlabelled_share: float = 0.03
+    # Share of training tracks whose genre in tracks.csv is another one, drawn at random (the
+    # audio keeps its genre; synth_truth.csv has both): noisy labels, as real catalogues have.
+    label_noise: float = 0.0
     audio_dir: str = "fma_large"
     workers: int = 0
 
@@ -84,7 +87,7 @@ class SynthConfig:
             raise MgcError("synth: --tracks must be at least 1")
         if self.seconds < 3:
             raise MgcError("synth: --seconds must be at least 3 (one segment)")
-        if not 0 <= self.broken_share < 1 or not 0 <= self.unlabelled_share < 1:
+        if not 0 <= self.broken_share < 1 or not 0 <= self.unlabelled_share < 1 or not 0 <= self.label_noise < 1:
             raise MgcError("synth: shares must be in [0, 1)")
 
 
@@ -518,6 +521,11 @@ def plan(cfg: SynthConfig) -> pd.DataFrame:
     df["expected"] = df["kind"].map(lambda k: BROKEN_EXPECTED.get(k, "ok"))
     df["artist_seed"] = cfg.seed * 1_000_003 + df["artist_id"]
     df["track_seed"] = cfg.seed * 1_000_003 + df["track_id"] * 7919 + 1
+    # The metadata's genre; its own generator, so that a clean corpus stays what it was.
+    noise = np.random.default_rng(cfg.seed + 2)
+    flipped = (df["split"] == "training").to_numpy() & (noise.random(len(df)) < cfg.label_noise)
+    others = [[g for g in GENRES if g != genre] for genre in df["genre"]]
+    df["listed_genre"] = [o[int(noise.integers(len(o)))] if f else g for g, o, f in zip(df["genre"], others, flipped)]
     return df
 
 
@@ -526,7 +534,7 @@ def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
     out = pd.DataFrame(index=pd.Index(df["track_id"], name="track_id"), columns=pd.MultiIndex.from_tuples(TRACKS_COLUMNS))
     out.loc[:, :] = ""
     genres_col, genres_all = [], []
-    for g, labelled in zip(df["genre"], df["labelled"]):
+    for g, labelled in zip(df["listed_genre"], df["labelled"]):
         sub = SUBGENRES[g][int(rng.integers(0, 2))][0]
         if labelled:
             genres_col.append(f"[{sub}]")
@@ -548,7 +556,7 @@ def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
         ("set", "split"): df["split"].to_numpy(), ("set", "subset"): df["subset"].to_numpy(),
         ("track", "bit_rate"): 320000, ("track", "comments"): 0, ("track", "date_created"): created,
         ("track", "duration"): int(cfg.seconds), ("track", "favorites"): 0,
-        ("track", "genre_top"): np.where(df["labelled"], df["genre"], ""),
+        ("track", "genre_top"): np.where(df["labelled"], df["listed_genre"], ""),
         ("track", "genres"): genres_col, ("track", "genres_all"): genres_all, ("track", "interest"): 0,
         ("track", "language_code"): "en", ("track", "license"): "Attribution 4.0 International",
         ("track", "listens"): 0, ("track", "number"): df.groupby("artist_id").cumcount().to_numpy() + 1,
@@ -595,7 +603,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
     os.makedirs(meta_dir, exist_ok=True)
     _tracks_csv(df, cfg).to_csv(os.path.join(meta_dir, "tracks.csv"))
     _genres_csv(df).to_csv(os.path.join(meta_dir, "genres.csv"))
-    truth = df[["track_id", "genre", "split", "subset", "labelled", "kind", "expected"]]
+    truth = df[["track_id", "genre", "listed_genre", "split", "subset", "labelled", "kind", "expected"]]
     truth.to_csv(os.path.join(meta_dir, "synth_truth.csv"), index=False)
     storage.write_json(stamp, wanted)
     return cfg.out

@@ -2,13 +2,17 @@
 
 The driver checks the shards and computes normalisation statistics of the training split before
 any worker starts; each worker streams its share of the training split with a local shuffle
-buffer; rank 0 scores the whole validation split every epoch at segment and track level and
-checkpoints. Checkpoints are ranked by validation track-level macro F1; a lost worker resumes from
-the latest one, and so does a re-run with the same --name and --storage-path. After training, the
-best checkpoint is exported as a model artifact and scored once on the test split.
+buffer and trains by the recipe (AdamW, warm-up then cosine, augmentation and mixup on its device:
+mgc.augment); rank 0 scores the whole validation split every epoch at segment and track level,
+checkpoints, and stops every rank after --patience epochs without a better score. Checkpoints are
+ranked by validation track-level macro F1; a lost worker resumes from the latest one, and so does
+a re-run with the same --name and --storage-path. After training, the best checkpoint is exported
+as a model artifact with a temperature fitted on the validation split, and scored once on the
+test split. A model fitted in closed form (the baseline) skips Ray Train: `fit`.
 
 Run directory (<storage_path>/<name>/): Ray Train's checkpoints, plus model/ (the artifact),
-metrics.json, history.json, confusion_matrix.png, learning_curves.png, test_predictions.parquet.
+metrics.json, history.json, confusion_matrix.png, learning_curves.png, reliability.png,
+test_predictions.parquet.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -36,6 +41,10 @@ from mgc.manifest import SPLITS
 from mgc.models import ModelConfig, reads
 
 SCORE = "val_track_f1_macro"
+SCHEDULES = ("cosine", "constant")
+# The recipe before issue 15, as TrainConfig overrides: plain Adam at a constant rate, no
+# augmentation, no early stopping (bench/recipe.py and the tests compare the two).
+PLAIN = {"weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0, "time_shift": 0.0, "spec_mask": 0.0, "gain_db": 0.0, "mixup": 0.0, "patience": 0}
 # What every epoch reports (besides throughput): the metrics Tune and checkpoint ranking can use.
 REPORTED = ("train_loss", *(f"val_{level}_{k}" for level in ("segment", "track") for k in metrics.SCALARS))
 
@@ -71,6 +80,19 @@ class TrainConfig:
     dense: tuple[int, ...] = ()
     lstm_units: tuple[int, ...] = ()
     kernel: int = 0
+    # The recipe for small, noisy collections: AdamW, a linear warm-up then a cosine decay,
+    # augmentation on the worker (mgc.augment), early stopping. weight_decay 0, schedule
+    # "constant", warmup_epochs 0, shift/mask/gain_db/mixup 0 and patience 0 are plain Adam at a
+    # constant rate, the recipe before it (PLAIN).
+    weight_decay: float = 0.01
+    schedule: str = "cosine"  # or "constant"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    time_shift: float = 0.25  # largest time shift, share of a segment
+    spec_mask: float = 0.15  # largest SpecAugment frequency and time mask, share of the axis
+    gain_db: float = 6.0  # largest random gain of the waveform
+    mixup: float = 0.2  # Beta(alpha, alpha); 0: off
+    patience: int = 10  # epochs without a better validation score before stopping; 0: never
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -78,6 +100,18 @@ class TrainConfig:
             raise MgcError("--epochs and --batch-size must be at least 1, --num-workers at least 0")
         if not self.lr > 0:
             raise MgcError(f"learning rate {self.lr} must be positive")
+        if self.schedule not in SCHEDULES:
+            raise MgcError(f"unknown --schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if min(self.weight_decay, self.warmup_epochs, self.label_smoothing, self.time_shift, self.spec_mask, self.gain_db, self.mixup, self.patience) < 0:
+            raise MgcError("--weight-decay, --warmup-epochs, --label-smoothing, --time-shift, --spec-mask, --gain-db, --mixup and --patience cannot be negative")
+        if self.label_smoothing >= 1 or self.time_shift > 1 or self.spec_mask > 1:
+            raise MgcError("--label-smoothing must be below 1, --time-shift and --spec-mask at most 1")
+
+    def augment(self, seed: int, device: str):
+        """The training loop's augmentation (mgc.augment.Augment) with these settings."""
+        from mgc.augment import Augment
+
+        return Augment(self.time_shift, self.spec_mask, self.gain_db, self.mixup, seed, device)
 
     @property
     def run_name(self) -> str:
@@ -259,7 +293,11 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(tc.seed)
     device = ray.train.torch.get_device()
     net = build(mc, config["norm"])
-    opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    steps_per_epoch = max(1, math.ceil(config["train_segments"] / world / tc.batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(tc, steps_per_epoch))
+    aug = tc.augment(tc.seed * 1009 + rank, str(device))  # each rank draws its own
+    score_name, score_mode = config["score"]
     state: dict[str, Any] = {"epoch": 0, "history": [], "resumed_at": []}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -267,10 +305,12 @@ def train_loop(config: dict[str, Any]) -> None:
             saved = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
         net.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
+        if "scheduler" in saved:  # checkpoints of mgc before the schedule have none
+            sched.load_state_dict(saved["scheduler"])
         state = {"epoch": saved["epoch"], "history": saved["history"], "resumed_at": saved["resumed_at"] + [saved["epoch"]]}
     model = ray.train.torch.prepare_model(net)  # DDP over the workers, on the worker's device
     weight = torch.tensor(config["class_weights"], device=device) if config["class_weights"] else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)
     batch_columns = {**batch_dtypes(mc), "device": device}
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
@@ -285,13 +325,16 @@ def train_loop(config: dict[str, Any]) -> None:
         )  # fmt: skip
         waits: list[float] = []
         for batch in _timed(batches, waits):
-            x, y = {n: batch[n] for n in mc.inputs}, batch["label"]
+            y = batch["label"]
+            # Targets as distributions, so that mixup can blend them; the loss is against them.
+            x, targets = aug.mix({n: batch[n] for n in mc.inputs}, torch.nn.functional.one_hot(y, mc.n_classes).float(), batch["track_id"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = loss_fn(model(x), y)
+                loss = loss_fn(model(x, augment=aug), targets)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)  # keeps the LSTMs' steps stable
             opt.step()
+            sched.step()
             total += torch.stack([loss.detach().float() * len(y), torch.tensor(float(len(y)), device=device)])
         if world > 1:
             dist.all_reduce(total)
@@ -311,6 +354,7 @@ def train_loop(config: dict[str, Any]) -> None:
             # buffer), and all together; the rest of train_s is computing.
             "train_first_batch_s": waits[0] if waits else 0.0,
             "train_data_wait_s": sum(waits),
+            "lr": sched.get_last_lr()[0],
             **({"weights_sha256": digests} if world > 1 else {}),
         }
         with tempfile.TemporaryDirectory() as tmp:
@@ -321,14 +365,44 @@ def train_loop(config: dict[str, Any]) -> None:
                 batches = val_data.iter_torch_batches(batch_size=256, **batch_columns)
                 ids, ys, lps = predict(net, batches, device)
                 row.update(metrics.flat(metrics.evaluate(ids, ys, lps, mc.n_classes), "val"), val_s=time.perf_counter() - val_started)
+                row["early_stop"] = bool(tc.patience) and epochs_since_best([*state["history"], row], score_name, score_mode) >= tc.patience
                 state["history"].append(row)
                 storage.write_json(storage.join(tc.run_dir, "history.json"), state["history"])  # live progress
                 torch.save(
-                    {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "history": state["history"], "resumed_at": state["resumed_at"]},
+                    {
+                        "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                        "history": state["history"], "resumed_at": state["resumed_at"],
+                    },  # fmt: skip
                     os.path.join(tmp, "state.pt"),
                 )
                 saved_checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(row, checkpoint=saved_checkpoint, checkpoint_dir_name=checkpoint_dir(epoch + 1))
+        stop = torch.tensor([float(row.get("early_stop", False))], device=device)
+        if world > 1:
+            dist.broadcast(stop, src=0)  # rank 0 decides; every rank stops at the same epoch
+        if stop.item():
+            break
+
+
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate's multiplier after k optimiser steps: a linear warm-up over
+    cfg.warmup_epochs, then constant or a cosine decay that reaches 0 after cfg.epochs."""
+    warm, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
+
+    def factor(k: int) -> float:
+        if k < warm:
+            return (k + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (k - warm) / max(1.0, total - warm))))
+
+    return factor
+
+
+def epochs_since_best(history: list[dict[str, Any]], name: str, mode: str) -> int:
+    """Epochs since the best score `name` (the first of ties: a tie is no improvement)."""
+    values = np.array([h[name] for h in history])
+    return len(values) - 1 - int(values.argmax() if mode == "max" else values.argmin())
 
 
 def _timed(batches, waits: list[float]):
@@ -358,6 +432,8 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
             "model": prep.model.to_dict(),
             "norm": prep.norm,
             "class_weights": prep.class_weights,
+            "train_segments": prep.segments["training"],
+            "score": list(score),
         },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=_worker_resources(cfg)),
         run_config=RunConfig(
@@ -418,22 +494,36 @@ def checkpoint_state(run_dir: str, epoch: int) -> dict[str, Any]:
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
-def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
-    """Export the `best` checkpointed state as an artifact into cfg.run_dir, score the test split
-    once, write the outputs; `last` is the latest state (for the whole history)."""
+def _split_predictions(cfg: TrainConfig, prep: Prepared, net, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import torch
 
+    batches = dataset(cfg.features, split, [*prep.model.inputs, "label", "track_id"]).iter_torch_batches(batch_size=256, **batch_dtypes(prep.model))
+    return predict(net, batches, torch.device("cpu"))
+
+
+def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    """Export the `best` checkpointed state as an artifact into cfg.run_dir, with a temperature
+    fitted on the validation split's tracks; score the test split once, write the outputs; `last`
+    is the latest state (for the whole history)."""
     from mgc.models import build
 
     history = last["history"]
     net = build(prep.model)
     net.load_state_dict(best["model"])
     run_dir = cfg.run_dir
-    artifact.save(storage.join(run_dir, "model"), net, prep.features, prep.labels, {"epoch": best["epoch"], "run": cfg.run_name})
+    n = prep.model.n_classes
+    _, vy, vlp = metrics.track_level(*_split_predictions(cfg, prep, net, "validation"))
+    temperature = metrics.fit_temperature(vy, vlp)
+    artifact.save(storage.join(run_dir, "model"), net, prep.features, prep.labels, {"epoch": best["epoch"], "run": cfg.run_name, "temperature": temperature})
 
-    batches = dataset(cfg.features, "test", [*prep.model.inputs, "label", "track_id"]).iter_torch_batches(batch_size=256, **batch_dtypes(prep.model))
-    ids, ys, lps = predict(net, batches, torch.device("cpu"))
-    test = metrics.evaluate(ids, ys, lps, prep.model.n_classes)
+    ids, ys, lps = _split_predictions(cfg, prep, net, "test")
+    test = metrics.evaluate(ids, ys, lps, n, temperature)
+    _, ty, raw = metrics.track_level(ids, ys, lps)
+    calibration = {
+        "temperature": temperature,
+        "validation": {"ece_before": metrics.ece(vy, vlp), "ece_after": metrics.ece(vy, metrics.calibrate(vlp, temperature))},
+        "test": {"ece_before": metrics.ece(ty, raw), "ece_after": test["track"]["ece"], "log_loss_before": metrics.scores(ty, raw, n)["log_loss"], "log_loss_after": test["track"]["log_loss"]},
+    }
     predictions = pa.table({"track_id": ids, "label": ys, "logprobs": pa.FixedShapeTensorArray.from_numpy_ndarray(lps.astype(np.float32))})
     storage.write_parquet(predictions, storage.join(run_dir, "test_predictions.parquet"))
 
@@ -447,13 +537,19 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
         "epochs_run": len(history),
         "resumed_at": list(last["resumed_at"]),  # epochs resumed from a checkpoint (lost worker, re-run)
         "validation": {k: v for k, v in best_metrics.items() if k.startswith("val_")},
-        "test": test,
+        "test": test,  # track level calibrated by the temperature, as labelling outputs it
+        "calibration": calibration,
+        "stopped_early": bool(history[-1].get("early_stop")),
         "parameters": int(sum(p.numel() for p in net.parameters())),
     }
     storage.write_json(storage.join(run_dir, "metrics.json"), out)
     storage.write_json(storage.join(run_dir, "history.json"), history)
     plots.confusion_matrix(test["track"]["confusion"], prep.labels, storage.join(run_dir, "confusion_matrix.png"), f"{cfg.run_name}: test, track level")
     plots.learning_curves(history, storage.join(run_dir, "learning_curves.png"), cfg.run_name)
+    plots.reliability(
+        {"before": metrics.reliability(ty, raw), f"after (T = {temperature:.2f})": metrics.reliability(ty, metrics.calibrate(raw, temperature))},
+        storage.join(run_dir, "reliability.png"), f"{cfg.run_name}: test tracks",
+    )  # fmt: skip
     return out
 
 
@@ -517,6 +613,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     cfg = absolute(cfg)
     checked = check(cfg)
     check_run_dir(cfg, checked.features, checked.model)
+    if checked.model.architecture.fit:
+        return fit(cfg, prepare(cfg, checked))
     cluster = session.connect()
     cfg = with_workers(cfg, cluster)
     check_resources(cfg, cluster)
@@ -526,6 +624,23 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         result = trainer(cfg, prep).fit()
     best_epoch, best_metrics = max(((m["epoch"], m) for _, m in result.best_checkpoints), key=lambda em: em[1][SCORE])
     return finish(cfg, prep, checkpoint_state(cfg.run_dir, best_epoch), best_metrics, checkpoint_state(cfg.run_dir, result.metrics["epoch"]))
+
+
+def fit(cfg: TrainConfig, prep: Prepared) -> dict[str, Any]:
+    """A model fitted in closed form (the baseline), in one pass over the training split; scored
+    on validation as an epoch would be, then exported and tested as a trained network is."""
+    from mgc import session
+    from mgc.models import build
+
+    session.note(f"train {cfg.run_name}: fitted on the driver from statistics that Ray Data computes")
+    started = time.perf_counter()
+    net = build(prep.model, prep.norm)
+    row: dict[str, Any] = {"epoch": 1, **prep.model.architecture.fit(net, dataset(cfg.features, "training", [*prep.model.inputs, "label"]))}
+    row["train_s"] = time.perf_counter() - started
+    ids, ys, lps = _split_predictions(cfg, prep, net, "validation")
+    row.update(metrics.flat(metrics.evaluate(ids, ys, lps, prep.model.n_classes), "val"))
+    state = {"model": net.state_dict(), "epoch": 1, "history": [row], "resumed_at": []}
+    return finish(cfg, prep, state, row, state)
 
 
 def compare(runs: list[dict[str, Any]], storage_path: str | None = None) -> pd.DataFrame:

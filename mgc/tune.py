@@ -29,10 +29,13 @@ import pandas as pd
 from mgc import plots, storage
 from mgc import train as training
 from mgc.errors import MgcError
+from mgc.models import architecture
 from mgc.train import SCORE, TrainConfig
 
 SEARCHERS = ("random", "optuna", "hyperopt")
-STOPPED_EARLY = "stopped early by ASHA"  # a trials.csv stop reason
+STOPPED_EARLY = "stopped early by ASHA"  # trials.csv stop reasons
+PATIENCE = "stopped early: no better score in --patience epochs"
+SEARCHED = ("weight_decay", "mixup")  # recipe options a sweep may sample beside lr and dropout
 # TrainConfig fields that a sweep samples or derives for each trial, so not options of a sweep.
 PER_TRIAL = ("lr", "dropout", "use_gpu", "gpus_per_worker")
 
@@ -51,15 +54,21 @@ class SweepConfig:
     dropout_min: float = 0.1
     dropout_max: float = 0.7
     dropout_per_layer: bool = False  # sample each dropout layer's rate, not one shared rate
+    # Searched too where the upper bound is above 0 (weight decay log-uniformly, mixup uniformly);
+    # else every trial takes the training options' value.
+    weight_decay_min: float = 0.0
+    weight_decay_max: float = 0.0
+    mixup_min: float = 0.0
+    mixup_max: float = 0.0
     search: str = "random"  # random, or a model-based searcher: optuna, hyperopt (where installed)
-    metric: str = SCORE  # what ASHA and the best trial go by; *loss is minimised, the rest maximised
+    metric: str = SCORE  # what ASHA and the best trial go by; *loss and *ece are minimised, the rest maximised
     grace_period: int = 1  # epochs before ASHA may stop a trial
     reduction_factor: int = 3  # ASHA keeps the best 1/reduction_factor at each rung
     gpus_per_trial: float = 0.0  # shared by the trial's workers; fractions let trials share a GPU
 
     @property
     def mode(self) -> str:
-        return "min" if self.metric.endswith("loss") else "max"
+        return "min" if self.metric.endswith(("loss", "ece")) else "max"
 
     @property
     def sweep_dir(self) -> str:
@@ -76,10 +85,16 @@ class SweepConfig:
 
 def check_options(sweep: SweepConfig) -> None:
     """Everything that can be wrong with the options, before Ray is joined, as one MgcError."""
+    if architecture(sweep.train.model).fit:
+        raise MgcError(f"{sweep.train.model} is fitted in closed form: it has no learning rate or dropout to tune")
     if not 0 < sweep.lr_min < sweep.lr_max:
         raise MgcError(f"learning-rate range [{sweep.lr_min:g}, {sweep.lr_max:g}] is empty or inverted: need 0 < --lr-min < --lr-max")
     if not 0 <= sweep.dropout_min < sweep.dropout_max < 1:
         raise MgcError(f"dropout range [{sweep.dropout_min:g}, {sweep.dropout_max:g}] is empty or inverted: need 0 <= --dropout-min < --dropout-max < 1")
+    if sweep.weight_decay_max and not 0 < sweep.weight_decay_min < sweep.weight_decay_max:
+        raise MgcError(f"weight-decay range [{sweep.weight_decay_min:g}, {sweep.weight_decay_max:g}] is empty or inverted: need 0 < --weight-decay-min < --weight-decay-max")
+    if sweep.mixup_max and not 0 <= sweep.mixup_min < sweep.mixup_max:
+        raise MgcError(f"mixup range [{sweep.mixup_min:g}, {sweep.mixup_max:g}] is empty or inverted: need 0 <= --mixup-min < --mixup-max")
     if sweep.metric not in training.REPORTED:
         raise MgcError(f"metric {sweep.metric!r} is not reported by training; choose one of {', '.join(training.REPORTED)}")
     if sweep.num_samples < 1:
@@ -98,11 +113,13 @@ def check_cluster(sweep: SweepConfig, cluster: dict[str, float]) -> None:
 
 
 def trial_config(sweep: SweepConfig, params: dict[str, Any], trial_id: str, layers: tuple[str, ...] = ()) -> TrainConfig:
-    """One trial's training run: the sampled learning rate and dropout, under runs/<trial_id>."""
+    """One trial's training run: the sampled learning rate, dropout (and weight decay, mixup where
+    searched), under runs/<trial_id>."""
     dropout = tuple(params[f"dropout_{name}"] for name in layers) if sweep.dropout_per_layer else params["dropout"]
     gpus = sweep.gpus_per_trial
     return dataclasses.replace(
-        sweep.train, lr=params["lr"], dropout=dropout, storage_path=storage.join(sweep.sweep_dir, "runs"), name=trial_id,
+        sweep.train, lr=params["lr"], dropout=dropout, weight_decay=params.get("weight_decay", sweep.train.weight_decay),
+        mixup=params.get("mixup", sweep.train.mixup), storage_path=storage.join(sweep.sweep_dir, "runs"), name=trial_id,
         use_gpu=gpus > 0, gpus_per_worker=gpus / sweep.train.num_workers if gpus else 1.0, progress=False,
     )  # fmt: skip
 
@@ -112,7 +129,12 @@ def _space(sweep: SweepConfig, layers: tuple[str, ...]) -> dict[str, Any]:
 
     dropout = tune.uniform(sweep.dropout_min, sweep.dropout_max)
     names = [f"dropout_{name}" for name in layers] if sweep.dropout_per_layer else ["dropout"]
-    return {"lr": tune.loguniform(sweep.lr_min, sweep.lr_max), **{n: dropout for n in names}}
+    space = {"lr": tune.loguniform(sweep.lr_min, sweep.lr_max), **{n: dropout for n in names}}
+    if sweep.weight_decay_max:
+        space["weight_decay"] = tune.loguniform(sweep.weight_decay_min, sweep.weight_decay_max)
+    if sweep.mixup_max:
+        space["mixup"] = tune.uniform(sweep.mixup_min, sweep.mixup_max)
+    return space
 
 
 def _searcher(sweep: SweepConfig, max_concurrent: int = 1):
@@ -275,7 +297,8 @@ def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFra
         # Tune adds trial_id to every report; a trial that failed before reporting has its folder's name.
         trial_id = result.metrics.get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1]
         config = result.config or {}
-        row: dict[str, Any] = {"trial_id": trial_id, "lr": config.get("lr"), **{k: config.get(k) for k in dropout_keys}}
+        searched = [k for k in SEARCHED if k in config]
+        row: dict[str, Any] = {"trial_id": trial_id, "lr": config.get("lr"), **{k: config.get(k) for k in [*dropout_keys, *searched]}}
         history = result.metrics_dataframe
         if history is not None and "epoch" in history:
             # A restarted trial may report an epoch twice: keep the latest report of each.
@@ -297,6 +320,8 @@ def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFra
             row["stop_reason"] = f"error: {str(result.error).strip().splitlines()[-1][:200]}"
         elif row["epochs_run"] >= sweep.train.epochs:
             row["stop_reason"] = "completed"
+        elif history is not None and "early_stop" in history and bool(history["early_stop"].fillna(False).iloc[-1]):
+            row["stop_reason"] = PATIENCE
         else:
             row["stop_reason"] = STOPPED_EARLY
         attempts = storage.join(sweep.sweep_dir, "runs", trial_id, "attempts.json")
@@ -321,7 +346,8 @@ def summarise(sweep: SweepConfig, prep: training.Prepared, grid) -> dict[str, An
         storage.join(sweep.sweep_dir, "search_plane.png"), sweep.metric, "dropout" if len(dropout_cols) == 1 else "mean dropout over layers",
     )  # fmt: skip
 
-    params = {"lr": float(top["lr"]), **{c: float(top[c]) for c in dropout_cols}}
+    searched = [c for c in SEARCHED if c in table]
+    params = {"lr": float(top["lr"]), **{c: float(top[c]) for c in [*dropout_cols, *searched]}}
     cfg = trial_config(sweep, params, str(top["trial_id"]), layers)
     best_state = training.checkpoint_state(cfg.run_dir, int(top["best_epoch"]))
     last_state = training.checkpoint_state(cfg.run_dir, int(top["epochs_run"]))
@@ -334,7 +360,7 @@ def summarise(sweep: SweepConfig, prep: training.Prepared, grid) -> dict[str, An
         "mode": sweep.mode,
         "score": float(top[best_col]),
         "epoch": int(top["best_epoch"]),
-        "config": {"lr": cfg.lr, "dropout": cfg.dropout},
+        "config": {"lr": cfg.lr, "dropout": cfg.dropout, **{c: getattr(cfg, c) for c in searched}},
         "train_run": cfg.run_dir,
         "artifact": storage.join(exported.run_dir, "model"),
         "test": {level: {k: v for k, v in m.items() if k != "confusion"} for level, m in out["test"].items()},

@@ -188,13 +188,14 @@ def test_relabelling_follows_each_files_content_and_the_model(ray_connected, com
 def test_labelling_gives_the_trained_models_probabilities(ray_connected, compared_all, all_inputs, train_corpus, tmp_path, name):
     """The waveform and multimodal artifacts label the test split's audio files, decoded and
     featurised again from the files, with the probabilities the model gave them at training end
-    (test_predictions.parquet, from the shards)."""
+    (test_predictions.parquet, from the shards), calibrated by the artifact's temperature."""
     import pyarrow.parquet as pq
 
     run = compared_all / name
     saved = pq.read_table(run / "test_predictions.parquet")
     lp = pd.DataFrame(saved["logprobs"].combine_chunks().to_numpy_ndarray()).groupby(saved["track_id"].to_numpy()).mean()
-    expected = np.exp(lp.to_numpy() - np.logaddexp.reduce(lp.to_numpy(), axis=1, keepdims=True))
+    calibrated = lp.to_numpy() / json.loads((run / "model" / "model.json").read_text())["temperature"]  # fitted on validation
+    expected = np.exp(calibrated - np.logaddexp.reduce(calibrated, axis=1, keepdims=True))
     tracks = pq.read_table(all_inputs / "_manifest.parquet").to_pandas().set_index("track_id").loc[lp.index]
     batch = train_corpus / f"test_split_{name}.csv"  # beside the audio: manifest paths stay inside its folder
     pd.DataFrame({"path": [os.path.relpath(p, train_corpus) for p in tracks["path"]]}).to_csv(batch, index=False)

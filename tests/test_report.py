@@ -53,9 +53,10 @@ def test_the_report_has_every_section_with_the_runs_figures(run_dir, capsys):
     for title in SECTIONS:
         assert f">{title}</h2>" in page and f"## {title}\n" in md, title
     assert "Not run" not in page + md
-    # 2 figures per model, the sweep's plane: embedded in the HTML, copied beside the Markdown.
-    assert page.count("src='data:image/png;base64,") == 5
-    assert len(re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", md)) == 5 and all((run_dir / "report" / f).is_file() for f in re.findall(r"\]\(([^)]+\.png)\)", md))
+    # 3 figures per model (confusion, learning curves, reliability), the sweep's plane: embedded
+    # in the HTML, copied beside the Markdown.
+    assert page.count("src='data:image/png;base64,") == 7
+    assert len(re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", md)) == 7 and all((run_dir / "report" / f).is_file() for f in re.findall(r"\]\(([^)]+\.png)\)", md))
 
     tables = _tables(md)
     summary = json.loads((run_dir / "features" / "_summary.json").read_text())
@@ -69,8 +70,13 @@ def test_the_report_has_every_section_with_the_runs_figures(run_dir, capsys):
         assert set(table.index) == {"cnn", "cnn_lstm"}
         for run in table.index:
             metrics = json.loads((run_dir / "runs" / run / "metrics.json").read_text())["test"][level]
-            for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss"):
+            for k in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "ece"):
                 assert float(table.loc[run, k]) == pytest.approx(metrics[k], abs=1e-4), (level, run, k)
+    calibration = tables["Calibration, test tracks"].set_index("model")
+    for run in calibration.index:
+        c = json.loads((run_dir / "runs" / run / "metrics.json").read_text())["calibration"]
+        assert float(calibration.loc[run, "temperature"]) == pytest.approx(c["temperature"], abs=1e-3)
+        assert float(calibration.loc[run, "test ece after"]) == pytest.approx(c["test"]["ece_after"], abs=1e-4)
 
     best = json.loads((run_dir / "sweeps" / "sw" / "best.json").read_text())
     config = dict(tables["sw: best configuration"].values)

@@ -67,3 +67,23 @@ def test_genres_are_separable_but_not_trivially(tmp_path):
     assert accuracy > 3 / len(synth.GENRES), accuracy
     within = np.mean([np.linalg.norm(feats[i] - feats[j]) for i in range(len(feats)) for j in range(len(feats)) if i != j and labels[i] == labels[j]])
     assert within > 0.5  # tracks of one genre are not copies of each other
+
+
+def test_label_noise_flips_training_genres_in_the_metadata_only(tmp_path):
+    """--label-noise gives that share of the training tracks another genre in tracks.csv; the
+    audio, validation and test are as in the clean corpus, and synth_truth.csv has both."""
+    clean = synth.generate(synth.SynthConfig(out=str(tmp_path / "clean"), tracks=60, seconds=3.0, broken_share=0.0, seed=4), progress=False)
+    noisy = synth.generate(synth.SynthConfig(out=str(tmp_path / "noisy"), tracks=60, seconds=3.0, broken_share=0.0, label_noise=0.3, seed=4), progress=False)
+    truth = pd.read_csv(f"{noisy}/fma_metadata/synth_truth.csv")
+    meta = fma.read_tracks(f"{noisy}/fma_metadata/tracks.csv")[("track", "genre_top")]
+    labelled = truth[truth["labelled"]]
+    assert (meta.loc[labelled["track_id"]].to_numpy() == labelled["listed_genre"].to_numpy()).all()
+    flipped = truth["listed_genre"] != truth["genre"]
+    assert set(truth.loc[flipped, "split"]) == {"training"}
+    share = flipped[truth["split"] == "training"].mean()
+    assert 0.15 < share < 0.45, share
+    clean_truth = pd.read_csv(f"{clean}/fma_metadata/synth_truth.csv")
+    assert (clean_truth["listed_genre"] == clean_truth["genre"]).all()
+    for track_id in truth["track_id"]:
+        path = fma.audio_path("fma_large", track_id)
+        assert (tmp_path / "noisy" / path).read_bytes() == (tmp_path / "clean" / path).read_bytes()

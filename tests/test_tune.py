@@ -33,6 +33,7 @@ def test_asha_stops_trials_early_and_the_outputs_agree(sweep):
     assert len(early) >= 1 and (early["epochs_run"] < 3).all()
     assert (trials.loc[trials["stop_reason"] == "completed", "epochs_run"] == 3).all()
     assert trials["lr"].between(1e-5, 1e-2).all() and trials["dropout"].between(0.1, 0.7).all()
+    assert trials["weight_decay"].between(1e-4, 1e-1).all() and trials["mixup"].between(0, 0.5).all() and trials["mixup"].nunique() == 6
 
     best = json.loads((sweep_dir / "best.json").read_text())
     top = trials.loc[trials[BEST].idxmax()]
@@ -42,6 +43,7 @@ def test_asha_stops_trials_early_and_the_outputs_agree(sweep):
     # The exported checkpoint is the best epoch's: its validation score is the sweep's best.
     metrics = json.loads((sweep_dir / "best" / "metrics.json").read_text())
     assert metrics["best_epoch"] == best["epoch"] and metrics["validation"][SCORE] == pytest.approx(best["score"])
+    assert metrics["train"]["weight_decay"] == pytest.approx(top["weight_decay"]) and metrics["train"]["mixup"] == pytest.approx(top["mixup"])
     assert (sweep_dir / "search_plane.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -139,6 +141,8 @@ def test_the_best_artifact_loads_and_predicts(sweep, features):
         (["--gpus-per-trial", "1"], "--gpus-per-trial 1 is more than the cluster's 0 GPUs"),
         (["--search", "grid"], "unknown search algorithm 'grid'"),
         (["--grace-period", "5"], "grace-period <= --epochs"),
+        (["--weight-decay-min", "0", "--weight-decay-max", "0.1"], "weight-decay range .* empty or inverted"),
+        (["--model", "baseline"], "baseline is fitted in closed form: it has no learning rate or dropout to tune"),
     ],
 )
 def test_bad_sweeps_fail_before_any_trial(ray_connected, features, tmp_path, capsys, options, message):

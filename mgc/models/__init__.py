@@ -9,6 +9,7 @@ registering its architectures (what they read, their default sizes, their encode
 - cnn1d.py:   cnn1d (four strided/pooled 1-D conv stages over the waveform, global pooling)
 - mm_crnn.py: mm_crnn (a 1-D waveform encoder and a 2-D log-mel encoder whose feature maps are
               concatenated along channels and fed to one LSTM)
+- baseline.py: baseline (per-band statistics, logistic regression fitted in closed form)
 
 Every network normalises each input with statistics of the training split (buffers, so that an
 exported model carries them), and exposes `embed` (the penultimate layer). Adding a model is one
@@ -16,6 +17,6 @@ new module that calls `register`, imported below.
 """
 
 from mgc.models.base import ARCHITECTURES, Architecture, GenreNet, ModelConfig, architecture, build, for_inference, reads, register  # noqa: F401
-from mgc.models import cnn, lstm, residual, cnn1d, mm_crnn  # noqa: F401,E402,I001  (registration, in the order --help lists them)
+from mgc.models import baseline, cnn, lstm, residual, cnn1d, mm_crnn  # noqa: F401,E402,I001  (registration, in the order --help lists them)
 
 MODELS = tuple(ARCHITECTURES)

@@ -28,6 +28,9 @@ class Architecture:
     encoder: Callable[..., nn.Module]
     defaults: dict[str, Any]  # channels, kernel, dense, lstm_units
     lstm: bool = False  # a stack of LSTMs, with a dropout layer between each two
+    # Fitted in closed form instead of by the training loop: fit(net, training split as a Ray
+    # Dataset) -> {"train_loss": ...} (the baseline).
+    fit: Callable[..., dict[str, float]] | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -80,6 +83,8 @@ class ModelConfig:
         for k, v in arch.defaults.items():
             if not getattr(self, k):
                 object.__setattr__(self, k, v)
+        if arch.fit:  # its head is the fitted linear model, whatever sizes a comparison passes
+            object.__setattr__(self, "dense", ())
         object.__setattr__(self, "inputs", _readable(arch, tuple(self.inputs) or arch.reads[0]))
         if not self.shapes:
             object.__setattr__(self, "shapes", tuple(input_kinds.get(n).shape(FeatureConfig()) for n in self.inputs))
@@ -146,16 +151,18 @@ class GenreNet(nn.Module):
         self.encoder = cfg.architecture.encoder(cfg, tuple(gaps))
         self.head = Head(self.encoder.size, cfg.dense, cfg.n_classes, head_rate)
 
-    def encode(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        """{input: [batch, *shape]} features -> [batch, n] vector before the head."""
-        return self.encoder({n: self.norm[n](x[n]) for n in self.cfg.inputs})
+    def encode(self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """{input: [batch, *shape]} features -> [batch, n] vector before the head; `augment(name,
+        normalised input)` is the training loop's (mgc.augment), never given elsewhere."""
+        z = {n: self.norm[n](x[n]) for n in self.cfg.inputs}
+        return self.encoder({n: augment(n, v) for n, v in z.items()} if augment else z)
 
     def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         """The penultimate layer: the track embedding used for recommendations."""
         return self.head.hidden(self.encode(x))
 
-    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head.out(self.embed(x))
+    def forward(self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        return self.head.out(self.head.hidden(self.encode(x, augment)))
 
 
 def build(cfg: ModelConfig, norm: dict[str, tuple[Any, Any]] | None = None) -> GenreNet:

@@ -1,0 +1,84 @@
+"""The classical baseline, as the FMA paper's: summary statistics of the spectra, standardised,
+then multinomial logistic regression (scikit-learn).
+
+Each segment's statistics are the mean and standard deviation over time of every log-mel band
+and every MFCC; a track's prediction pools its segments' log-probabilities as every model's does
+(mgc.metrics.pool), so it labels, embeds and compares like the networks. The regression is fitted
+in closed form on the driver (`fit`) from statistics computed by Ray Data, never by gradient
+descent; its scaler and coefficients become the tensors of a GenreNet (a standardising buffer and
+the head's linear layer), so the artifact holds arrays, never a pickle. Its embedding is the
+standardised statistics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mgc.models.base import Architecture, register
+from mgc.models.blocks import Normalise
+
+C = 1.0  # inverse regularisation strength of the logistic regression (scikit-learn's default)
+
+
+class Statistics(nn.Module):
+    """{input: [batch, bands, frames]} -> [batch, 2 x bands of every input]: per band mean and
+    standard deviation over time, standardised with the training split's statistics."""
+
+    def __init__(self, cfg, gaps: tuple[float, ...]):
+        super().__init__()
+        self.size = sum(2 * shape[0] for shape in cfg.shapes)
+        self.scale = Normalise(self.size)
+
+    @staticmethod
+    def raw(x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The statistics before standardisation."""
+        return torch.cat([s for v in x.values() for s in (v.mean(-1), v.std(-1))], 1)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.scale(self.raw(x))
+
+
+def fit(net, train: Any) -> dict[str, float]:
+    """Fit `net` (a baseline GenreNet with its inputs' normalisation) on the training split, a Ray
+    Dataset of its inputs and labels: statistics per segment by Ray Data, then the scaler and the
+    regression here. Returns {'train_loss': log loss on the training split}."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.preprocessing import StandardScaler
+
+    names = net.cfg.inputs
+
+    def statistics(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            x = {n: net.norm[n](torch.from_numpy(batch[n].astype(np.float32))) for n in names}
+            return {"x": Statistics.raw(x).numpy(), "label": batch["label"]}
+
+    parts = train.map_batches(statistics, batch_format="numpy", batch_size=256).take_all()
+    x, y = np.stack([p["x"] for p in parts]), np.array([p["label"] for p in parts])
+    scaler = StandardScaler().fit(x)
+    z = scaler.transform(x)
+    model = LogisticRegression(C=C, max_iter=2000).fit(z, y)
+    n = net.cfg.n_classes
+    weight, bias = np.zeros((n, z.shape[1])), np.full(n, -30.0)  # a genre training lacks is never predicted
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:  # scikit-learn keeps one row for two classes: the same softmax, split
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    weight[model.classes_], bias[model.classes_] = coef, intercept
+    with torch.no_grad():
+        net.encoder.scale.mean.copy_(torch.as_tensor(scaler.mean_))
+        net.encoder.scale.std.copy_(torch.as_tensor(np.maximum(scaler.scale_, 1e-8)))
+        net.head.out.weight.copy_(torch.as_tensor(weight))
+        net.head.out.bias.copy_(torch.as_tensor(bias))
+    probs = np.zeros((len(y), n))
+    probs[:, model.classes_] = model.predict_proba(z)
+    return {"train_loss": float(log_loss(y, probs, labels=list(range(n))))}
+
+
+register(Architecture(
+    "baseline", "mean and standard deviation of each log-mel band and MFCC, standardised, multinomial logistic regression (no training loop)",
+    (("logmel", "mfcc"), ("logmel",), ("mfcc",)), Statistics, {"dense": ()}, fit=fit,
+))  # fmt: skip
