@@ -25,7 +25,7 @@ SMALL = {"channels": (8, 16, 32, 32), "dense": (64, 32), "lstm_units": (64, 64),
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
     workdir: str = "demo"
-    tracks: int = 240
+    tracks: int = 200
     seconds: float = 30.0
     epochs: int = 5
     trials: int = 4
