@@ -124,7 +124,7 @@ LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "gpus_per_trial": (0, None, True, False), "top_k": (1, None, True, False), "uncertain_below": (0, 1, True, True),
     "files_per_batch": (1, None, True, False), "actors": (0, None, True, False), "tracks": (1, None, True, False),
     "seconds": (3, None, True, False), "trials": (1, None, True, False), "sweep_epochs": (1, None, True, False),
-    "uploads": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False), "label_noise": (0, 1, True, False),
+    "uploads": (0, None, True, False), "link_pool": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False), "label_noise": (0, 1, True, False),
     "workers": (0, None, True, False), "k": (1, None, True, False), "weight_decay": (0, None, True, False),
     "warmup_epochs": (0, None, True, False), "label_smoothing": (0, 1, True, False), "time_shift": (0, 1, True, True),
     "spec_mask": (0, 1, True, True), "gain_db": (0, None, True, False), "mixup": (0, None, True, False), "patience": (0, None, True, False),
@@ -228,6 +228,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     cfg = SynthConfig(
         out=args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed, broken_share=args.broken_share,
         unlabelled_share=args.unlabelled_share, label_noise=args.label_noise, audio_dir=args.audio_dir, workers=args.workers,
+        link_pool=args.link_pool, fma_proportions=args.fma_proportions,
     )  # fmt: skip
     print(generate(cfg, progress=not args.no_progress))
     return 0
@@ -389,6 +390,10 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
                    help="share of training tracks given another genre at random in tracks.csv, the audio unchanged: noisy labels (default: 0)")
     s.add_argument("--audio-dir", default="fma_large", help="audio folder name under --out (default: fma_large)")
     s.add_argument("--workers", type=ranged(int, "workers"), default=0, help="processes writing audio (default: 0 = one per core)")
+    s.add_argument("--link-pool", type=ranged(int, "link_pool"), default=0, metavar="N",
+                   help="render only N clips and hard-link every track to one of its genre's: FMA large's 106,574 tracks in minutes, for scale benchmarks (default: 0 = render every track)")
+    s.add_argument("--fma-proportions", action="store_true",
+                   help="FMA large's subset sizes (7.5%% small, 16%% more medium) and genre_top coverage (47%%) instead of even subsets and --unlabelled-share")
     s.add_argument("--uploads", type=ranged(int, "uploads"), default=0, metavar="N",
                    help="instead of a corpus, write N 'new uploads' of mixed formats, rates and channels, a 2-minute file and 3 broken files, to label")
     s.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

@@ -56,6 +56,11 @@ BROKEN_EXPECTED = {
     "missing": "missing_file",
 }
 
+# FMA large: 8,000 small, 25,000 medium (small included), 106,574 in all; genre_top is set on
+# every small and medium track and on 24,598 of the 81,574 others (49,598 in all).
+FMA_SUBSET_SHARES = {"small": 8_000 / 106_574, "medium": 17_000 / 106_574, "large": 81_574 / 106_574}
+FMA_UNLABELLED_IN_LARGE = 56_976 / 81_574
+
 # tracks.csv columns in the FMA's order.
 TRACKS_COLUMNS = (
     [("album", c) for c in "comments date_created date_released engineer favorites id information listens producer tags title tracks type".split()]
@@ -81,6 +86,12 @@ class SynthConfig:
     label_noise: float = 0.0
     audio_dir: str = "fma_large"
     workers: int = 0
+    # Render only this many clips (shared by the genres) and hard-link every track to one of its
+    # genre's: a corpus of FMA large's size in minutes, for benchmarks of what grows with it.
+    link_pool: int = 0
+    # FMA large's subset sizes and genre_top coverage (FMA_SUBSET_SHARES) instead of even
+    # subsets and `unlabelled_share`.
+    fma_proportions: bool = False
 
     def __post_init__(self) -> None:
         if self.tracks < 1:
@@ -89,6 +100,8 @@ class SynthConfig:
             raise MgcError("synth: --seconds must be at least 3 (one segment)")
         if not 0 <= self.broken_share < 1 or not 0 <= self.unlabelled_share < 1 or not 0 <= self.label_noise < 1:
             raise MgcError("synth: shares must be in [0, 1)")
+        if self.link_pool < 0:
+            raise MgcError("synth: --link-pool must be at least 0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,11 +510,12 @@ def plan(cfg: SynthConfig) -> pd.DataFrame:
     split_of = {}
     for genre, g in df.groupby("genre", sort=True):
         artists = list(g["artist_id"].unique())
+        sizes = g["artist_id"].value_counts()
         rng.shuffle(artists)
         counts = {"training": 0, "validation": 0, "test": 0}
         target = {"training": 0.8, "validation": 0.1, "test": 0.1}
         for i, a in enumerate(artists):
-            n = int((g["artist_id"] == a).sum())
+            n = int(sizes[a])
             if len(artists) >= 3 and i < 2:
                 s = ["validation", "test"][i]
             else:
@@ -510,8 +524,10 @@ def plan(cfg: SynthConfig) -> pd.DataFrame:
             split_of[a] = s
             counts[s] += n
     df["split"] = df["artist_id"].map(split_of)
-    df["subset"] = rng.choice(["small", "medium", "large"], size=len(df), p=[0.4, 0.3, 0.3])
-    df["labelled"] = ~((df["subset"] == "large") & (rng.random(len(df)) < cfg.unlabelled_share / 0.3))
+    shares = FMA_SUBSET_SHARES if cfg.fma_proportions else {"small": 0.4, "medium": 0.3, "large": 0.3}
+    df["subset"] = rng.choice(list(shares), size=len(df), p=list(shares.values()))
+    unlabelled = FMA_UNLABELLED_IN_LARGE if cfg.fma_proportions else cfg.unlabelled_share / shares["large"]
+    df["labelled"] = ~((df["subset"] == "large") & (rng.random(len(df)) < unlabelled))
     df["kind"] = "ok"
     n_broken = int(round(cfg.broken_share * len(df)))
     if n_broken:
@@ -562,6 +578,19 @@ def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
         ("track", "listens"): 0, ("track", "number"): df.groupby("artist_id").cumcount().to_numpy() + 1,
         ("track", "tags"): "[]", ("track", "title"): [f"Track {t}" for t in df["track_id"]],
     }  # fmt: skip
+    # Columns the FMA fills for some tracks only; filled on every 7th (the first included), so
+    # that they read back with the real file's dtypes (an all-empty column reads as float).
+    some = np.arange(len(df)) % 7 == 0
+    sparse = {
+        ("album", "date_released"): created, ("album", "engineer"): "Synthetic Engineer", ("album", "producer"): "Synthetic Producer",
+        ("artist", "active_year_begin"): created, ("artist", "active_year_end"): created, ("artist", "associated_labels"): "Synthetic Records",
+        ("artist", "bio"): "<p>A synthetic artist.</p>", ("artist", "latitude"): 41.39, ("artist", "location"): "Barcelona",
+        ("artist", "longitude"): 2.17, ("artist", "members"): "Synthetic Member", ("artist", "related_projects"): "Side projects",
+        ("artist", "website"): "http://example.org", ("artist", "wikipedia_page"): "http://example.org/wiki",
+        ("track", "composer"): "Synthetic Composer", ("track", "date_recorded"): created, ("track", "information"): "<p></p>",
+        ("track", "lyricist"): "Synthetic Lyricist", ("track", "publisher"): "Synthetic Publisher",
+    }  # fmt: skip
+    cols.update({k: np.where(some, v, np.nan if isinstance(v, float) else "") for k, v in sparse.items()})
     for k, v in cols.items():
         out[k] = v
     return out
@@ -574,6 +603,25 @@ def _genres_csv(df: pd.DataFrame) -> pd.DataFrame:
             rows.append((gid, 0, GENRE_IDS[parent], title, GENRE_IDS[parent]))
     g = pd.DataFrame(rows, columns=["genre_id", "#tracks", "parent", "title", "top_level"]).set_index("genre_id")
     return g.sort_index()
+
+
+def _link_pool(df: pd.DataFrame, paths: list[str], cfg: SynthConfig) -> tuple[list[tuple], list[tuple[str, str]]]:
+    """The clips to render into <out>/_link_pool/ (`link_pool` good ones shared by the genres,
+    rendered as the first tracks of each genre; one file per kind of broken file) and the
+    (pool file, track path) hard links that give every track one of them. Missing files stay missing."""
+    pool_dir = os.path.join(cfg.out, "_link_pool")
+    per_genre = max(1, cfg.link_pool // len(GENRES))
+    jobs, links, sources = [], [], {}
+    rank = df.groupby(["genre", "kind"]).cumcount().to_numpy()
+    for path, r, i in zip(paths, df.itertuples(), rank):
+        if r.kind == "missing":
+            continue
+        key = (r.genre, int(i) % per_genre) if r.kind == "ok" else (r.kind, 0)
+        if key not in sources:
+            sources[key] = os.path.join(pool_dir, f"{key[0].replace(' ', '_').replace('/', '_')}-{key[1]}.mp3")
+            jobs.append((sources[key], r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind))
+        links.append((sources[key], path))
+    return jobs, links
 
 
 def generate(cfg: SynthConfig, progress: bool = True) -> str:
@@ -592,14 +640,20 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
         return cfg.out
     df = plan(cfg)
     audio_root = os.path.join(cfg.out, cfg.audio_dir)
-    jobs = [
-        (fma.audio_path(audio_root, r.track_id), r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind)
-        for r in df.itertuples()
-    ]
+    paths = [fma.audio_path(audio_root, t) for t in df["track_id"]]
+    jobs = [(p, r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind) for p, r in zip(paths, df.itertuples())]
+    links: list[tuple[str, str]] = []
+    if cfg.link_pool:
+        jobs, links = _link_pool(df, paths, cfg)
     workers = cfg.workers or os.cpu_count() or 1
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for _ in tqdm(pool.map(_write_track, jobs, chunksize=4), total=len(jobs), desc="synth", unit="track", disable=not progress):
             pass
+    for source, path in tqdm(links, desc="link", unit="track", disable=not progress or not links, mininterval=1.0):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.lexists(path):
+            os.remove(path)
+        os.link(source, path)
     os.makedirs(meta_dir, exist_ok=True)
     _tracks_csv(df, cfg).to_csv(os.path.join(meta_dir, "tracks.csv"))
     _genres_csv(df).to_csv(os.path.join(meta_dir, "genres.csv"))

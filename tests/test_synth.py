@@ -87,3 +87,42 @@ def test_label_noise_flips_training_genres_in_the_metadata_only(tmp_path):
     for track_id in truth["track_id"]:
         path = fma.audio_path("fma_large", track_id)
         assert (tmp_path / "noisy" / path).read_bytes() == (tmp_path / "clean" / path).read_bytes()
+
+
+def test_linked_corpus_at_fma_proportions_loads_like_the_real_tracks_csv(tmp_path, fma_sample):
+    """The scale benchmark's corpus builder (`--link-pool`, `--fma-proportions`) at 2,000 tracks:
+    its tracks.csv reads through mgc.fma with the real file's columns and dtypes, FMA large's
+    subset, split and genre_top shares, and every track is a hard link to a pool clip of its genre."""
+    from mgc.cli import main
+
+    out = tmp_path / "linked"
+    args = ["synth", "--out", str(out), "--tracks", "2000", "--seconds", "3", "--link-pool", "16", "--fma-proportions", "--no-progress"]
+    assert main(args) == 0
+    ours = fma.read_tracks(str(out / "fma_metadata" / "tracks.csv"))
+    real = fma.read_tracks(str(fma_sample / "tracks.csv"))
+    assert list(ours.columns) == list(real.columns)
+    pd.testing.assert_series_equal(ours.dtypes, real.dtypes)
+    assert ours.index.dtype == real.index.dtype and len(ours) == 2000
+    assert set(ours[("set", "subset")]) == set(real[("set", "subset")]) and set(ours[("set", "split")]) == set(real[("set", "split")])
+    subsets = ours[("set", "subset")].value_counts(normalize=True)
+    for subset, share in synth.FMA_SUBSET_SHARES.items():
+        assert abs(subsets[subset] - share) < 0.03, (subset, subsets[subset])
+    splits = ours[("set", "split")].value_counts(normalize=True)
+    assert abs(splits["training"] - 0.8) < 0.03 and abs(splits["test"] - 0.1) < 0.03
+    labelled = ours[("track", "genre_top")].notna()
+    assert labelled[ours[("set", "subset")] != "large"].all()  # small and medium: all labelled, as in the FMA
+    assert abs(labelled.mean() - 49_598 / 106_574) < 0.04
+    assert [len(fma.manifest(str(out), "fma_large", s)) for s in ("small", "medium", "large")] == sorted(
+        [int((ours[("set", "subset")].isin(fma.SUBSETS[: i + 1])).sum()) for i in range(3)]
+    )
+    # 16 clips shared by 8 genres (2 each) plus one file per broken kind; every other track links to one.
+    truth = pd.read_csv(out / "fma_metadata" / "synth_truth.csv")
+    pool = {p.stat().st_ino: p.name for p in (out / "_link_pool").iterdir()}
+    assert len(pool) == 16 + len(synth.BROKEN_EXPECTED) - 1
+    for row in truth.itertuples():
+        path = out / fma.audio_path("fma_large", row.track_id)
+        if row.kind == "missing":
+            assert not path.exists()
+            continue
+        source = pool[path.stat().st_ino]
+        assert source.startswith(row.genre.replace(" ", "_") + "-" if row.kind == "ok" else row.kind + "-"), (row, source)
