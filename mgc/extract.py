@@ -18,6 +18,7 @@ retries a task or a late task of the killed run finishes after the new run start
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,14 +93,20 @@ def process_chunk(chunk: dict[str, Any], out: str, cfg: FeatureConfig) -> list[d
 
     name = shard_name(int(chunk["chunk"]))
     storage.write_parquet(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), storage.join(out, "rejects", name))
+    groups = None
     if columns["track_id"]:
-        arrays = [pa.array(columns[c], type=schema.field(c).type) for c in SCALAR_COLUMNS]
-        arrays += [pa.FixedShapeTensorArray.from_numpy_ndarray(np.concatenate(columns[c])) for c in cfg.inputs]
+        # One row group per split and labelled-or-not, in track order within each: training's
+        # reads of one split's labelled segments skip every other row group by its statistics.
+        key = [(split, label < 0) for split, label in zip(columns["split"], columns["label"])]
+        order = sorted(range(len(key)), key=key.__getitem__)
+        arrays = [pa.array([columns[c][i] for i in order], type=schema.field(c).type) for c in SCALAR_COLUMNS]
+        arrays += [pa.FixedShapeTensorArray.from_numpy_ndarray(np.concatenate(columns[c])[order]) for c in cfg.inputs]
         table = pa.Table.from_arrays(arrays, schema=schema)
+        groups = [sum(1 for _ in g) for _, g in itertools.groupby(sorted(key))]
     else:
         table = schema.empty_table()
     # Written last: its existence marks the chunk done.
-    storage.write_parquet(table, storage.join(out, "features", name), scalar_columns=SCALAR_COLUMNS)
+    storage.write_parquet(table, storage.join(out, "features", name), scalar_columns=SCALAR_COLUMNS, row_groups=groups)
     return status
 
 

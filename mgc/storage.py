@@ -137,6 +137,24 @@ def list_files(directory: str, suffix: str | tuple[str, ...] = "", recursive: bo
     )
 
 
+def file_stats(root: str, files: list[str]) -> dict[str, tuple[int, int]]:
+    """(size, modification time in ns) of `files` (paths relative to `root`, as list_tree gives
+    them): a stat each in a local folder, one listing of an object store's prefix. Files gone
+    since are left out."""
+    fs, p = resolve(root)
+    if isinstance(fs, pafs.LocalFileSystem):
+        stats = {}
+        for rel in files:
+            with contextlib.suppress(OSError):
+                st = os.stat(os.path.join(p, rel))
+                stats[rel] = (st.st_size, st.st_mtime_ns)
+        return stats
+    base, wanted = p.rstrip("/") + "/", set(files)
+    with _clear_errors(root):
+        infos = fs.get_file_info(pafs.FileSelector(p, recursive=True))
+    return {i.path[len(base) :]: (i.size, i.mtime_ns) for i in infos if i.path[len(base) :] in wanted and i.mtime_ns is not None}
+
+
 @dataclasses.dataclass
 class Tree:
     """The files under a folder (paths relative to it, '/'-separated), and the symbolic links
@@ -239,23 +257,34 @@ def read_json(path: str) -> Any:
         raise MgcError(f"{path}: not valid JSON ({e})") from None
 
 
-def write_parquet(table: pa.Table, path: str, scalar_columns: list[str] | None = None) -> None:
+def write_parquet(table: pa.Table, path: str, scalar_columns: list[str] | None = None, row_groups: list[int] | None = None) -> None:
     """Write one Parquet file atomically.
 
     With `scalar_columns`, only those columns get dictionaries and statistics: on tensor columns
-    both cost 3x the write time and make the file larger.
+    both cost 3x the write time and make the file larger. `row_groups`: the rows' consecutive
+    runs, by length, each written as a row group of its own (a reader's filter skips a row group
+    whose statistics rule it out).
     """
     kwargs = {} if scalar_columns is None else {"use_dictionary": scalar_columns, "write_statistics": scalar_columns}
-    _write_atomic(path, lambda f: pq.write_table(table, f, compression="zstd", **kwargs))
+
+    def write(f) -> None:
+        with pq.ParquetWriter(f, table.schema, compression="zstd", **kwargs) as writer:
+            start = 0
+            for n in row_groups or [table.num_rows]:
+                writer.write_table(table.slice(start, n), row_group_size=max(n, 1))
+                start += n
+
+    _write_atomic(path, write)
 
 
-def read_parquet(path: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a Parquet file or a directory of them (hidden and _-prefixed files are skipped)."""
+def read_parquet(path: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+    """Read a Parquet file or a directory of them (hidden and _-prefixed files are skipped). With
+    `schema`, files that lack one of its columns read it as nulls (older writers' files)."""
     import pyarrow.dataset as pads
 
     fs, p = resolve(path)
     with _clear_errors(path):
-        return pads.dataset(p, filesystem=fs, format="parquet").to_table(columns=columns)
+        return pads.dataset(p, filesystem=fs, format="parquet", schema=schema).to_table(columns=columns)
 
 
 def remove_stale_temporaries(directory: str) -> int:

@@ -52,6 +52,31 @@ def test_tensor_columns_are_fixed_shape_float16(extracted):
     assert len(label) == len(logmel)
 
 
+def test_each_split_and_labelled_or_not_is_a_row_group_that_split_reads_skip(extracted):
+    """Training reads one split's labelled segments: the shards keep them in row groups of their
+    own, with statistics, so a filtered read decodes nothing else."""
+    import pyarrow.dataset as pads
+    import pyarrow.parquet as pq
+
+    groups = 0
+    for path in sorted((extracted[0] / "features").glob("part-*.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        keys = []
+        for g in range(meta.num_row_groups):
+            split, label = (meta.row_group(g).column(names.index(c)).statistics for c in ("split", "label"))
+            assert split.min == split.max and (label.max < 0 or label.min >= 0), (path, g)
+            keys.append((split.min, label.max < 0))
+        assert len(set(keys)) == len(keys)  # one row group per kind
+        groups += meta.num_row_groups
+    dataset = pads.dataset(str(extracted[0] / "features"), format="parquet")
+    wanted = (pads.field("split") == "validation") & (pads.field("label") >= 0)
+    fragments = [f.subset(wanted) for f in dataset.get_fragments()]
+    kept = sum(f.num_row_groups for f in fragments)
+    assert 0 < kept < groups / 3, (kept, groups)
+    assert sum(f.count_rows() for f in fragments) == dataset.count_rows(filter=wanted)
+
+
 def test_ray_data_reads_the_shards_as_tensors(extracted):
     import ray
 
