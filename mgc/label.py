@@ -16,7 +16,10 @@ Output (<out>/):
 A file is labelled once per content and model: a re-run skips every path whose latest row for the
 model has the same content hash (or, for a file that could not be read, is still unreadable), so
 re-running after a kill finishes the rest, without duplicates (a part is written whole or not at
-all). A changed file gets a new row; `current()` reads the latest row of each path.
+all). A folder's file whose size and modification time are those of its latest row is skipped
+without being read (as rsync's quick check): a re-run over a catalogue costs about a listing of
+it; a manifest's files are hashed again. A changed file gets a new row; `current()` reads the
+latest row of each path.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from mgc.features import FeatureConfig
 from mgc.manifest import AUDIO_EXTENSIONS
 
 LABEL_COLUMNS = [
-    "path", "content_hash", "model_id", "labelled_at", "status", "reason", "detail", "duration_s", "analysed_s", "n_segments",
+    "path", "content_hash", "size_bytes", "modified_ns", "model_id", "labelled_at", "status", "reason", "detail", "duration_s", "analysed_s", "n_segments",
     "top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding",
 ]  # fmt: skip
 
@@ -74,8 +77,9 @@ class LabelConfig:
 
 @dataclass
 class Listing:
-    """The files to label: rows {'path', 'error'} (`error` names what is wrong with an entry:
-    outside the input's root, links resolved), and how many links inside it were skipped."""
+    """The files to label: rows {'path', 'error', 'size', 'mtime_ns'} (`error` names what is
+    wrong with an entry: outside the input's root, links resolved; size and modification time
+    from a folder's listing, -1 where unknown), and how many links inside it were skipped."""
 
     rows: list[dict[str, Any]]
     links_skipped: int = 0
@@ -101,10 +105,14 @@ def list_inputs(source: str, follow_links: bool = False) -> Listing:
     if not storage.exists(source):
         raise MgcError(f"{source}: input folder not found")
     tree = storage.list_tree(source, AUDIO_EXTENSIONS, follow_links)
-    rows = [{"path": storage.join(source, rel), "error": None} for rel in tree.files]
-    rows += [{"path": storage.join(source, rel), "error": f"{storage.join(source, rel)}: a link to {target}, outside the input folder: not read"}
+    stats = storage.file_stats(source, tree.files)
+    rows = [{"path": storage.join(source, rel), "error": None, "size": stats.get(rel, UNKNOWN)[0], "mtime_ns": stats.get(rel, UNKNOWN)[1]} for rel in tree.files]
+    rows += [{"path": storage.join(source, rel), "error": f"{storage.join(source, rel)}: a link to {target}, outside the input folder: not read", "size": -1, "mtime_ns": -1}
              for rel, target in tree.outside]  # fmt: skip
     return Listing(rows, tree.skipped)
+
+
+UNKNOWN = (-1, -1)  # size and modification time of a file the listing did not give
 
 
 def _through_link(path: str, root: str) -> bool:
@@ -120,7 +128,8 @@ def _resolve_entry(root: str, path: str) -> dict[str, Any]:
     else:
         full = os.path.normpath(os.path.join(root, path))
         inside = storage.inside(full, root)
-    return {"path": full, "error": None if inside else f"{path}: outside the manifest's folder {root} (links resolved): not read"}
+    error = None if inside else f"{path}: outside the manifest's folder {root} (links resolved): not read"
+    return {"path": full, "error": error, "size": -1, "mtime_ns": -1}
 
 
 def _content_hash(path: str) -> str:
@@ -133,14 +142,19 @@ def _content_hash(path: str) -> str:
     return digest.hexdigest()
 
 
-def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], done: dict[str, str | None]) -> dict[str, Any]:
-    """One file: its content hash, then, unless `done` (path -> hash of its latest row) says this
-    content is labelled already, the inputs `names` the model reads (a column each), with the
-    extraction's decode and input code. Never raises: failures are error rows."""
+def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], done: dict[str, tuple]) -> dict[str, Any]:
+    """One file: unless `done` (path -> (content hash or None, size, modification time) of its
+    latest row) says it is labelled already, by its size and modification time or else by its
+    content hash, the inputs `names` the model reads (a column each), with the extraction's decode
+    and input code. Never raises: failures are error rows."""
     path = row["path"]
     # Strings are "" rather than None: Ray Data would make an all-None block column float.
-    out: dict[str, Any] = {"path": path, "content_hash": "", "status": "error", "reason": "", "detail": "", "duration_s": np.nan, "analysed_s": np.nan,
-                           **{n: np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names}}  # fmt: skip
+    out: dict[str, Any] = {"path": path, "content_hash": "", "size": row["size"], "mtime_ns": row["mtime_ns"], "status": "error", "reason": "", "detail": "",
+                           "duration_s": np.nan, "analysed_s": np.nan, **{n: np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names}}  # fmt: skip
+    previous = done.get(path)
+    if previous and previous[0] and row["size"] >= 0 and previous[1:] == (row["size"], row["mtime_ns"]):
+        out.update(content_hash=previous[0], status="skipped")  # unchanged since its latest row: not read again
+        return out
     try:
         if row["error"]:
             out.update(reason="outside_root", detail=row["error"])
@@ -150,7 +164,7 @@ def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], 
         out.update(reason="missing_file", detail=f"{path}: no such file")
     except OSError as e:
         out.update(reason="unreadable", detail=f"{path}: {e}")
-    if path in done and done[path] == (out["content_hash"] or None):
+    if previous and previous[0] == (out["content_hash"] or None):
         out["status"] = "skipped"  # same content (or still unreadable) as its latest row
         return out
     if not out["content_hash"]:
@@ -216,6 +230,8 @@ class Classifier:
                 cols["embedding"][i] = seg_emb.mean(0).astype(np.float32).tolist()
         for k in ("path", "content_hash", "status", "reason", "detail"):
             cols[k] = [str(v) or None for v in batch[k]]  # "" back to null
+        cols["size_bytes"] = [int(v) if v >= 0 else None for v in batch["size"]]
+        cols["modified_ns"] = [int(v) if v >= 0 else None for v in batch["mtime_ns"]]
         for k in ("duration_s", "analysed_s"):
             cols[k] = [None if np.isnan(v) else float(v) for v in batch[k]]
         return pa.Table.from_pydict(cols, schema=self.schema)
@@ -235,7 +251,7 @@ def model_id(path: str) -> str:
 def output_schema(n_classes: int, emb: int) -> pa.Schema:
     """The labels Parquet: LABEL_COLUMNS, typed."""
     return pa.schema([
-        ("path", pa.string()), ("content_hash", pa.string()), ("model_id", pa.string()), ("labelled_at", pa.timestamp("us", tz="UTC")), ("status", pa.string()),
+        ("path", pa.string()), ("content_hash", pa.string()), ("size_bytes", pa.int64()), ("modified_ns", pa.int64()), ("model_id", pa.string()), ("labelled_at", pa.timestamp("us", tz="UTC")), ("status", pa.string()),
         ("reason", pa.string()), ("detail", pa.string()), ("duration_s", pa.float32()), ("analysed_s", pa.float32()),
         ("n_segments", pa.int32()), ("top_genres", pa.list_(pa.string())), ("top_probs", pa.list_(pa.float32())),
         ("agreement", pa.float32()), ("uncertain", pa.bool_()), ("probabilities", pa.list_(pa.float32(), n_classes)),
@@ -243,11 +259,14 @@ def output_schema(n_classes: int, emb: int) -> pa.Schema:
     ])  # fmt: skip
 
 
-def read_labels(out: str) -> pd.DataFrame:
-    """Every row labelled so far under `out` (empty frame if none)."""
+def read_labels(out: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Every row labelled so far under `out` (empty frame if none), all columns or `columns`
+    (null where a part of an earlier mgc lacks one)."""
     if not storage.list_files(storage.join(out, "labels"), ".parquet"):
-        return pd.DataFrame(columns=LABEL_COLUMNS)
-    return storage.read_parquet(storage.join(out, "labels")).to_pandas()
+        return pd.DataFrame(columns=columns or LABEL_COLUMNS)
+    schema = None if columns is None else pa.schema([output_schema(1, 1).field(c) for c in columns])
+    # Sizes and nanosecond times as exact nullable integers (float64 would round the times).
+    return storage.read_parquet(storage.join(out, "labels"), columns=columns, schema=schema).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
 
 
 def run(cfg: LabelConfig) -> dict[str, Any]:
@@ -269,8 +288,11 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
         session.note(f"label: {listed.links_skipped} symbolic link(s) in {cfg.input} skipped; --follow-links follows those that stay inside it")
     storage.ensure_writable_dir(cfg.out)
     storage.remove_stale_temporaries(storage.join(cfg.out, "labels"))
-    latest = current(cfg.out, mid)
-    done = {p: (h if isinstance(h, str) else None) for p, h in zip(latest["path"], latest["content_hash"])}
+    latest = current(cfg.out, mid, columns=["content_hash", "size_bytes", "modified_ns"])
+    done = {
+        p: (h if isinstance(h, str) else None, -2 if pd.isna(s) else int(s), -2 if pd.isna(m) else int(m))  # unknown: never equal
+        for p, h, s, m in zip(latest["path"], latest["content_hash"], latest["size_bytes"], latest["modified_ns"])
+    }
     unique = list({r["path"]: r for r in listed.rows}.values())
 
     cpus = session.connect().get("CPU", 1)
@@ -308,23 +330,29 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
         stamp = pa.array([pd.Timestamp.now(tz="UTC").floor("ms")] * batch.num_rows, pa.timestamp("us", tz="UTC"))
         batch = batch.append_column("model_id", pa.array([mid] * batch.num_rows)).append_column("labelled_at", stamp)
         table = batch.select(schema.names).cast(schema)
-        storage.write_parquet(table, storage.join(cfg.out, "labels", f"part-{run_id}-{part:06d}.parquet"), scalar_columns=LABEL_COLUMNS[:10])
+        storage.write_parquet(table, storage.join(cfg.out, "labels", f"part-{run_id}-{part:06d}.parquet"), scalar_columns=LABEL_COLUMNS[:12])
         part += 1
     bar.close()
     summary = {**counts, "links_skipped": listed.links_skipped, "inputs": len(unique), "model": cfg.model, "model_id": mid, "seconds": round(time.time() - started, 2)}
-    labels = current(cfg.out, mid)
+    labels = current(cfg.out, mid, columns=SUMMARY_COLUMNS)
     storage.write_bytes(storage.join(cfg.out, "summary.csv"), people_summary(labels).to_csv(index=False).encode())
     storage.write_json(storage.join(cfg.out, "_summary.json"), summary)
     return summary
 
 
-def current(out: str, mid: str | None = None) -> pd.DataFrame:
-    """One row per path, its latest (of model `mid` if given)."""
-    rows = read_labels(out)
+def current(out: str, mid: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """One row per path, its latest (of model `mid` if given); all columns or `columns` (the
+    probabilities and embeddings are most of a row's memory in pandas: leave them out at scale)."""
+    if columns is not None:
+        columns = list(dict.fromkeys(["path", "model_id", "labelled_at", *columns]))
+    rows = read_labels(out, columns)
     if mid is not None:
         rows = rows[rows["model_id"] == mid]
     rows = rows.sort_values("labelled_at", kind="stable")
     return rows.drop_duplicates("path", keep="last").sort_values("path").reset_index(drop=True)
+
+
+SUMMARY_COLUMNS = ["status", "reason", "top_genres", "uncertain"]
 
 
 def people_summary(labels: pd.DataFrame) -> pd.DataFrame:
@@ -344,7 +372,7 @@ def label_file(path: str, model_path: str, max_seconds: float | None = 600.0, to
 
     model, meta = artifact.load(model_path)
     fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": max_seconds})
-    row = featurise({"path": path, "error": None}, fcfg, model.cfg.inputs, {})
+    row = featurise({"path": path, "error": None, "size": -1, "mtime_ns": -1}, fcfg, model.cfg.inputs, {})
     if row["status"] != "ok":
         raise MgcError(row["detail"])
     out = Classifier(model_path, top_k, 0.5, use_gpu=False)({k: [v] for k, v in row.items()})

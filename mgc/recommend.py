@@ -85,20 +85,28 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
     ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["track_id", "split", "genre_top", *names])  # pushed down into the read
     total = ds.count()  # from the Parquet footers
     ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path}, batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy")
-    parts = []
+    # Per-track sums as batches arrive: the driver holds one vector per track, never one per
+    # segment (10 per FMA clip). A track cut by a batch boundary is summed in two parts.
+    ids, sums, counts, splits, genres = [], [], [], [], []
     with tqdm(total=total, unit="segment", desc="embed", disable=not progress, mininterval=1.0) as bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-            parts.append(batch)
-            bar.update(len(batch))
-    seg = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    if seg.empty:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            unique, first, inverse = np.unique(batch["track_id"], return_index=True, return_inverse=True)
+            part = np.zeros((len(unique), batch["embedding"].shape[1]), np.float64)
+            np.add.at(part, inverse, batch["embedding"])
+            ids.append(unique)
+            sums.append(part)
+            counts.append(np.bincount(inverse))
+            splits.append(batch["split"][first])
+            genres.append(batch["genre_top"][first])
+            bar.update(len(batch["track_id"]))
+    if not ids:
         raise MgcError(f"{features}: no segments to embed")
-    emb = np.stack(seg["embedding"].to_numpy())
-    g = pd.DataFrame(emb).groupby(seg["track_id"].to_numpy())
-    first = seg.groupby("track_id")[["split", "genre_top"]].first()
-    mean = g.mean()
-    return pd.DataFrame({"id": mean.index.to_numpy(), "genre": first.loc[mean.index, "genre_top"].to_numpy(),
-                         "split": first.loc[mean.index, "split"].to_numpy(), "embedding": list(mean.to_numpy(np.float32))})  # fmt: skip
+    unique, first, inverse = np.unique(np.concatenate(ids), return_index=True, return_inverse=True)
+    total_sum = np.zeros((len(unique), sums[0].shape[1]), np.float64)
+    np.add.at(total_sum, inverse, np.concatenate(sums))
+    n = np.bincount(inverse, weights=np.concatenate(counts))
+    mean = (total_sum / n[:, None]).astype(np.float32)
+    return pd.DataFrame({"id": unique, "genre": np.concatenate(genres)[first], "split": np.concatenate(splits)[first], "embedding": list(mean)})
 
 
 class _Embedder:
@@ -111,7 +119,7 @@ class _Embedder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         _, h = self.predict(batch)
-        return {"track_id": batch["track_id"], "split": batch["split"], "genre_top": batch["genre_top"], "embedding": list(h)}
+        return {"track_id": batch["track_id"], "split": batch["split"], "genre_top": batch["genre_top"], "embedding": h}
 
 
 def evaluate(catalogue: pd.DataFrame, split: str = "test", ks: tuple[int, ...] = (5, 10)) -> pd.DataFrame:

@@ -116,7 +116,25 @@ def test_nearest_neighbours_are_exact_in_blocks():
     assert np.allclose(score, np.sort(sims, axis=1)[:, ::-1][:, :5], atol=1e-5)
 
 
-def test_recommendations_find_tracks_of_the_same_genre(catalogue, model, capsys, inbox):
+def test_recommendations_find_tracks_of_the_same_genre(catalogue, features, model, capsys, inbox):
+    import pyarrow.compute as pc
+
+    from mgc import storage
+    from mgc.inference import Predictor
+
+    # One row per extracted track; its embedding is the mean of its segments' (summed by the
+    # driver as batches arrive, a track possibly cut by a batch boundary).
+    table = storage.read_parquet(str(features / "features"))
+    shards = table.select(["track_id", "genre_top"]).to_pandas()
+    rows = recommend.load_catalogue(str(catalogue / "catalogue.parquet")).set_index("id")
+    assert sorted(rows.index) == sorted(shards["track_id"].unique())
+    predict = Predictor.load(model)
+    for tid in shards.dropna()["track_id"].unique()[:3]:
+        mine = table.filter(pc.equal(table.column("track_id"), tid))
+        _, h = predict({n: mine.column(n).combine_chunks().to_numpy_ndarray() for n in predict.inputs})
+        np.testing.assert_allclose(rows.loc[tid, "embedding"], h.mean(0), rtol=1e-4, atol=1e-5)
+        assert rows.loc[tid, "genre"] == shards.loc[shards["track_id"] == tid, "genre_top"].iloc[0]
+
     table = pd.read_csv(catalogue / "precision_at_k.csv").set_index("genre")
     assert table.loc["all", "precision@5"] >= 0.8, table
     assert len(table) == 9 and table.loc["all", "tracks"] == table.drop("all")["tracks"].sum()
@@ -170,6 +188,21 @@ def test_relabelling_follows_each_files_content_and_the_model(ray_connected, com
     row = latest.set_index("path").loc[str(changed)]
     old = first.set_index("path").loc[str(changed)]
     assert row["content_hash"] != old["content_hash"] and row["labelled_at"] > old["labelled_at"]
+    assert row["size_bytes"] == changed.stat().st_size and row["modified_ns"] == changed.stat().st_mtime_ns
+
+    # The quick check: other bytes with the same size and modification time are not read again
+    # (as rsync); a new modification time makes the file hashed again: same content, no new row.
+    kept = src / good["file"].iloc[1]
+    stat, data = kept.stat(), bytearray(kept.read_bytes())
+    data[-1] ^= 0xFF
+    kept.write_bytes(bytes(data))
+    os.utime(kept, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    quick = run(model)
+    assert (quick["labelled"], quick["skipped"]) == (0, 4)
+    os.utime(src / good["file"].iloc[2])
+    hashed = run(model)
+    assert (hashed["labelled"], hashed["skipped"]) == (0, 4)
+    assert len(label.read_labels(str(out))) == 5
 
     other = str(compared / "cnn_lstm" / "model")
     third = run(other)
