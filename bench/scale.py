@@ -53,10 +53,11 @@ MID = ["--channels", "16,32,64,64", "--dense", "256,64,32"]
 
 
 class Peak:
-    """Samples, every 0.2 s while a process runs, its RSS and that of Ray's worker processes."""
+    """Samples, every 0.2 s while a process runs, its RSS and the private memory (USS) of Ray's
+    worker processes: a worker's RSS also counts the object store's shared pages it maps."""
 
     def __init__(self, pid: int) -> None:
-        self.pid, self.driver, self.worker = pid, 0, 0
+        self.pid, self.driver, self.driver_uss, self.worker = pid, 0, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -69,8 +70,11 @@ class Peak:
                     continue
                 if info["pid"] == self.pid:
                     self.driver = max(self.driver, info["memory_info"].rss)
+                    with contextlib.suppress(psutil.Error):
+                        self.driver_uss = max(self.driver_uss, proc.memory_full_info().uss)
                 elif " ".join(info["cmdline"] or []).startswith("ray::") and "IDLE" not in " ".join(info["cmdline"] or []):
-                    self.worker = max(self.worker, info["memory_info"].rss)
+                    with contextlib.suppress(psutil.Error):
+                        self.worker = max(self.worker, proc.memory_full_info().uss)
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -99,7 +103,8 @@ def measure(cmd: list[str], env: dict[str, str], kill_when=None) -> dict:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
     last = out.strip().splitlines()[-1] if out.strip() else ""
     result = json.loads(last) if last.startswith("{") else {}
-    return {"wall_s": round(wall, 2), "driver_mib": round(peak.driver / MB), "worker_mib": round(peak.worker / MB), "killed": killed, "result": result}
+    return {"wall_s": round(wall, 2), "driver_mib": round(peak.driver / MB), "driver_uss_mib": round(peak.driver_uss / MB),
+            "worker_mib": round(peak.worker / MB), "killed": killed, "result": result}  # fmt: skip
 
 
 def count_files(path: Path) -> int:
@@ -270,6 +275,7 @@ def run_size(work: Path, n: int, env: dict[str, str], model: Path, cores: int) -
     assert check["duplicate_segments"] == check["duplicate_rejects"] == check["unaccounted"] == 0, check
     stages["extract"] = {
         "wall_s": round(first["wall_s"] + second["wall_s"], 2), "driver_mib": max(first["driver_mib"], second["driver_mib"]),
+        "driver_uss_mib": max(first["driver_uss_mib"], second["driver_uss_mib"]),
         "worker_mib": max(first["worker_mib"], second["worker_mib"]), "killed_at_shards": plan["result"]["done"], "shards": chunks,
         "rerun_plan": plan["result"], "rerun_wall_s": second["wall_s"], "output": check, "files": count_files(features),
     }  # fmt: skip
@@ -314,6 +320,7 @@ def run_size(work: Path, n: int, env: dict[str, str], model: Path, cores: int) -
 
 def plot(results: dict, path: Path) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -322,9 +329,10 @@ def plot(results: dict, path: Path) -> None:
     names = list(results[str(sizes[0])])
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for name in names:
-        a.plot(sizes, [results[str(n)][name]["core_ms_per_track"] for n in sizes], marker="o", label=name)
-        b.plot(sizes, [results[str(n)][name]["driver_mib"] for n in sizes], marker="o", label=name)
-    for ax, title in ((a, "per-track cost (core-ms)"), (b, "driver peak RSS (MiB)")):
+        line = a.plot(sizes, [results[str(n)][name]["core_ms_per_track"] for n in sizes], marker="o", label=name)[0]
+        b.plot(sizes, [results[str(n)][name]["driver_mib"] for n in sizes], marker="o", color=line.get_color())
+        b.plot(sizes, [results[str(n)][name].get("driver_uss_mib", np.nan) for n in sizes], marker=".", linestyle="--", color=line.get_color())
+    for ax, title in ((a, "per-track cost (core-ms)"), (b, "driver peak RSS (solid), USS (dashed), MiB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("tracks in the corpus")
@@ -340,14 +348,15 @@ def table(results: dict, cores: int) -> str:
     track between consecutive sizes (what a linear stage keeps constant), and driver peak RSS."""
     sizes = sorted(int(n) for n in results)
     names = list(results[str(sizes[0])])
-    head = [f"{n:,} tracks" for n in sizes] + [f"marginal {a:,}->{b:,}" for a, b in zip(sizes, sizes[1:])] + ["driver MiB", "worker MiB"]
+    head = [f"{n:,} tracks" for n in sizes] + [f"marginal {a:,}->{b:,}" for a, b in zip(sizes, sizes[1:])]
+    head += ["driver RSS MiB", "driver USS MiB", "worker USS MiB"]
     lines = ["| stage | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(head)]
     for name in names:
         cells = [results[str(n)][name] for n in sizes]
         scaled = [c.get("scaled_s", c["wall_s"]) for c in cells]
         row = [f"{c['wall_s']} s, {c['core_ms_per_track']} core-ms" for c in cells]
         row += [f"{(scaled[i + 1] - scaled[i]) * cores / (b - a) * 1000:.3f} core-ms" for i, (a, b) in enumerate(zip(sizes, sizes[1:]))]
-        row += [" / ".join(str(c["driver_mib"]) for c in cells), " / ".join(str(c["worker_mib"]) for c in cells)]
+        row += [" / ".join(str(c[k]) for c in cells) for k in ("driver_mib", "driver_uss_mib", "worker_mib")]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
