@@ -127,13 +127,13 @@ def test_recommendations_find_tracks_of_the_same_genre(catalogue, features, mode
     table = storage.read_parquet(str(features / "features"))
     shards = table.select(["track_id", "genre_top"]).to_pandas()
     rows = recommend.load_catalogue(str(catalogue / "catalogue.parquet")).set_index("id")
-    assert sorted(rows.index) == sorted(shards["track_id"].unique())
+    assert sorted(rows.index) == sorted(str(t) for t in shards["track_id"].unique())  # ids as strings
     predict = Predictor.load(model)
     for tid in shards.dropna()["track_id"].unique()[:3]:
         mine = table.filter(pc.equal(table.column("track_id"), tid))
         _, h = predict({n: mine.column(n).combine_chunks().to_numpy_ndarray() for n in predict.inputs})
-        np.testing.assert_allclose(rows.loc[tid, "embedding"], h.mean(0), rtol=1e-4, atol=1e-5)
-        assert rows.loc[tid, "genre"] == shards.loc[shards["track_id"] == tid, "genre_top"].iloc[0]
+        np.testing.assert_allclose(rows.loc[str(tid), "embedding"], h.mean(0), rtol=1e-4, atol=1e-5)
+        assert rows.loc[str(tid), "genre"] == shards.loc[shards["track_id"] == tid, "genre_top"].iloc[0]
 
     table = pd.read_csv(catalogue / "precision_at_k.csv").set_index("genre")
     assert table.loc["all", "precision@5"] >= 0.8, table
