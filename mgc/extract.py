@@ -57,6 +57,9 @@ class ExtractConfig:
             raise MgcError("--tracks-per-shard must be at least 1")
 
 
+WAVE = 512  # chunks per Ray Data run, at least (see run)
+
+
 def shard_name(chunk: int) -> str:
     return f"part-{chunk:06d}.parquet"
 
@@ -194,20 +197,26 @@ def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
     started = time.time()
     counts: dict[str, int] = {}
     if todo:
-        session.connect()
+        cpus = session.connect().get("CPU", 1)
         ctx = ray.data.DataContext.get_current()
         # Reservations keep resources for other operators; this pipeline has one, and on a
         # small node they left a third of the CPUs idle (bench/README.md).
         ctx.op_resource_reservation_enabled = False
         fn = functools.partial(process_chunk, out=cfg.out, cfg=cfg.features)
-        # One block per chunk, so that each chunk is one task and chunks spread over all CPUs.
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo)).flat_map(fn, num_cpus=1)
+        # Waves of chunks, one Ray Data run each: the driver keeps ~50 KB of bookkeeping per
+        # block until its run ends (bench/scale.py: 3.2 KB a track, 10M tracks would need 32 GB),
+        # and a wave of 8 chunks per CPU leaves little idle at its end.
+        wave = max(WAVE, 8 * int(cpus))
         with tqdm(total=n_todo, unit="track", desc="extract", disable=not cfg.progress, mininterval=1.0) as bar:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-                for reason, n in batch["reason"].value_counts().items():
-                    counts[reason] = counts.get(reason, 0) + int(n)
-                bar.update(len(batch))
-                bar.set_postfix(rejected=sum(v for k, v in counts.items() if k != "ok"), refresh=False)
+            for lo in range(0, len(todo), wave):
+                part = todo[lo : lo + wave]
+                # One block per chunk, so that each chunk is one task and chunks spread over all CPUs.
+                ds = ray.data.from_items(part, override_num_blocks=len(part)).flat_map(fn, num_cpus=1)
+                for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+                    for reason, n in batch["reason"].value_counts().items():
+                        counts[reason] = counts.get(reason, 0) + int(n)
+                    bar.update(len(batch))
+                    bar.set_postfix(rejected=sum(v for k, v in counts.items() if k != "ok"), refresh=False)
     wall = time.time() - started
     summary = summarize(cfg.out)
     summary["this_run"] = {

@@ -143,18 +143,14 @@ def _content_hash(path: str) -> str:
 
 
 def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], done: dict[str, tuple]) -> dict[str, Any]:
-    """One file: unless `done` (path -> (content hash or None, size, modification time) of its
-    latest row) says it is labelled already, by its size and modification time or else by its
-    content hash, the inputs `names` the model reads (a column each), with the extraction's decode
-    and input code. Never raises: failures are error rows."""
+    """One file: its content hash, then, unless `done` (path -> (content hash or None, size,
+    modification time) of its latest row) has that hash, the inputs `names` the model reads (a
+    column each), with the extraction's decode and input code. Never raises: failures are error rows."""
     path = row["path"]
     # Strings are "" rather than None: Ray Data would make an all-None block column float.
     out: dict[str, Any] = {"path": path, "content_hash": "", "size": row["size"], "mtime_ns": row["mtime_ns"], "status": "error", "reason": "", "detail": "",
                            "duration_s": np.nan, "analysed_s": np.nan, **{n: np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names}}  # fmt: skip
     previous = done.get(path)
-    if previous and previous[0] and row["size"] >= 0 and previous[1:] == (row["size"], row["mtime_ns"]):
-        out.update(content_hash=previous[0], status="skipped")  # unchanged since its latest row: not read again
-        return out
     try:
         if row["error"]:
             out.update(reason="outside_root", detail=row["error"])
@@ -271,16 +267,13 @@ def read_labels(out: str, columns: list[str] | None = None) -> pd.DataFrame:
 
 def run(cfg: LabelConfig) -> dict[str, Any]:
     """Label every input file not yet labelled by this model into cfg.out; returns the summary.
-    The artifact, the input and the output are checked before Ray is joined."""
-    import ray
-    from tqdm.auto import tqdm
-
+    The artifact, the input and the output are checked before Ray is joined (if anything is left
+    to label)."""
     from mgc import artifact, session
 
     started = time.time()
     model, meta = artifact.load(cfg.model)  # a clear error now, not in every actor
     mid = model_id(cfg.model)
-    fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": cfg.max_seconds})
     listed = list_inputs(cfg.input, cfg.follow_links)
     if not listed.rows:
         raise MgcError(f"{cfg.input}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found" + (f"; {listed.links_skipped} links skipped (--follow-links)" if listed.links_skipped else ""))
@@ -294,9 +287,34 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
         for p, h, s, m in zip(latest["path"], latest["content_hash"], latest["size_bytes"], latest["modified_ns"])
     }
     unique = list({r["path"]: r for r in listed.rows}.values())
+    # The quick check, in the driver: a file whose size and modification time are those of its
+    # latest row is not read again, nor sent to Ray.
+    todo = [r for r in unique if not _unchanged(r, done.get(r["path"]))]
+    counts = {"labelled": 0, "errors": 0, "skipped": len(unique) - len(todo)}
+    if todo:
+        _label(cfg, todo, {r["path"]: done[r["path"]] for r in todo if r["path"] in done}, model, meta, mid, counts)
+    summary = {**counts, "links_skipped": listed.links_skipped, "inputs": len(unique), "model": cfg.model, "model_id": mid, "seconds": round(time.time() - started, 2)}
+    labels = current(cfg.out, mid, columns=SUMMARY_COLUMNS)
+    storage.write_bytes(storage.join(cfg.out, "summary.csv"), people_summary(labels).to_csv(index=False).encode())
+    storage.write_json(storage.join(cfg.out, "_summary.json"), summary)
+    return summary
 
+
+def _unchanged(row: dict[str, Any], previous: tuple | None) -> bool:
+    """Whether a listed file has the size and modification time of its latest row (which read it)."""
+    return bool(previous and previous[0] and row["size"] >= 0 and previous[1:] == (row["size"], row["mtime_ns"]))
+
+
+def _label(cfg: LabelConfig, todo: list[dict[str, Any]], done: dict[str, tuple], model, meta: dict, mid: str, counts: dict[str, int]) -> None:
+    """The Ray Data pipeline over `todo`, each batch written as one part; adds to `counts`."""
+    import ray
+    from tqdm.auto import tqdm
+
+    from mgc import session
+
+    fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": cfg.max_seconds})
     cpus = session.connect().get("CPU", 1)
-    ds = ray.data.from_items(unique, override_num_blocks=max(1, min(len(unique), int(cpus) * 4)))
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), int(cpus) * 4)))
     featurise_args = {"fcfg": fcfg, "names": model.cfg.inputs, "done": done}
     classifier_args = {"model_path": cfg.model, "top_k": cfg.top_k, "uncertain_below": cfg.uncertain_below, "use_gpu": cfg.use_gpu}
     if cfg.use_gpu:
@@ -313,9 +331,8 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
 
     schema = output_schema(len(meta["labels"]), model.head.embedding_size)
     run_id = time.strftime("%Y%m%dT%H%M%S") + uuid.uuid4().hex[:4]  # parts sort by run
-    counts = {"labelled": 0, "errors": 0, "skipped": 0}
     part = 0
-    bar = tqdm(total=len(unique), unit="file", desc="label", disable=not cfg.progress, mininterval=1.0)
+    bar = tqdm(total=len(todo), unit="file", desc="label", disable=not cfg.progress, mininterval=1.0)
     for batch in ds.iter_batches(batch_size=cfg.files_per_batch, batch_format="pyarrow"):
         bar.update(batch.num_rows)
         skipped = pc.equal(batch.column("status"), "skipped")
@@ -333,11 +350,6 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
         storage.write_parquet(table, storage.join(cfg.out, "labels", f"part-{run_id}-{part:06d}.parquet"), scalar_columns=LABEL_COLUMNS[:12])
         part += 1
     bar.close()
-    summary = {**counts, "links_skipped": listed.links_skipped, "inputs": len(unique), "model": cfg.model, "model_id": mid, "seconds": round(time.time() - started, 2)}
-    labels = current(cfg.out, mid, columns=SUMMARY_COLUMNS)
-    storage.write_bytes(storage.join(cfg.out, "summary.csv"), people_summary(labels).to_csv(index=False).encode())
-    storage.write_json(storage.join(cfg.out, "_summary.json"), summary)
-    return summary
 
 
 def current(out: str, mid: str | None = None, columns: list[str] | None = None) -> pd.DataFrame:

@@ -22,6 +22,9 @@ from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 
 BLOCK = 65_536  # catalogue rows per matrix product
+# Query rows x catalogue rows per product: a product and its top-k selection take about 28 bytes
+# an element, so this bounds search memory at ~120 MB whatever the numbers of queries and tracks.
+PRODUCT = 1 << 22
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -32,20 +35,25 @@ def normalise(x: np.ndarray) -> np.ndarray:
 
 def nearest(queries: np.ndarray, catalogue: np.ndarray, k: int, exclude: np.ndarray | None = None, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """(indices, cosine similarities), each [n_queries, k], best first. `exclude[i]` is a
-    catalogue row query i may not return (itself), or -1."""
+    catalogue row query i may not return (itself), or -1. Exact search, a block of the catalogue
+    against a slice of the queries at a time."""
     q = normalise(queries)
     k = min(k, len(catalogue) - (0 if exclude is None else 1))
     best_s = np.full((len(q), k), -np.inf, dtype=np.float32)
     best_i = np.zeros((len(q), k), dtype=np.int64)
+    step = max(1, PRODUCT // block)
     for start in range(0, len(catalogue), block):
-        s = q @ normalise(catalogue[start : start + block]).T
-        if exclude is not None:
-            rows = np.flatnonzero((exclude >= start) & (exclude < start + len(s.T)))
-            s[rows, exclude[rows] - start] = -np.inf
-        cand_s = np.concatenate([best_s, s], axis=1)
-        cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + s.shape[1]), s.shape)], axis=1)
-        top = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
-        best_s, best_i = np.take_along_axis(cand_s, top, 1), np.take_along_axis(cand_i, top, 1)
+        c = normalise(catalogue[start : start + block])
+        for lo in range(0, len(q), step):
+            hi = min(lo + step, len(q))
+            s = q[lo:hi] @ c.T
+            if exclude is not None:
+                rows = np.flatnonzero((exclude[lo:hi] >= start) & (exclude[lo:hi] < start + len(c)))
+                s[rows, exclude[lo:hi][rows] - start] = -np.inf
+            cand_s = np.concatenate([best_s[lo:hi], s], axis=1)
+            cand_i = np.concatenate([best_i[lo:hi], np.broadcast_to(np.arange(start, start + len(c)), s.shape)], axis=1)
+            top = np.argpartition(-cand_s, k - 1, axis=1)[:, :k]
+            best_s[lo:hi], best_i[lo:hi] = np.take_along_axis(cand_s, top, 1), np.take_along_axis(cand_i, top, 1)
     order = np.argsort(-best_s, axis=1, kind="stable")
     return np.take_along_axis(best_i, order, 1), np.take_along_axis(best_s, order, 1)
 

@@ -105,7 +105,9 @@ def test_bad_inputs_are_error_rows_or_clear_messages(ray_connected, model, inbox
         label.run(LabelConfig(model=model, input=str(tmp_path / "labels" / "labels"), out=str(tmp_path / "o2")))
 
 
-def test_nearest_neighbours_are_exact_in_blocks():
+@pytest.mark.parametrize("product", [recommend.PRODUCT, 300])  # one slice of queries, or slices of 3
+def test_nearest_neighbours_are_exact_in_blocks(monkeypatch, product):
+    monkeypatch.setattr(recommend, "PRODUCT", product)
     rng = np.random.default_rng(0)
     cat, q = rng.normal(size=(1000, 16)), rng.normal(size=(7, 16))
     exclude = np.array([3, -1, 500, 999, 0, 10, 20])
