@@ -17,8 +17,9 @@ stage runs as its own process so that its driver's memory is its own:
   5. embed: `mgc embed` over the extraction output, then `mgc similar`'s search: one query and
      1,000 at once against the whole catalogue.
 
-Per stage and size: wall time, per-track cost (core-s), driver and Ray-worker peak RSS, files
-written. Results: bench/out/scale.json, bench/out/scale.png, and a Markdown table on stdout.
+Per stage and size: wall time, per-track cost (core-s), the driver's peak RSS and USS, Ray workers' peak USS, files
+written. Results: bench/out/scale.json, bench/scale.png (bench/README.md shows it), and a
+Markdown table on stdout.
 Labelling and embedding use the baseline model (trained on the 1k corpus), so that they measure
 the path, not CPU convolution.
 
@@ -427,7 +428,7 @@ def main() -> None:
             out_json.write_text(json.dumps({"cores": cores, "results": results}, indent=2) + "\n")
     finally:
         stop_head(head)
-    plot(results, HERE / "out" / "scale.png")
+    plot(results, HERE / "scale.png")  # shown in bench/README.md
     print(table(results, cores))
 
 

@@ -85,6 +85,9 @@ class Listing:
     links_skipped: int = 0
 
 
+UNKNOWN = (-1, -1)  # size and modification time of a file the listing did not give
+
+
 def list_inputs(source: str, follow_links: bool = False) -> Listing:
     """The input folder's audio files, or a manifest's paths. Nothing whose real path lies outside
     the folder (the manifest's folder) is ever read: such entries are error rows."""
@@ -110,9 +113,6 @@ def list_inputs(source: str, follow_links: bool = False) -> Listing:
     rows += [{"path": storage.join(source, rel), "error": f"{storage.join(source, rel)}: a link to {target}, outside the input folder: not read", "size": -1, "mtime_ns": -1}
              for rel, target in tree.outside]  # fmt: skip
     return Listing(rows, tree.skipped)
-
-
-UNKNOWN = (-1, -1)  # size and modification time of a file the listing did not give
 
 
 def _through_link(path: str, root: str) -> bool:
