@@ -203,9 +203,9 @@ def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
         # small node they left a third of the CPUs idle (bench/README.md).
         ctx.op_resource_reservation_enabled = False
         fn = functools.partial(process_chunk, out=cfg.out, cfg=cfg.features)
-        # Waves of chunks, one Ray Data run each: the driver keeps ~50 KB of bookkeeping per
-        # block until its run ends (bench/scale.py: 3.2 KB a track, 10M tracks would need 32 GB),
-        # and a wave of 8 chunks per CPU leaves little idle at its end.
+        # Waves of chunks, one Ray Data run each: Ray Data keeps ~50 KB of bookkeeping per block
+        # in the driver until its run ends (bench/README.md, "Scale"), and a wave of 8 chunks
+        # per CPU leaves little idle at its end.
         wave = max(WAVE, 8 * int(cpus))
         with tqdm(total=n_todo, unit="track", desc="extract", disable=not cfg.progress, mininterval=1.0) as bar:
             for lo in range(0, len(todo), wave):
