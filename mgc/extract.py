@@ -105,7 +105,7 @@ def process_chunk(chunk: dict[str, Any], out: str, cfg: FeatureConfig) -> list[d
         arrays = [pa.array([columns[c][i] for i in order], type=schema.field(c).type) for c in SCALAR_COLUMNS]
         arrays += [pa.FixedShapeTensorArray.from_numpy_ndarray(np.concatenate(columns[c])[order]) for c in cfg.inputs]
         table = pa.Table.from_arrays(arrays, schema=schema)
-        groups = [sum(1 for _ in g) for _, g in itertools.groupby(sorted(key))]
+        groups = [sum(1 for _ in g) for _, g in itertools.groupby(key[i] for i in order)]
     else:
         table = schema.empty_table()
     # Written last: its existence marks the chunk done.

@@ -142,15 +142,14 @@ def _content_hash(path: str) -> str:
     return digest.hexdigest()
 
 
-def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], done: dict[str, tuple]) -> dict[str, Any]:
-    """One file: its content hash, then, unless `done` (path -> (content hash or None, size,
-    modification time) of its latest row) has that hash, the inputs `names` the model reads (a
-    column each), with the extraction's decode and input code. Never raises: failures are error rows."""
+def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], done: dict[str, str | None]) -> dict[str, Any]:
+    """One file: its content hash, then, unless `done` (path -> content hash of its latest row,
+    None if unreadable then) has that hash, the inputs `names` the model reads (a column each),
+    with the extraction's decode and input code. Never raises: failures are error rows."""
     path = row["path"]
     # Strings are "" rather than None: Ray Data would make an all-None block column float.
     out: dict[str, Any] = {"path": path, "content_hash": "", "size": row["size"], "mtime_ns": row["mtime_ns"], "status": "error", "reason": "", "detail": "",
                            "duration_s": np.nan, "analysed_s": np.nan, **{n: np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names}}  # fmt: skip
-    previous = done.get(path)
     try:
         if row["error"]:
             out.update(reason="outside_root", detail=row["error"])
@@ -160,7 +159,7 @@ def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], 
         out.update(reason="missing_file", detail=f"{path}: no such file")
     except OSError as e:
         out.update(reason="unreadable", detail=f"{path}: {e}")
-    if previous and previous[0] == (out["content_hash"] or None):
+    if path in done and done[path] == (out["content_hash"] or None):
         out["status"] = "skipped"  # same content (or still unreadable) as its latest row
         return out
     if not out["content_hash"]:
@@ -292,7 +291,7 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
     todo = [r for r in unique if not _unchanged(r, done.get(r["path"]))]
     counts = {"labelled": 0, "errors": 0, "skipped": len(unique) - len(todo)}
     if todo:
-        _label(cfg, todo, {r["path"]: done[r["path"]] for r in todo if r["path"] in done}, model, meta, mid, counts)
+        _label(cfg, todo, {r["path"]: done[r["path"]][0] for r in todo if r["path"] in done}, model, meta, mid, counts)
     summary = {**counts, "links_skipped": listed.links_skipped, "inputs": len(unique), "model": cfg.model, "model_id": mid, "seconds": round(time.time() - started, 2)}
     labels = current(cfg.out, mid, columns=SUMMARY_COLUMNS)
     storage.write_bytes(storage.join(cfg.out, "summary.csv"), people_summary(labels).to_csv(index=False).encode())
@@ -305,7 +304,7 @@ def _unchanged(row: dict[str, Any], previous: tuple | None) -> bool:
     return bool(previous and previous[0] and row["size"] >= 0 and previous[1:] == (row["size"], row["mtime_ns"]))
 
 
-def _label(cfg: LabelConfig, todo: list[dict[str, Any]], done: dict[str, tuple], model, meta: dict, mid: str, counts: dict[str, int]) -> None:
+def _label(cfg: LabelConfig, todo: list[dict[str, Any]], done: dict[str, str | None], model, meta: dict, mid: str, counts: dict[str, int]) -> None:
     """The Ray Data pipeline over `todo`, each batch written as one part; adds to `counts`."""
     import ray
     from tqdm.auto import tqdm
