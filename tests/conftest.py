@@ -132,9 +132,9 @@ def start_head(env: dict[str, str], gpus: bool = False) -> dict:
         assert time.time() < deadline, "".join(seen)[-3000:]
     else:
         raise RuntimeError("ray start --head ended:\n" + "".join(seen)[-3000:])
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain the rest
+    threading.Thread(target=seen.extend, args=(proc.stdout,), daemon=True).start()  # drain the rest, kept for failures
     return {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "env": {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"},
-            "ray": ray_bin, "proc": proc, "temp_dir": temp}  # fmt: skip
+            "ray": ray_bin, "proc": proc, "temp_dir": temp, "output": seen}  # fmt: skip
 
 
 def stop_head(head: dict) -> None:
