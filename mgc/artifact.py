@@ -39,10 +39,18 @@ def save(path: str, model: GenreNet, features: FeatureConfig, labels: list[str],
     storage.write_json(storage.join(path, "model.json"), meta)
 
 
+BUILTIN = "musicnn"  # the pretrained tagger (mgc.musicnn), usable wherever an artifact path is
+
+
 def load(path: str, device: str = "cpu") -> tuple[GenreNet, dict[str, Any]]:
     """The model (in eval mode) and its metadata; FeatureConfig as meta['features']. The artifact
     is checked whole, before anything is decoded: its parts must agree (label map, classes, the
-    input's shape from the feature config, the weights' shapes), else MgcError naming the file."""
+    input's shape from the feature config, the weights' shapes), else MgcError naming the file.
+    `path` BUILTIN is the pretrained tagger."""
+    if path == BUILTIN:
+        from mgc import musicnn
+
+        return musicnn.tagger(device)
     meta_path, weights_path = storage.join(path, "model.json"), storage.join(path, "weights.pt")
     try:
         meta = storage.read_json(meta_path)

@@ -54,7 +54,7 @@ EXPLAIN = {
     "cache_data": "keep the decoded splits in Ray's object store after epoch 1 (faster when they fit)",
     "max_failures": "times a lost worker is replaced and the run resumed from its last checkpoint",
     "seed": "random seed (weights, shuffling, sampling)",
-    "TrainConfig.input": "another input for a model that can read it (e.g. mfcc for cnn, cnn_lstm, cnn_bilstm); empty: the model's own",
+    "TrainConfig.input": "other inputs for a model that can read them, several joined by + (e.g. mfcc for cnn, cnn_lstm, cnn_bilstm; musicnn+logmel+mfcc for head); empty: the model's own",
     "channels": "filters of the conv blocks or stages (empty: the model's own)",
     "dense": "units of the dense head's layers (empty: the model's own)",
     "lstm_units": "units of the stacked LSTMs (empty: the model's own)",
@@ -86,7 +86,7 @@ EXPLAIN = {
     "reduction_factor": "ASHA keeps 1 in this many trials at each rung",
     "gpus_per_trial": "GPUs per trial, split over its workers; fractions let trials share a GPU",
     # LabelConfig
-    "model": "model artifact directory (run_dir/model, or a sweep's best/model)",
+    "model": "model artifact directory (run_dir/model, or a sweep's best/model), or musicnn: the pretrained tagger's 50 MSD tags, no training needed",
     "LabelConfig.input": "folder or URI prefix searched recursively for audio, or a CSV/Parquet manifest with a path column",
     "out": "output folder or URI: labels/part-*.parquet, summary.csv",
     "top_k": "genres kept per file, with probabilities",
@@ -445,7 +445,7 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     m = sub.add_parser("embed", help="embed the tracks of an extraction output (a catalogue) and score recommendations")
     m.add_argument("--features", required=True, help="output folder (or URI) of mgc extract")
-    m.add_argument("--model", required=True, help="model artifact directory")
+    m.add_argument("--model", required=True, help="model artifact directory, or musicnn (the pretrained tagger's embedding)")
     m.add_argument("--out", required=True, help="folder for catalogue.parquet and precision_at_k.csv/.md")
     m.add_argument("--split", default="test", help="the queries of the evaluation (default: test)")
     m.add_argument("--ray-address", default=None, help=RAY_ADDRESS)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mgc.models import GenreNet, for_inference
 
@@ -22,6 +23,7 @@ class Predictor:
 
     def __init__(self, model: GenreNet, device: torch.device, meta: dict[str, Any] | None = None):
         self.device, self.meta = device, meta or {}
+        self.multilabel = bool(self.meta.get("multilabel"))  # a sigmoid per class, not one softmax
         self.model = for_inference(model).to(device)
         self.inputs: tuple[str, ...] = model.cfg.inputs
         self.embedding_size: int = model.head.embedding_size
@@ -48,6 +50,6 @@ class Predictor:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                     h = self.model.embed(xb)
                     logits = self.model.head.out(h)
-                lps.append(torch.log_softmax(logits.float(), 1).cpu().numpy())
+                lps.append((F.logsigmoid(logits.float()) if self.multilabel else torch.log_softmax(logits.float(), 1)).cpu().numpy())
                 embs.append(h.float().cpu().numpy())
         return np.concatenate(lps), np.concatenate(embs)

@@ -126,6 +126,30 @@ class Waveform(Input):
         return augment.gain(augment.time_shift(x, aug.shift, gen), aug.gain_db, gen)
 
 
+@register
+class Musicnn(Input):
+    name, norm = "musicnn", "band"  # a z-score per dimension
+    about = "the pretrained MSD musicnn tagger's 200-d embedding then its 50 tag probabilities, per segment (mgc.musicnn)"
+
+    def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
+        from mgc import musicnn
+
+        return (musicnn.EMBEDDING + len(musicnn.TAGS),)
+
+    def compute(self, segments, cfg, cache):
+        from mgc import musicnn
+
+        # A 3 s segment at 16 kHz is 188 frames: its first 187 are the network's one patch.
+        x = musicnn.logmel(segments, cfg.sample_rate)[:, : musicnn.FRAMES]
+        if x.shape[1] < musicnn.FRAMES:
+            raise MgcError(f"musicnn needs segments of at least 3 s; these are {cfg.segment_seconds:g} s")
+        out = musicnn.run(x)
+        return np.concatenate([out["embedding"], out["tags"]], 1).astype(np.float16)
+
+    def augment(self, x, aug, gen):
+        return x  # a pretrained summary: mixup (the training loop's) is the augmentation that applies
+
+
 def compute(y: np.ndarray, cfg: FeatureConfig, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The inputs `names` of one decoded track, {name: float16 [n_segments, *shape]}.
 

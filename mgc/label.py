@@ -215,7 +215,10 @@ class Classifier:
                 k = segments[i]
                 seg_lp, seg_emb = lp[start : start + k], emb[start : start + k]
                 start += k
-                probs = np.exp(metrics.pool(seg_lp, self.temperature))  # the track's prediction, as in training's metrics
+                if self.predict.multilabel:  # each tag on its own: the mean of its segments' probabilities
+                    probs = np.exp(seg_lp).mean(0)
+                else:  # the track's prediction, as in training's metrics
+                    probs = np.exp(metrics.pool(seg_lp, self.temperature))
                 order = np.argsort(-probs)[: self.top_k]
                 cols["top_genres"][i] = [self.labels[j] for j in order]
                 cols["top_probs"][i] = probs[order].astype(np.float32).tolist()
@@ -233,8 +236,16 @@ class Classifier:
 
 
 def model_id(path: str) -> str:
-    """What identifies a model for skipping: the hash of its weights and metadata."""
+    """What identifies a model for skipping: the hash of its weights and metadata (of the
+    pretrained weights for the built-in tagger)."""
+    from mgc import artifact
+
     digest = hashlib.sha256()
+    if path == artifact.BUILTIN:
+        from mgc import musicnn
+
+        digest.update(musicnn.WEIGHTS.read_bytes())
+        return "musicnn-" + digest.hexdigest()[:8]
     for name in ("model.json", "weights.pt"):
         try:
             digest.update(storage.read_bytes(storage.join(path, name)))

@@ -1,8 +1,11 @@
-"""Checks on an extraction output shared by the tests."""
+"""Checks on an extraction output, and a control copy of one, shared by the tests."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mgc import storage
@@ -36,3 +39,18 @@ def first_shard_tensors(out: Path):
     name = sorted(p for p in (out / "features").glob("part-*.parquet"))[0]
     table = pq.read_table(name)
     return table.column("logmel").combine_chunks().to_numpy_ndarray(), table.column("mfcc").combine_chunks().to_numpy_ndarray(), np.asarray(table.column("label"))
+
+
+def shuffled_copy(features, dest):
+    """The same shards with the training labels permuted across tracks."""
+    shutil.copytree(features, dest)
+    rng = np.random.default_rng(0)
+    files = sorted((dest / "features").glob("part-*.parquet"))
+    tables = [pq.read_table(f) for f in files]
+    index = pd.concat([t.select(["track_id", "split", "label"]).to_pandas() for t in tables]).drop_duplicates("track_id")
+    train = index[(index["split"] == "training") & (index["label"] >= 0)]
+    mapping = dict(zip(train["track_id"], rng.permutation(train["label"].to_numpy())))
+    for f, t in zip(files, tables):
+        labels = [mapping.get(tid, lab) for tid, lab in zip(t["track_id"].to_pylist(), t["label"].to_pylist())]
+        pq.write_table(t.set_column(t.schema.get_field_index("label"), "label", pa.array(labels, pa.int16())), f)
+    return dest

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pyarrow.parquet as pq
 import pytest
 
 from helpers import assert_complete_and_unique
@@ -27,9 +28,10 @@ def test_ray_job_submit_needs_the_token(ray_cluster, tmp_path):
     assert proc.returncode != 0 and "token" in (proc.stdout + proc.stderr).lower()
 
 
-def test_driver_killed_midway_resumes_without_duplicates(ray_cluster, corpus, truth, tmp_path):
+@pytest.mark.parametrize("inputs", ["logmel,mfcc", "logmel,mfcc,musicnn"])
+def test_driver_killed_midway_resumes_without_duplicates(ray_cluster, corpus, truth, tmp_path, inputs):
     out = tmp_path / "features"
-    cmd = [sys.executable, str(REPO / "jobs" / "extract_full.py"), "--fma-root", str(corpus), "--out", str(out), "--tracks-per-shard", "1", "--no-progress"]
+    cmd = [sys.executable, str(REPO / "jobs" / "extract_full.py"), "--fma-root", str(corpus), "--out", str(out), "--tracks-per-shard", "1", "--inputs", inputs, "--no-progress"]
     proc = subprocess.Popen(cmd, env=ray_cluster["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
@@ -46,6 +48,7 @@ def test_driver_killed_midway_resumes_without_duplicates(ray_cluster, corpus, tr
     assert '"chunks_skipped"' in rerun.stdout
     assert_complete_and_unique(out, truth, segments_per_track=3)
     assert not list((out / "features").glob(".*.tmp"))
+    assert pq.read_schema(next((out / "features").glob("part-*.parquet"))).names[-len(inputs.split(",")) :] == inputs.split(",")
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO
+from helpers import shuffled_copy
 from mgc import fma, storage
 from mgc.errors import MgcError
 from mgc.extract import ExtractConfig
@@ -92,21 +93,6 @@ print(len(lp))
     assert int(proc.stdout.strip()) > 0
 
 
-def _shuffled_copy(features, dest):
-    """The same shards with the training labels permuted across tracks."""
-    shutil.copytree(features, dest)
-    rng = np.random.default_rng(0)
-    files = sorted((dest / "features").glob("part-*.parquet"))
-    tables = [pq.read_table(f) for f in files]
-    index = pd.concat([t.select(["track_id", "split", "label"]).to_pandas() for t in tables]).drop_duplicates("track_id")
-    train = index[(index["split"] == "training") & (index["label"] >= 0)]
-    mapping = dict(zip(train["track_id"], rng.permutation(train["label"].to_numpy())))
-    for f, t in zip(files, tables):
-        labels = [mapping.get(tid, lab) for tid, lab in zip(t["track_id"].to_pylist(), t["label"].to_pylist())]
-        pq.write_table(t.set_column(t.schema.get_field_index("label"), "label", pa.array(labels, pa.int16())), f)
-    return dest
-
-
 def test_shuffled_labels_do_not_reach_high_accuracy_and_stop_early(all_inputs, tmp_path):
     """The negative control, on the waveform: cnn1d at the settings that learn the genres
     (compared_all) stays near chance when the training labels are permuted across tracks; its
@@ -116,7 +102,7 @@ def test_shuffled_labels_do_not_reach_high_accuracy_and_stop_early(all_inputs, t
 
     from mgc.train import SCORE, checkpoint_state
 
-    shuffled = _shuffled_copy(all_inputs, tmp_path / "shuffled")
+    shuffled = shuffled_copy(all_inputs, tmp_path / "shuffled")
     sizes = dict(channels=(4, 8, 16, 16), dense=(64, 32), batch_size=16, lr=3e-3, dropout=0.2, num_workers=1, progress=False)
     cfg = TrainConfig(features=str(shuffled), model="cnn1d", epochs=16, patience=3, storage_path=str(tmp_path / "runs"), cache_data=True, **sizes)
     out = train(cfg)

@@ -10,6 +10,8 @@ registering its architectures (what they read, their default sizes, their encode
 - mm_crnn.py: mm_crnn (a 1-D waveform encoder and a 2-D log-mel encoder whose feature maps are
               concatenated along channels and fed to one LSTM)
 - baseline.py: baseline (per-band statistics, logistic regression fitted in closed form)
+- head.py:    head (dropout and one dense layer over the pretrained musicnn embedding, optionally
+              beside the baseline's statistics)
 
 Every network normalises each input with statistics of the training split (buffers, so that an
 exported model carries them), and exposes `embed` (the penultimate layer). Adding a model is one
@@ -17,6 +19,6 @@ new module that calls `register`, imported below.
 """
 
 from mgc.models.base import ARCHITECTURES, Architecture, GenreNet, ModelConfig, architecture, build, for_inference, reads, register  # noqa: F401
-from mgc.models import baseline, cnn, lstm, residual, cnn1d, mm_crnn  # noqa: F401,E402,I001  (registration, in the order --help lists them)
+from mgc.models import baseline, cnn, lstm, residual, cnn1d, mm_crnn, head  # noqa: F401,E402,I001  (registration, in the order --help lists them)
 
 MODELS = tuple(ARCHITECTURES)

@@ -57,9 +57,10 @@ def _readable(arch: Architecture, names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def reads(name: str, chosen: str = "") -> tuple[str, ...]:
-    """The inputs model `name` reads: its own, or `chosen` (--input) where it can read that."""
+    """The inputs model `name` reads: its own, or `chosen` (--input, several joined by '+')
+    where it can read that."""
     arch = architecture(name)
-    return _readable(arch, (chosen,) if chosen else arch.reads[0])
+    return _readable(arch, tuple(chosen.split("+")) if chosen else arch.reads[0])
 
 
 @dataclass(frozen=True)

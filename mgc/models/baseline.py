@@ -24,19 +24,26 @@ from mgc.models.blocks import Normalise
 C = 1.0  # inverse regularisation strength of the logistic regression (scikit-learn's default)
 
 
+def summary_size(shapes: tuple[tuple[int, ...], ...]) -> int:
+    """The length of `summary` for inputs of these shapes."""
+    return sum(s[0] if len(s) == 1 else 2 * s[0] for s in shapes)
+
+
+def summary(x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """{input: [batch, bands, frames] or [batch, d]} -> [batch, summary_size]: each spectrum's per
+    band mean and standard deviation over time; a vector input (a pretrained embedding) as it is."""
+    return torch.cat([s for v in x.values() for s in ((v,) if v.dim() == 2 else (v.mean(-1), v.std(-1)))], 1)
+
+
 class Statistics(nn.Module):
-    """{input: [batch, bands, frames]} -> [batch, 2 x bands of every input]: per band mean and
-    standard deviation over time, standardised with the training split's statistics."""
+    """The inputs' `summary`, standardised with the training split's statistics."""
 
     def __init__(self, cfg, gaps: tuple[float, ...]):
         super().__init__()
-        self.size = sum(2 * shape[0] for shape in cfg.shapes)
+        self.size = summary_size(cfg.shapes)
         self.scale = Normalise(self.size)
 
-    @staticmethod
-    def raw(x: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The statistics before standardisation."""
-        return torch.cat([s for v in x.values() for s in (v.mean(-1), v.std(-1))], 1)
+    raw = staticmethod(summary)  # the statistics before standardisation
 
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.scale(self.raw(x))
@@ -81,5 +88,5 @@ def fit(net, train: Any) -> dict[str, float]:
 
 register(Architecture(
     "baseline", "mean and standard deviation of each log-mel band and MFCC, standardised, multinomial logistic regression (no training loop)",
-    (("logmel", "mfcc"), ("logmel",), ("mfcc",)), Statistics, {"dense": ()}, fit=fit,
+    (("logmel", "mfcc"), ("logmel",), ("mfcc",), ("musicnn",), ("musicnn", "logmel", "mfcc")), Statistics, {"dense": ()}, fit=fit,
 ))  # fmt: skip

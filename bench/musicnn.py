@@ -1,0 +1,98 @@
+"""Musicnn benchmark: what the pretrained tagger costs in extraction, per core and with every core,
+in float32 and under bfloat16 autocast (and what bfloat16 changes in its outputs), against the
+log-mel + MFCC extraction of the same tracks; and the bytes per segment it stores.
+
+    .venv/bin/python bench/musicnn.py [--tracks 8] [--seconds 30] [--repeats 3]
+
+The tracks are synthetic MP3s (mgc synth, 30 s like FMA's clips), decoded as extraction decodes
+(mono at the feature sample rate; the decode is timed too). Printed, and written to
+bench/out/musicnn.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mgc import audio, fma, inputs, musicnn
+from mgc.features import FeatureConfig, segment
+from mgc.synth import SynthConfig, generate
+
+HERE = Path(__file__).resolve().parent
+
+
+def best_of(fn, repeats: int) -> float:
+    """The fastest of `repeats` timed calls, in seconds (the least disturbed by other work)."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tracks", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    cfg = FeatureConfig()
+    corpus = HERE / "out" / f"musicnn_corpus_{args.tracks}x{args.seconds:g}s"
+    if not (corpus / "fma_metadata").exists():
+        generate(SynthConfig(out=str(corpus), tracks=args.tracks, seconds=args.seconds, broken_share=0.0, seed=11), progress=False)
+    paths = list(fma.manifest(str(corpus)).tracks["path"])
+    tracks = [audio.load(p, cfg) for p in paths]
+    musicnn.load()  # weights read once, outside the timings
+    segments = [segment(y, cfg) for y in tracks]
+    n_seg = sum(len(s) for s in segments)
+    patches = np.concatenate([musicnn.logmel(s, cfg.sample_rate)[:, : musicnn.FRAMES] for s in segments])
+
+    result: dict = {"tracks": args.tracks, "seconds": args.seconds, "segments": n_seg, "cores": os.cpu_count()}
+    for threads in (1, os.cpu_count()):
+        torch.set_num_threads(threads)
+        key = "one_core" if threads == 1 else f"{threads}_cores"
+        r = {
+            "decode_s": best_of(lambda: [audio.load(p, cfg) for p in paths], args.repeats),
+            "logmel_mfcc_s": best_of(lambda: [inputs.compute(y, cfg, ("logmel", "mfcc")) for y in tracks], args.repeats),
+            "front_end_s": best_of(lambda: [musicnn.logmel(s, cfg.sample_rate) for s in segments], args.repeats),
+            "network_f32_s": best_of(lambda: musicnn.run(patches), args.repeats),
+            "network_bf16_s": best_of(lambda: musicnn.run(patches, bf16=True), args.repeats),
+        }
+        r = {k: v / args.tracks for k, v in r.items()}  # per track
+        # Against the whole default extraction of a track: its decode, then log-mel and MFCC.
+        r["musicnn_f32_vs_default_extraction"] = (r["front_end_s"] + r["network_f32_s"]) / (r["decode_s"] + r["logmel_mfcc_s"])
+        r["musicnn_bf16_vs_default_extraction"] = (r["front_end_s"] + r["network_bf16_s"]) / (r["decode_s"] + r["logmel_mfcc_s"])
+        r["bf16_speed_up"] = r["network_f32_s"] / r["network_bf16_s"]
+        result[key] = r
+
+    f32, bf16 = musicnn.run(patches), musicnn.run(patches, bf16=True)
+    top5 = lambda t: np.sort(np.argsort(-t, 1)[:, :5], 1)  # noqa: E731
+    cos = (f32["embedding"] * bf16["embedding"]).sum(1) / np.linalg.norm(f32["embedding"], axis=1) / np.linalg.norm(bf16["embedding"], axis=1)
+    result["bf16_vs_f32"] = {
+        "same_top5_tags_share": float((top5(f32["tags"]) == top5(bf16["tags"])).all(1).mean()),
+        "max_tag_diff": float(np.abs(f32["tags"] - bf16["tags"]).max()),
+        "embedding_cosine_min": float(cos.min()),
+        "embedding_cosine_mean": float(cos.mean()),
+    }
+    stored = np.concatenate([f32["embedding"], f32["tags"]], 1).astype(np.float16)
+    column = pa.FixedShapeTensorArray.from_numpy_ndarray(stored)
+    path = HERE / "out" / "musicnn_column.parquet"
+    path.parent.mkdir(exist_ok=True)
+    pq.write_table(pa.table({"musicnn": column}), path, compression="zstd")  # as the shards are written
+    result["bytes_per_segment"] = path.stat().st_size / n_seg
+    path.unlink()
+    (HERE / "out" / "musicnn.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
