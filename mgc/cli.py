@@ -36,6 +36,7 @@ EXPLAIN = {
     "n_mfcc": "MFCC coefficients kept",
     "silence_db": "a track whose RMS level is below this is rejected as silent, dBFS",
     "max_seconds": "analyse at most this much of each file from its start, s (none: all of it)",
+    "musicnn_patches": "musicnn input only: run the network on this many evenly spaced segments per track, the others copying the nearest (0: every segment; the network is most of the input's cost)",
     "inputs": "what each segment is stored as, among: " + "; ".join(f"{n}: {k.about}" for n, k in INPUTS.items()) + "; the models read some of them",
     # ExtractConfig
     "tracks_per_shard": "tracks per task and per Parquet file; a killed run resumes at this granularity",
@@ -112,7 +113,7 @@ EXPLAIN = {
 LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "sample_rate": (1000, None, True, False), "segment_seconds": (0, None, False, False), "n_fft": (16, None, True, False),
     "hop_length": (1, None, True, False), "n_mels": (1, None, True, False), "n_mfcc": (1, None, True, False),
-    "silence_db": (-200, 0, True, True), "max_seconds": (0, None, False, False), "tracks_per_shard": (1, None, True, False),
+    "silence_db": (-200, 0, True, True), "max_seconds": (0, None, False, False), "musicnn_patches": (0, None, True, False), "network_actors": (0, None, True, False), "tracks_per_shard": (1, None, True, False),
     "limit": (0, None, True, False), "split_seed": (0, None, True, False), "epochs": (1, None, True, False),
     "batch_size": (1, None, True, False), "lr": (0, 1, False, True), "dropout": (0, 1, True, False),
     "num_workers": (0, None, True, False), "cpus_per_worker": (0, None, False, False), "gpus_per_worker": (0, None, False, False),
@@ -255,7 +256,8 @@ def load_manifest(args: argparse.Namespace):
 def _cmd_extract(args: argparse.Namespace) -> int:
     from mgc.extract import ExtractConfig, run
 
-    cfg = ExtractConfig(out=args.out, features=_feature_config(args), tracks_per_shard=args.tracks_per_shard, progress=not args.no_progress)
+    cfg = ExtractConfig(out=args.out, features=_feature_config(args), tracks_per_shard=args.tracks_per_shard, progress=not args.no_progress,
+                        use_gpu=args.use_gpu, network_actors=args.network_actors)  # fmt: skip
     m = load_manifest(args)  # before Ray starts: bad metadata fails fast
     if args.limit:
         m.tracks = m.tracks.head(args.limit)
@@ -404,6 +406,9 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output folder or URI (s3://bucket/prefix)")
     e.add_argument("--tracks-per-shard", type=ranged(int, "tracks_per_shard"), default=32, help="tracks per task and Parquet file (default: 32)")
     e.add_argument("--limit", type=ranged(int, "limit"), default=0, help="only the first N tracks by track_id (default: all)")
+    e.add_argument("--use-gpu", action="store_true", help="run the musicnn input's network in GPU actors (one per GPU unless --network-actors), fed by CPU decode tasks")
+    e.add_argument("--network-actors", type=ranged(int, "network_actors"), default=0,
+                   help="actors that run the musicnn input's network (default 0: one per GPU with --use-gpu, else none: it runs in the decode tasks)")  # fmt: skip
     e.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
     e.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     _add_dataclass_options(e, FeatureConfig, "feature options (stored in _config.json)")

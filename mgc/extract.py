@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import pickle
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,10 +52,17 @@ class ExtractConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     tracks_per_shard: int = 32
     progress: bool = True
+    # Inputs computed by a network (musicnn): run it in an actor pool fed by the decode tasks,
+    # one GPU per actor with use_gpu; `network_actors` 0 means one per GPU with use_gpu, else
+    # none (the network runs in the decode tasks, on their CPU).
+    use_gpu: bool = False
+    network_actors: int = 0
 
     def __post_init__(self) -> None:
         if self.tracks_per_shard < 1:
             raise MgcError("--tracks-per-shard must be at least 1")
+        if self.network_actors < 0:
+            raise MgcError("--network-actors must be 0 or more")
 
 
 WAVE = 512  # chunks per Ray Data run, at least (see run)
@@ -64,38 +72,45 @@ def shard_name(chunk: int) -> str:
     return f"part-{chunk:06d}.parquet"
 
 
-def process_chunk(chunk: dict[str, Any], out: str, cfg: FeatureConfig) -> list[dict[str, Any]]:
-    """Decode and featurise one chunk of tracks, write its shard and rejects, and return one
-    status row per track (the driver only ever sees these small rows)."""
-    schema = feature_schema(cfg)
-    columns: dict[str, list] = {name: [] for name in schema.names}
-    rejects: list[dict[str, Any]] = []
-    status = []
+def decode_chunk(chunk: dict[str, Any], cfg: FeatureConfig) -> dict[str, Any]:
+    """Decode one chunk of tracks and `prepare` their inputs (mgc.inputs): {"chunk", "tracks":
+    (track_id, split, genre_top, label, prepared inputs) per good track, "rejects", "status"}."""
+    tracks, rejects, status = [], [], []
     for tid, path, split, genre, label in zip(chunk["track_id"], chunk["path"], chunk["split"], chunk["genre_top"], chunk["label"]):
         tid = int(tid)
         try:
-            arrays = inputs.compute(audio.load(path, cfg), cfg, cfg.inputs)
+            tracks.append((tid, split, genre, int(label), inputs.prepare(audio.load(path, cfg), cfg, cfg.inputs)))
+            continue
         except Reject as r:
             r = r.naming(path)
-            rejects.append({"track_id": tid, "path": path, "reason": r.reason, "detail": r.detail})
-            status.append({"track_id": tid, "reason": r.reason, "segments": 0})
-            continue
+            reason, detail = r.reason, r.detail
         except Exception as e:  # noqa: BLE001 - one odd file must not sink the other tracks
-            rejects.append({"track_id": tid, "path": path, "reason": "feature_error", "detail": f"{path}: {type(e).__name__}: {e}"})
-            status.append({"track_id": tid, "reason": "feature_error", "segments": 0})
-            continue
+            reason, detail = "feature_error", f"{path}: {type(e).__name__}: {e}"
+        rejects.append({"track_id": tid, "path": path, "reason": reason, "detail": detail})
+        status.append({"track_id": tid, "reason": reason, "segments": 0})
+    return {"chunk": int(chunk["chunk"]), "tracks": tracks, "rejects": rejects, "status": status}
+
+
+def write_chunk(decoded: dict[str, Any], out: str, cfg: FeatureConfig, device: str = "cpu") -> list[dict[str, Any]]:
+    """Finish a decoded chunk's inputs (the networks run here, on `device`), write its shard and
+    rejects, and return one status row per track (the driver only ever sees these small rows)."""
+    schema = feature_schema(cfg)
+    columns: dict[str, list] = {name: [] for name in schema.names}
+    status = list(decoded["status"])
+    for tid, split, genre, label, prepared in decoded["tracks"]:
+        arrays = inputs.finish(prepared, device)
         n = len(arrays[cfg.inputs[0]])
         columns["track_id"] += [tid] * n
         columns["segment"] += list(range(n))
         columns["split"] += [split] * n
         columns["genre_top"] += [genre] * n
-        columns["label"] += [int(label)] * n
+        columns["label"] += [label] * n
         for name in cfg.inputs:
             columns[name].append(arrays[name])
         status.append({"track_id": tid, "reason": "ok", "segments": n})
 
-    name = shard_name(int(chunk["chunk"]))
-    storage.write_parquet(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), storage.join(out, "rejects", name))
+    name = shard_name(decoded["chunk"])
+    storage.write_parquet(pa.Table.from_pylist(decoded["rejects"], schema=REJECT_SCHEMA), storage.join(out, "rejects", name))
     groups = None
     if columns["track_id"]:
         # One row group per split and labelled-or-not, in track order within each: training's
@@ -111,6 +126,30 @@ def process_chunk(chunk: dict[str, Any], out: str, cfg: FeatureConfig) -> list[d
     # Written last: its existence marks the chunk done.
     storage.write_parquet(table, storage.join(out, "features", name), scalar_columns=SCALAR_COLUMNS, row_groups=groups)
     return status
+
+
+def process_chunk(chunk: dict[str, Any], out: str, cfg: FeatureConfig) -> list[dict[str, Any]]:
+    """One chunk decoded, featurised and written in one task (the networks too, on its CPU)."""
+    return write_chunk(decode_chunk(chunk, cfg), out, cfg)
+
+
+class ChunkWriter:
+    """Ray Data actor for inputs computed by a network: loads it once (on its GPU with use_gpu),
+    then finishes and writes the chunks that the decode tasks prepared."""
+
+    def __init__(self, out: str, cfg: FeatureConfig, use_gpu: bool):
+        import torch
+
+        self.out, self.cfg = out, cfg
+        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+
+    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        return write_chunk(pickle.loads(row["decoded"]), self.out, self.cfg, self.device)
+
+
+def _decoded(chunk: dict[str, Any], cfg: FeatureConfig) -> dict[str, Any]:
+    # One opaque column: the prepared inputs' shapes vary per track and per input.
+    return {"decoded": pickle.dumps(decode_chunk(chunk, cfg), protocol=5)}
 
 
 def plan_chunks(manifest: Manifest, tracks_per_shard: int) -> list[dict[str, Any]]:
@@ -162,6 +201,18 @@ def _check_or_write_config(manifest: Manifest, cfg: ExtractConfig) -> None:
             )
 
 
+def _network_actors(cfg: ExtractConfig) -> int:
+    """How many actors run the networks of cfg's inputs (0: none, they run in the decode tasks)."""
+    import ray
+
+    if not any(inputs.get(n).network for n in cfg.features.inputs):
+        return 0
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if cfg.use_gpu and not gpus:
+        raise MgcError("--use-gpu: the cluster has no GPUs")
+    return cfg.network_actors or (gpus if cfg.use_gpu else 0)
+
+
 def summarize(out: str) -> dict[str, Any]:
     """Totals over everything written under `out` (all runs that contributed)."""
     summary: dict[str, Any] = {"tracks_ok": 0, "segments": 0, "tracks_rejected": 0, "rejects_by_reason": {}}
@@ -203,6 +254,7 @@ def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
         # small node they left a third of the CPUs idle (bench/README.md).
         ctx.op_resource_reservation_enabled = False
         fn = functools.partial(process_chunk, out=cfg.out, cfg=cfg.features)
+        actors = _network_actors(cfg)
         # Waves of chunks, one Ray Data run each: Ray Data keeps ~50 KB of bookkeeping per block
         # in the driver until its run ends (bench/README.md, "Scale"), and a wave of 8 chunks
         # per CPU leaves little idle at its end.
@@ -211,7 +263,13 @@ def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
             for lo in range(0, len(todo), wave):
                 part = todo[lo : lo + wave]
                 # One block per chunk, so that each chunk is one task and chunks spread over all CPUs.
-                ds = ray.data.from_items(part, override_num_blocks=len(part)).flat_map(fn, num_cpus=1)
+                ds = ray.data.from_items(part, override_num_blocks=len(part))
+                if actors:
+                    ds = ds.map(_decoded, fn_kwargs={"cfg": cfg.features}, num_cpus=1)
+                    ds = ds.flat_map(ChunkWriter, fn_constructor_kwargs={"out": cfg.out, "cfg": cfg.features, "use_gpu": cfg.use_gpu},
+                                     compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if cfg.use_gpu else 0, num_cpus=0 if cfg.use_gpu else 1)  # fmt: skip
+                else:
+                    ds = ds.flat_map(fn, num_cpus=1)
                 for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
                     for reason, n in batch["reason"].value_counts().items():
                         counts[reason] = counts.get(reason, 0) + int(n)

@@ -42,6 +42,18 @@ class Input:
         settings of `aug` (mgc.augment.Augment) that apply to this kind."""
         raise NotImplementedError
 
+    # Computed by a pretrained network: `prepare` runs in the decode task and `finish` where the
+    # network is loaded (extraction can put that in an actor pool, on GPUs).
+    network: ClassVar[bool] = False
+
+    def prepare(self, segments: np.ndarray, cfg: FeatureConfig, cache: dict[str, Any]) -> Any:
+        """The CPU part of `compute`; the whole of it for inputs that are not networks."""
+        return self.compute(segments, cfg, cache)
+
+    def finish(self, prepared: Any, device: str = "cpu") -> np.ndarray:
+        """`compute`'s result from `prepare`'s."""
+        return prepared
+
     def stats_axes(self, ndim: int) -> tuple[int, ...]:
         """Axes of a batch [n, *shape] that a normalisation statistic sums over."""
         return tuple(a for a in range(ndim) if a != 1) if self.norm == "band" else tuple(range(ndim))
@@ -128,7 +140,7 @@ class Waveform(Input):
 
 @register
 class Musicnn(Input):
-    name, norm = "musicnn", "band"  # a z-score per dimension
+    name, norm, network = "musicnn", "band", True  # a z-score per dimension
     about = "the pretrained MSD musicnn tagger's 200-d embedding then its 50 tag probabilities, per segment (mgc.musicnn)"
 
     def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
@@ -136,18 +148,54 @@ class Musicnn(Input):
 
         return (musicnn.EMBEDDING + len(musicnn.TAGS),)
 
-    def compute(self, segments, cfg, cache):
+    def prepare(self, segments, cfg, cache):
+        """(the network's input patches for the segments it runs on; for each segment the index
+        of the patch whose output it takes)."""
         from mgc import musicnn
 
+        n, k = len(segments), cfg.musicnn_patches
+        # k evenly spaced segments, or all: the network is most of this input's cost (bench/README.md).
+        run = np.unique(np.linspace(0, n - 1, k).round().astype(int)) if 0 < k < n else np.arange(n)
+        nearest = np.abs(np.arange(n)[:, None] - run[None, :]).argmin(1)
         # A 3 s segment at 16 kHz is 188 frames: its first 187 are the network's one patch.
-        x = musicnn.logmel(segments, cfg.sample_rate)[:, : musicnn.FRAMES]
+        x = musicnn.logmel(segments[run], cfg.sample_rate)[:, : musicnn.FRAMES]
         if x.shape[1] < musicnn.FRAMES:
             raise MgcError(f"musicnn needs segments of at least 3 s; these are {cfg.segment_seconds:g} s")
-        out = musicnn.run(x)
-        return np.concatenate([out["embedding"], out["tags"]], 1).astype(np.float16)
+        return x, nearest
+
+    def finish(self, prepared, device="cpu"):
+        from mgc import musicnn
+
+        x, nearest = prepared
+        out = musicnn.run(x, device)
+        return np.concatenate([out["embedding"], out["tags"]], 1).astype(np.float16)[nearest]
+
+    def compute(self, segments, cfg, cache):
+        return self.finish(self.prepare(segments, cfg, cache))
 
     def augment(self, x, aug, gen):
         return x  # a pretrained summary: mixup (the training loop's) is the augmentation that applies
+
+
+def prepare(y: np.ndarray, cfg: FeatureConfig, names: tuple[str, ...]) -> dict[str, list]:
+    """The CPU part of `compute` for one decoded track: {name: one `prepare` result per block}.
+
+    Raises Reject('too_short') or Reject('silent') for unusable audio.
+    """
+    segs = segment(y, cfg)
+    check_not_silent(y, cfg)
+    kinds = [get(n) for n in names]
+    parts: dict[str, list] = {n: [] for n in names}
+    for start in range(0, len(segs), BLOCK_SEGMENTS):
+        block, cache = segs[start : start + BLOCK_SEGMENTS], {}
+        for kind in kinds:
+            parts[kind.name].append(kind.prepare(block, cfg, cache))
+    return parts
+
+
+def finish(parts: dict[str, list], device: str = "cpu") -> dict[str, np.ndarray]:
+    """`prepare`'s result made whole, {name: float16 [n_segments, *shape]}: the networks run here."""
+    return {n: np.ascontiguousarray(np.concatenate([get(n).finish(p, device) for p in ps])) for n, ps in parts.items()}
 
 
 def compute(y: np.ndarray, cfg: FeatureConfig, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -155,12 +203,4 @@ def compute(y: np.ndarray, cfg: FeatureConfig, names: tuple[str, ...]) -> dict[s
 
     Raises Reject('too_short') or Reject('silent') for unusable audio.
     """
-    segs = segment(y, cfg)
-    check_not_silent(y, cfg)
-    kinds = [get(n) for n in names]
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for start in range(0, len(segs), BLOCK_SEGMENTS):
-        block, cache = segs[start : start + BLOCK_SEGMENTS], {}
-        for kind in kinds:
-            parts[kind.name].append(kind.compute(block, cfg, cache))
-    return {n: np.ascontiguousarray(np.concatenate(p)) for n, p in parts.items()}
+    return finish(prepare(y, cfg, names))

@@ -232,6 +232,26 @@ def all_inputs(ray_connected, train_corpus, tmp_path_factory) -> Path:
     return _extract(train_corpus, tmp_path_factory.mktemp("all_inputs"), inputs=("logmel", "mfcc", "waveform"), n_fft=4096, hop_length=1024, n_mels=64)
 
 
+@pytest.fixture(scope="session")
+def tagged(ray_connected, train_corpus, tmp_path_factory) -> Path:
+    """The training corpus extracted with the pretrained tagger's input beside the defaults."""
+    return _extract(train_corpus, tmp_path_factory.mktemp("musicnn_features"), inputs=("logmel", "mfcc", "musicnn"))
+
+
+MUSICNN_HEAD = dict(epochs=12, batch_size=32, lr=3e-3, num_workers=1, cache_data=True, progress=False)
+
+
+@pytest.fixture(scope="session")
+def musicnn_runs(tagged, tmp_path_factory) -> Path:
+    """`--model head` trained on `tagged`'s musicnn input: the runs folder (head/)."""
+    from mgc.train import TrainConfig
+    from mgc.train import run as train
+
+    runs = tmp_path_factory.mktemp("musicnn_runs")
+    train(TrainConfig(features=str(tagged), model="head", storage_path=str(runs), **MUSICNN_HEAD))
+    return runs
+
+
 # The fixtures that show each architecture learning train with the plain recipe (Adam at a
 # constant rate, no augmentation): their budgets of 10-24 epochs were set by it, and the default
 # recipe's augmentation needs more epochs on the synthetic corpus (bench/README.md, "The training

@@ -28,10 +28,11 @@ def test_ray_job_submit_needs_the_token(ray_cluster, tmp_path):
     assert proc.returncode != 0 and "token" in (proc.stdout + proc.stderr).lower()
 
 
-@pytest.mark.parametrize("inputs", ["logmel,mfcc", "logmel,mfcc,musicnn"])
-def test_driver_killed_midway_resumes_without_duplicates(ray_cluster, corpus, truth, tmp_path, inputs):
+@pytest.mark.parametrize("inputs,options", [("logmel,mfcc", []), ("logmel,mfcc,musicnn", ["--network-actors", "1"])], ids=["default", "musicnn_in_an_actor"])
+def test_driver_killed_midway_resumes_without_duplicates(ray_cluster, corpus, truth, tmp_path, inputs, options):
+    """The defaults, and the pretrained network in an actor pool fed by the decode tasks."""
     out = tmp_path / "features"
-    cmd = [sys.executable, str(REPO / "jobs" / "extract_full.py"), "--fma-root", str(corpus), "--out", str(out), "--tracks-per-shard", "1", "--inputs", inputs, "--no-progress"]
+    cmd = [sys.executable, str(REPO / "jobs" / "extract_full.py"), "--fma-root", str(corpus), "--out", str(out), "--tracks-per-shard", "1", "--inputs", inputs, *options, "--no-progress"]
     proc = subprocess.Popen(cmd, env=ray_cluster["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:

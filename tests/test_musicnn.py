@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import soundfile
 
-from conftest import _extract
+from conftest import MUSICNN_HEAD
 from helpers import shuffled_copy
 from mgc import label, musicnn
 from mgc.cli import main
@@ -54,12 +54,6 @@ def test_loud_audio_gives_finite_tags():
     assert np.isfinite(x).all() and all(np.isfinite(v).all() for v in out.values())
 
 
-@pytest.fixture(scope="module")
-def tagged(ray_connected, train_corpus, tmp_path_factory) -> Path:
-    """The training corpus extracted with the musicnn input beside the defaults."""
-    return _extract(train_corpus, tmp_path_factory.mktemp("musicnn_features"), inputs=("logmel", "mfcc", "musicnn"))
-
-
 def _segments(features: Path) -> pd.DataFrame:
     from mgc import storage
 
@@ -84,30 +78,16 @@ def test_synthetic_genres_get_different_tags(tagged):
     assert sim[same].mean() > sim[~same].mean() + 0.1
 
 
-SMALL = dict(batch_size=32, lr=3e-3, num_workers=1, cache_data=True, progress=False)
-
-
-@pytest.fixture(scope="module")
-def head(tagged, tmp_path_factory) -> tuple[dict, Path]:
-    """`--model head` trained on the musicnn input: (its result, its artifact)."""
+def test_the_head_learns_the_genres_from_the_embedding_and_not_shuffled_labels(musicnn_runs, tagged, tmp_path):
+    """`--model head` over musicnn learns the genres (test_train's test of every model); with the
+    training labels permuted across tracks it stays low; `--model baseline --input musicnn` works too."""
     from mgc.train import run as train
 
-    runs = tmp_path_factory.mktemp("musicnn_runs")
-    return train(TrainConfig(features=str(tagged), model="head", epochs=12, storage_path=str(runs), **SMALL)), runs / "head" / "model"
-
-
-def test_the_head_learns_the_genres_from_the_embedding_and_not_shuffled_labels(head, tagged, tmp_path):
-    """`--model head` over musicnn learns the genres; with the training labels permuted across
-    tracks it stays low; `--model baseline --input musicnn` works too."""
-    from mgc.train import run as train
-
-    out, model = head
-    assert out["validation"]["val_track_accuracy"] >= 0.9, out["validation"]
-    assert json.loads((model / "model.json").read_text())["model_config"]["inputs"] == ["musicnn"]
+    assert json.loads((musicnn_runs / "head" / "metrics.json").read_text())["validation"]["val_track_accuracy"] >= 0.9
     shuffled = shuffled_copy(tagged, tmp_path / "shuffled")
-    control = train(TrainConfig(features=str(shuffled), model="head", epochs=12, storage_path=str(tmp_path / "control"), **SMALL))
+    control = train(TrainConfig(features=str(shuffled), model="head", storage_path=str(tmp_path / "control"), **MUSICNN_HEAD))
     assert control["validation"]["val_track_accuracy"] < 0.5, control["validation"]
-    base = train(TrainConfig(features=str(tagged), model="baseline", input="musicnn", storage_path=str(tmp_path / "runs"), **SMALL))
+    base = train(TrainConfig(features=str(tagged), model="baseline", input="musicnn", storage_path=str(tmp_path / "runs"), **MUSICNN_HEAD))
     assert base["validation"]["val_track_accuracy"] >= 0.9, base["validation"]
 
 
@@ -149,13 +129,13 @@ def test_label_and_embed_with_the_pretrained_tagger_and_no_training(ray_connecte
     assert len(catalogue["embedding"].iloc[0]) == musicnn.EMBEDDING
 
 
-def test_a_head_artifact_labels_from_the_musicnn_input_alone(head, inbox):
+def test_a_head_artifact_labels_from_the_musicnn_input_alone(musicnn_runs, inbox):
     """Labelling with a head trained on musicnn computes that input only."""
     from mgc import artifact
     from mgc.features import FeatureConfig
     from mgc.label import featurise
 
-    _, path = head
+    path = musicnn_runs / "head" / "model"
     model, meta = artifact.load(str(path))
     folder, truth = inbox
     audio = str(folder / truth[truth["status"] == "ok"]["file"].iloc[0])
@@ -163,3 +143,20 @@ def test_a_head_artifact_labels_from_the_musicnn_input_alone(head, inbox):
     assert row["status"] == "ok" and "musicnn" in row and "logmel" not in row and "mfcc" not in row
     got = label.label_file(audio, str(path))
     assert got["status"] == "ok" and got["top_genres"][0] in meta["labels"]
+
+
+def test_musicnn_patches_runs_the_network_on_k_segments_and_copies_the_nearest():
+    from mgc import inputs
+    from mgc.errors import MgcError
+    from mgc.features import FeatureConfig
+    from mgc.synth import render
+
+    y = render("Rock", 1, 2, 30.0, 22050).mean(1)
+    every = inputs.compute(y, FeatureConfig(inputs=("musicnn",)), ("musicnn",))["musicnn"]
+    three = inputs.compute(y, FeatureConfig(inputs=("musicnn",), musicnn_patches=3), ("musicnn",))["musicnn"]
+    assert every.shape == three.shape == (10, 250)
+    assert len(np.unique(every, axis=0)) == 10 and len(np.unique(three, axis=0)) == 3
+    for seg, ran in enumerate([0, 0, 0, 4, 4, 4, 4, 9, 9, 9]):  # segments 0, 4 (4.5 rounded to even) and 9
+        np.testing.assert_allclose(three[seg], every[ran], rtol=0, atol=2e-3)  # float16; batch sizes may round apart
+    with pytest.raises(MgcError, match="musicnn_patches"):
+        FeatureConfig(musicnn_patches=-1)
