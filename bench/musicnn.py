@@ -2,7 +2,7 @@
 in float32 and under bfloat16 autocast (and what bfloat16 changes in its outputs), against the
 log-mel + MFCC extraction of the same tracks; and the bytes per segment it stores.
 
-    .venv/bin/python bench/musicnn.py [--tracks 8] [--seconds 30] [--repeats 3]
+    .venv/bin/python bench/musicnn.py [--tracks 16] [--seconds 30] [--repeats 3]
 
 The tracks are synthetic MP3s (mgc synth, 30 s like FMA's clips), decoded as extraction decodes
 (mono at the feature sample rate; the decode is timed too). Printed, and written to
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -39,9 +40,27 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def extraction_rates(corpus: Path) -> dict[str, float]:
+    """Tracks/s of `mgc extract` on every core of a local Ray (the pipeline as users run it), with
+    the default inputs, with musicnn beside them, and with musicnn on 3 segments per track."""
+    from mgc.extract import ExtractConfig, run
+
+    manifest = fma.manifest(str(corpus))
+    rates = {}
+    for name, features in (("default", FeatureConfig()), ("with_musicnn", FeatureConfig(inputs=("logmel", "mfcc", "musicnn"))),
+                           ("with_musicnn_3_patches", FeatureConfig(inputs=("logmel", "mfcc", "musicnn"), musicnn_patches=3))):  # fmt: skip
+        out = HERE / "out" / f"musicnn_extract_{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        rates[name] = run(manifest, ExtractConfig(out=str(out), features=features, tracks_per_shard=2, progress=False))["this_run"]["tracks_per_s"]
+        shutil.rmtree(out)
+    rates["with_musicnn_vs_default"] = rates["default"] / rates["with_musicnn"]
+    rates["with_musicnn_3_patches_vs_default"] = rates["default"] / rates["with_musicnn_3_patches"]
+    return rates
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tracks", type=int, default=8)
+    p.add_argument("--tracks", type=int, default=16)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
@@ -54,25 +73,25 @@ def main() -> None:
     musicnn.load()  # weights read once, outside the timings
     segments = [segment(y, cfg) for y in tracks]
     n_seg = sum(len(s) for s in segments)
-    patches = np.concatenate([musicnn.logmel(s, cfg.sample_rate)[:, : musicnn.FRAMES] for s in segments])
+    kind = inputs.get("musicnn")
+    patches = np.concatenate([kind.prepare(s, cfg, {})[0] for s in segments])  # the stored input's own patches
 
     result: dict = {"tracks": args.tracks, "seconds": args.seconds, "segments": n_seg, "cores": os.cpu_count()}
-    for threads in (1, os.cpu_count()):
-        torch.set_num_threads(threads)
-        key = "one_core" if threads == 1 else f"{threads}_cores"
-        r = {
-            "decode_s": best_of(lambda: [audio.load(p, cfg) for p in paths], args.repeats),
-            "logmel_mfcc_s": best_of(lambda: [inputs.compute(y, cfg, ("logmel", "mfcc")) for y in tracks], args.repeats),
-            "front_end_s": best_of(lambda: [musicnn.logmel(s, cfg.sample_rate) for s in segments], args.repeats),
-            "network_f32_s": best_of(lambda: musicnn.run(patches), args.repeats),
-            "network_bf16_s": best_of(lambda: musicnn.run(patches, bf16=True), args.repeats),
-        }
-        r = {k: v / args.tracks for k, v in r.items()}  # per track
-        # Against the whole default extraction of a track: its decode, then log-mel and MFCC.
-        r["musicnn_f32_vs_default_extraction"] = (r["front_end_s"] + r["network_f32_s"]) / (r["decode_s"] + r["logmel_mfcc_s"])
-        r["musicnn_bf16_vs_default_extraction"] = (r["front_end_s"] + r["network_bf16_s"]) / (r["decode_s"] + r["logmel_mfcc_s"])
-        r["bf16_speed_up"] = r["network_f32_s"] / r["network_bf16_s"]
-        result[key] = r
+    torch.set_num_threads(1)  # as in an extraction task: one core each
+    r = {
+        "decode_s": best_of(lambda: [audio.load(p, cfg) for p in paths], args.repeats),
+        "logmel_mfcc_s": best_of(lambda: [inputs.compute(y, cfg, ("logmel", "mfcc")) for y in tracks], args.repeats),
+        "front_end_s": best_of(lambda: [kind.prepare(s, cfg, {}) for s in segments], args.repeats),
+        "network_f32_s": best_of(lambda: musicnn.run(patches), args.repeats),
+        "network_bf16_s": best_of(lambda: musicnn.run(patches, bf16=True), args.repeats),
+    }
+    r = {k: v / args.tracks for k, v in r.items()}  # per track
+    # Against the whole default extraction of a track: its decode, then log-mel and MFCC.
+    r["musicnn_f32_vs_default_extraction"] = (r["front_end_s"] + r["network_f32_s"]) / (r["decode_s"] + r["logmel_mfcc_s"])
+    r["musicnn_bf16_vs_default_extraction"] = (r["front_end_s"] + r["network_bf16_s"]) / (r["decode_s"] + r["logmel_mfcc_s"])
+    r["bf16_speed_up"] = r["network_f32_s"] / r["network_bf16_s"]
+    result["one_core_per_track"] = r
+    result["extraction_all_cores"] = extraction_rates(corpus)
 
     f32, bf16 = musicnn.run(patches), musicnn.run(patches, bf16=True)
     top5 = lambda t: np.sort(np.argsort(-t, 1)[:, :5], 1)  # noqa: E731

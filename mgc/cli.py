@@ -36,7 +36,7 @@ EXPLAIN = {
     "n_mfcc": "MFCC coefficients kept",
     "silence_db": "a track whose RMS level is below this is rejected as silent, dBFS",
     "max_seconds": "analyse at most this much of each file from its start, s (none: all of it)",
-    "musicnn_patches": "musicnn input only: run the network on this many evenly spaced segments per track, the others copying the nearest (0: every segment; the network is most of the input's cost)",
+    "musicnn_patches": "musicnn input only: run the network on this many evenly spaced segments of every 32 (a 30 s clip's 10), the others copying the nearest (0: every segment; the network is most of the input's cost)",
     "inputs": "what each segment is stored as, among: " + "; ".join(f"{n}: {k.about}" for n, k in INPUTS.items()) + "; the models read some of them",
     # ExtractConfig
     "tracks_per_shard": "tracks per task and per Parquet file; a killed run resumes at this granularity",

@@ -74,12 +74,12 @@ def shard_name(chunk: int) -> str:
 
 def decode_chunk(chunk: dict[str, Any], cfg: FeatureConfig) -> dict[str, Any]:
     """Decode one chunk of tracks and `prepare` their inputs (mgc.inputs): {"chunk", "tracks":
-    (track_id, split, genre_top, label, prepared inputs) per good track, "rejects", "status"}."""
+    (track_id, path, split, genre_top, label, prepared inputs) per good track, "rejects", "status"}."""
     tracks, rejects, status = [], [], []
     for tid, path, split, genre, label in zip(chunk["track_id"], chunk["path"], chunk["split"], chunk["genre_top"], chunk["label"]):
         tid = int(tid)
         try:
-            tracks.append((tid, split, genre, int(label), inputs.prepare(audio.load(path, cfg), cfg, cfg.inputs)))
+            tracks.append((tid, path, split, genre, int(label), inputs.prepare(audio.load(path, cfg), cfg, cfg.inputs)))
             continue
         except Reject as r:
             r = r.naming(path)
@@ -97,8 +97,14 @@ def write_chunk(decoded: dict[str, Any], out: str, cfg: FeatureConfig, device: s
     schema = feature_schema(cfg)
     columns: dict[str, list] = {name: [] for name in schema.names}
     status = list(decoded["status"])
-    for tid, split, genre, label, prepared in decoded["tracks"]:
-        arrays = inputs.finish(prepared, device)
+    rejects = list(decoded["rejects"])
+    for tid, path, split, genre, label, prepared in decoded["tracks"]:
+        try:
+            arrays = inputs.finish(prepared, device)
+        except Exception as e:  # noqa: BLE001 - as in decode_chunk: one track's failure is its reject
+            rejects.append({"track_id": tid, "path": path, "reason": "feature_error", "detail": f"{path}: {type(e).__name__}: {e}"})
+            status.append({"track_id": tid, "reason": "feature_error", "segments": 0})
+            continue
         n = len(arrays[cfg.inputs[0]])
         columns["track_id"] += [tid] * n
         columns["segment"] += list(range(n))
@@ -110,7 +116,7 @@ def write_chunk(decoded: dict[str, Any], out: str, cfg: FeatureConfig, device: s
         status.append({"track_id": tid, "reason": "ok", "segments": n})
 
     name = shard_name(decoded["chunk"])
-    storage.write_parquet(pa.Table.from_pylist(decoded["rejects"], schema=REJECT_SCHEMA), storage.join(out, "rejects", name))
+    storage.write_parquet(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), storage.join(out, "rejects", name))
     groups = None
     if columns["track_id"]:
         # One row group per split and labelled-or-not, in track order within each: training's
@@ -140,8 +146,10 @@ class ChunkWriter:
     def __init__(self, out: str, cfg: FeatureConfig, use_gpu: bool):
         import torch
 
+        if use_gpu and not torch.cuda.is_available():
+            raise MgcError("--use-gpu: this actor was given a GPU, but torch sees no CUDA device (a CPU-only torch build?)")
         self.out, self.cfg = out, cfg
-        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.device = "cuda" if use_gpu else "cpu"
 
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         return write_chunk(pickle.loads(row["decoded"]), self.out, self.cfg, self.device)
@@ -210,6 +218,9 @@ def _network_actors(cfg: ExtractConfig) -> int:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if cfg.use_gpu and not gpus:
         raise MgcError("--use-gpu: the cluster has no GPUs")
+    if cfg.use_gpu and cfg.network_actors > gpus:
+        raise MgcError(f"--network-actors {cfg.network_actors} with --use-gpu: the cluster has {gpus} GPU(s), one per actor")
+    # A pool per wave of chunks (see run): the network loads once per actor and wave.
     return cfg.network_actors or (gpus if cfg.use_gpu else 0)
 
 
@@ -265,7 +276,9 @@ def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
                 # One block per chunk, so that each chunk is one task and chunks spread over all CPUs.
                 ds = ray.data.from_items(part, override_num_blocks=len(part))
                 if actors:
-                    ds = ds.map(_decoded, fn_kwargs={"cfg": cfg.features}, num_cpus=1)
+                    # The memory request (a chunk's decode, ~0.5 GB) also keeps Ray Data from fusing
+                    # the decode tasks into the actors: every CPU decodes, the actors only infer.
+                    ds = ds.map(_decoded, fn_kwargs={"cfg": cfg.features}, num_cpus=1, memory=512 * 2**20)
                     ds = ds.flat_map(ChunkWriter, fn_constructor_kwargs={"out": cfg.out, "cfg": cfg.features, "use_gpu": cfg.use_gpu},
                                      compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if cfg.use_gpu else 0, num_cpus=0 if cfg.use_gpu else 1)  # fmt: skip
                 else:

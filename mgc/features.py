@@ -36,8 +36,8 @@ class FeatureConfig:
     max_seconds: float | None = None
     # The inputs (mgc.inputs) each segment is stored as.
     inputs: tuple[str, ...] = ("logmel", "mfcc")
-    # The musicnn input: run the network on this many evenly spaced segments of a track (of every
-    # 32 segments of a longer file), each other segment taking its nearest one's output; 0: all.
+    # The musicnn input: run the network on this many evenly spaced segments of every 32 (a 30 s
+    # clip's 10 are one such block), each other segment taking its nearest one's output; 0: all.
     musicnn_patches: int = 0
 
     def __post_init__(self) -> None:
@@ -47,6 +47,8 @@ class FeatureConfig:
             raise MgcError("FeatureConfig: n_fft, hop_length, n_mels and n_mfcc must be positive")
         if self.n_mfcc > self.n_mels:
             raise MgcError(f"FeatureConfig: n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})")
+        if "musicnn" in self.inputs and self.segment_seconds < 3.0:
+            raise MgcError(f"FeatureConfig: the musicnn input needs segments of at least 3 s (its 187-frame patch), not {self.segment_seconds:g} s")
         if self.musicnn_patches < 0:
             raise MgcError(f"FeatureConfig: musicnn_patches must be 0 (every segment) or more, not {self.musicnn_patches}")
         if self.max_seconds is not None and self.max_seconds < self.segment_seconds:

@@ -154,14 +154,13 @@ class Musicnn(Input):
         from mgc import musicnn
 
         n, k = len(segments), cfg.musicnn_patches
-        # k evenly spaced segments, or all: the network is most of this input's cost (bench/README.md).
-        run = np.unique(np.linspace(0, n - 1, k).round().astype(int)) if 0 < k < n else np.arange(n)
+        # k segments at the centres of k equal spans (one: the middle), or all: the network is
+        # most of this input's cost (bench/README.md).
+        run = np.unique(((np.arange(k) + 0.5) * n / k).astype(int)) if 0 < k < n else np.arange(n)
         nearest = np.abs(np.arange(n)[:, None] - run[None, :]).argmin(1)
-        # A 3 s segment at 16 kHz is 188 frames: its first 187 are the network's one patch.
-        x = musicnn.logmel(segments[run], cfg.sample_rate)[:, : musicnn.FRAMES]
-        if x.shape[1] < musicnn.FRAMES:
-            raise MgcError(f"musicnn needs segments of at least 3 s; these are {cfg.segment_seconds:g} s")
-        return x, nearest
+        # A 3 s segment at 16 kHz is 188 frames: the first 187 (of a longer one too) are the
+        # network's one patch (FeatureConfig refuses shorter segments).
+        return musicnn.logmel(segments[run], cfg.sample_rate)[:, : musicnn.FRAMES], nearest
 
     def finish(self, prepared, device="cpu"):
         from mgc import musicnn

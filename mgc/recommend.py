@@ -83,7 +83,8 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
     if not storage.list_files(shards, ".parquet"):
         raise MgcError(f"{features}: no shards in features/: not the output of mgc extract")
     stored = FeatureConfig.from_dict(storage.read_json(storage.join(features, "_config.json"))["feature_config"])
-    if dataclasses.replace(stored, inputs=meta["features"].inputs) != meta["features"]:
+    # The built-in tagger reads whatever musicnn input the shards hold: no training config to match.
+    if model_path != artifact.BUILTIN and dataclasses.replace(stored, inputs=meta["features"].inputs) != meta["features"]:
         raise MgcError(f"{features} was extracted with another feature config than the model {model_path} was trained on")
     missing = [n for n in names if n not in stored.inputs]
     if missing:

@@ -38,7 +38,24 @@ def test_the_port_reproduces_the_original_tensorflow_graph(clip):
     out = musicnn.run(x)
     for ours, (theirs, tol) in TOLERANCE.items():
         assert np.abs(out[ours] - ref[f"{theirs}_{clip}"]).max() <= tol, ours
-    assert [musicnn.TAGS[i] for i in np.argsort(-out["tags"].mean(0))[:5]] == [musicnn.TAGS[i] for i in np.argsort(-ref[f"taggram_{clip}"].mean(0))[:5]]
+    assert musicnn.TAGS == tuple((REFERENCE / "tags.txt").read_text().split("\n")[:50])  # the order of the graph's outputs
+    assert (np.argsort(-out["tags"].mean(0))[:5] == np.argsort(-ref[f"taggram_{clip}"].mean(0))[:5]).all()
+
+
+def test_the_stored_input_is_the_packages_front_end_for_music_above_16_khz(tmp_path):
+    """mgc decodes at its feature rate (22,050 Hz) and resamples each segment to 16 kHz; the
+    package loads at 16 kHz directly. For a 44.1 kHz file, the two give the same tags."""
+    from mgc import audio, inputs
+    from mgc.features import FeatureConfig
+
+    y16, _ = soundfile.read(REFERENCE / "loud.wav", dtype="float32")
+    soundfile.write(tmp_path / "loud44.wav", librosa.resample(y16, orig_sr=16000, target_sr=44100), 44100)
+    cfg = FeatureConfig(inputs=("musicnn",))
+    stored = inputs.compute(audio.load(str(tmp_path / "loud44.wav"), cfg), cfg, ("musicnn",))["musicnn"].astype(np.float32)
+    package = musicnn.run(musicnn.patches(librosa.load(tmp_path / "loud44.wav", sr=musicnn.SR)[0]))
+    assert len(stored) == len(package["tags"]) == 2
+    # Patch 0 starts at 0 s in both (the package's patch 1 at 2.992 s, the second segment at 3 s).
+    assert np.abs(stored[0, musicnn.EMBEDDING :] - package["tags"][0]).max() < 2e-3  # float16 storage
 
 
 def test_loud_audio_gives_finite_tags():
@@ -156,7 +173,9 @@ def test_musicnn_patches_runs_the_network_on_k_segments_and_copies_the_nearest()
     three = inputs.compute(y, FeatureConfig(inputs=("musicnn",), musicnn_patches=3), ("musicnn",))["musicnn"]
     assert every.shape == three.shape == (10, 250)
     assert len(np.unique(every, axis=0)) == 10 and len(np.unique(three, axis=0)) == 3
-    for seg, ran in enumerate([0, 0, 0, 4, 4, 4, 4, 9, 9, 9]):  # segments 0, 4 (4.5 rounded to even) and 9
+    for seg, ran in enumerate([1, 1, 1, 1, 5, 5, 5, 8, 8, 8]):  # the centres of three spans of 10/3: segments 1, 5, 8
         np.testing.assert_allclose(three[seg], every[ran], rtol=0, atol=2e-3)  # float16; batch sizes may round apart
     with pytest.raises(MgcError, match="musicnn_patches"):
         FeatureConfig(musicnn_patches=-1)
+    with pytest.raises(MgcError, match="musicnn input needs segments of at least 3 s"):
+        FeatureConfig(inputs=("musicnn",), segment_seconds=2.0)

@@ -87,6 +87,6 @@ def fit(net, train: Any) -> dict[str, float]:
 
 
 register(Architecture(
-    "baseline", "mean and standard deviation of each log-mel band and MFCC, standardised, multinomial logistic regression (no training loop)",
+    "baseline", "mean and standard deviation of each log-mel band and MFCC (and the musicnn vector where read), standardised, multinomial logistic regression (no training loop)",
     (("logmel", "mfcc"), ("logmel",), ("mfcc",), ("musicnn",), ("musicnn", "logmel", "mfcc")), Statistics, {"dense": ()}, fit=fit,
 ))  # fmt: skip
