@@ -228,8 +228,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         return 0
     cfg = SynthConfig(
         out=args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed, broken_share=args.broken_share,
-        unlabelled_share=args.unlabelled_share, label_noise=args.label_noise, audio_dir=args.audio_dir, workers=args.workers,
-        link_pool=args.link_pool, fma_proportions=args.fma_proportions,
+        unlabelled_share=args.unlabelled_share, label_noise=args.label_noise, upload_conditions=args.upload_conditions,
+        audio_dir=args.audio_dir, workers=args.workers, link_pool=args.link_pool, fma_proportions=args.fma_proportions,
     )  # fmt: skip
     print(generate(cfg, progress=not args.no_progress))
     return 0
@@ -390,6 +390,9 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     s.add_argument("--unlabelled-share", type=ranged(float, "unlabelled_share"), default=0.03, help="share of tracks without genre_top (default: 0.03)")
     s.add_argument("--label-noise", type=ranged(float, "label_noise"), default=0.0,
                    help="share of training tracks given another genre at random in tracks.csv, the audio unchanged: noisy labels (default: 0)")
+    s.add_argument("--upload-conditions", type=lambda v: tuple(x for x in v.split(",") if x), default="", metavar="LIST",
+                   help="record the validation and test tracks as new uploads, unlike the catalogue training sees: any of offset (not starting on a bar), "
+                   "band (band-limited, EQ tilt), noise (background noise), level (peak -30 to -1 dBFS), comma-separated (default: none)")
     s.add_argument("--audio-dir", default="fma_large", help="audio folder name under --out (default: fma_large)")
     s.add_argument("--workers", type=ranged(int, "workers"), default=0, help="processes writing audio (default: 0 = one per core)")
     s.add_argument("--link-pool", type=ranged(int, "link_pool"), default=0, metavar="N",

@@ -70,6 +70,10 @@ TRACKS_COLUMNS = (
 )  # fmt: skip
 
 
+# How a new upload can be recorded unlike the catalogue (record_upload says how each is drawn).
+UPLOAD_CONDITIONS = ("offset", "band", "noise", "level")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """What to generate. `workers` 0 means one process per core."""
@@ -84,6 +88,10 @@ class SynthConfig:
     # Share of training tracks whose genre in tracks.csv is another one, drawn at random (the
     # audio keeps its genre; synth_truth.csv has both): noisy labels, as real catalogues have.
     label_noise: float = 0.0
+    # Validation and test tracks recorded as new uploads are, unlike the catalogue that training
+    # sees: any of UPLOAD_CONDITIONS (`record_upload`). Held-out recording conditions, on top of
+    # the held-out artists every split has; empty: every split recorded alike.
+    upload_conditions: tuple[str, ...] = ()
     audio_dir: str = "fma_large"
     workers: int = 0
     # Render only this many clips (shared by the genres) and hard-link every track to one of its
@@ -100,6 +108,12 @@ class SynthConfig:
             raise MgcError("synth: --seconds must be at least 3 (one segment)")
         if not 0 <= self.broken_share < 1 or not 0 <= self.unlabelled_share < 1 or not 0 <= self.label_noise < 1:
             raise MgcError("synth: shares must be in [0, 1)")
+        object.__setattr__(self, "upload_conditions", tuple(self.upload_conditions))
+        unknown = [c for c in self.upload_conditions if c not in UPLOAD_CONDITIONS]
+        if unknown or len(set(self.upload_conditions)) != len(self.upload_conditions):
+            raise MgcError(
+                f"synth: --upload-conditions {','.join(self.upload_conditions)}: name each once, among {', '.join(UPLOAD_CONDITIONS)}"
+            )
         if self.link_pool < 0:
             raise MgcError("synth: --link-pool must be at least 0")
 
@@ -428,17 +442,51 @@ RENDERERS: dict[str, Callable] = {
 GENRES = tuple(RENDERERS)
 
 
-def render(genre: str, artist_seed: int, track_seed: int, seconds: float, sr: int) -> np.ndarray:
-    """One clip [samples, 2] float32 of `genre` in the style of an artist, varied per track."""
+def render(genre: str, artist_seed: int, track_seed: int, seconds: float, sr: int, upload: tuple[str, ...] = ()) -> np.ndarray:
+    """One clip [samples, 2] float32 of `genre` in the style of an artist, varied per track; as
+    the catalogue holds it (mastered alike: clean, full band, peak-normalised to -10.5 to -0.9
+    dBFS, starting on a bar) or, with `upload` conditions, as a new upload records it (`record_upload`)."""
     style = _style(genre, np.random.default_rng(artist_seed))
     rng = np.random.default_rng(track_seed)
     # A track moves a little from its artist's tempo and key.
     style["bpm"] *= rng.uniform(0.96, 1.04)
     style["root"] += float(rng.integers(-2, 3))
-    mix = _Mix(seconds, sr)
+    mix = _Mix(seconds + (UPLOAD_OFFSET_S if "offset" in upload else 0.0), sr)
     RENDERERS[genre](mix, rng, style)
-    peak = np.abs(mix.buf).max() + 1e-9
-    return (mix.buf.T / peak * rng.uniform(0.3, 0.9)).astype(np.float32)
+    x = mix.buf.T / (np.abs(mix.buf).max() + 1e-9)
+    level = rng.uniform(0.3, 0.9)
+    if not upload:
+        return (x * level).astype(np.float32)
+    x, level = record_upload(x, sr, int(seconds * sr), upload, level, np.random.default_rng([track_seed, 1]))
+    return (x / (np.abs(x).max() + 1e-9) * level).astype(np.float32)
+
+
+# A new upload with the "offset" condition starts up to this far into the music.
+UPLOAD_OFFSET_S = 2.0
+
+
+def record_upload(x: np.ndarray, sr: int, n: int, conditions: tuple[str, ...], level: float, rng) -> tuple[np.ndarray, float]:
+    """`n` samples of the clip x [samples, 2] as a new upload records it, under `conditions`
+    (UPLOAD_CONDITIONS), each drawn per track from `rng`, and its peak level:
+    - offset: the clip starts anywhere in its first UPLOAD_OFFSET_S, not on a bar;
+    - band: high pass at 40-300 Hz, low pass at 3-10 kHz (small speakers, phones, low bit rates),
+      and an EQ tilt of up to 4 dB per octave either way;
+    - noise: background noise (white to brown) 10-30 dB below the music;
+    - level: a peak of -30 to -1 dBFS instead of the catalogue's `level` (-10.5 to -0.9 dBFS)."""
+    start = int(rng.uniform(0, len(x) - n + 1)) if "offset" in conditions else 0
+    x = x[start : start + n]
+    if "band" in conditions:
+        f = np.maximum(np.fft.rfftfreq(n, 1 / sr), 1.0)
+        hp, lp = np.exp(rng.uniform(np.log(40), np.log(300))), np.exp(rng.uniform(np.log(3000), np.log(10000)))
+        gain = (f / 1000) ** (rng.uniform(-4, 4) / (20 * np.log10(2))) / np.sqrt(1 + (hp / f) ** 4) / np.sqrt(1 + (f / lp) ** 8)
+        x = np.fft.irfft(np.fft.rfft(x, axis=0) * gain[:, None], n, axis=0)
+    if "noise" in conditions:
+        noise = np.stack([_noise(n, rng.uniform(0, 2), rng) for _ in range(x.shape[1])], axis=1)
+        rms = lambda v: np.sqrt(np.mean(v**2)) + 1e-12  # noqa: E731
+        x = x + noise * (rms(x) / rms(noise) * 10 ** (-rng.uniform(10, 30) / 20))
+    if "level" in conditions:
+        level = 10 ** (rng.uniform(-30, -1) / 20)
+    return x, level
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,7 +512,7 @@ def _write_mp3(path: str, x: np.ndarray, sr: int) -> None:
 
 
 def _write_track(job: tuple) -> None:
-    path, genre, artist_seed, track_seed, seconds, sr, kind = job
+    path, genre, artist_seed, track_seed, seconds, sr, kind, upload = job
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if kind == "missing":
         return
@@ -477,7 +525,7 @@ def _write_track(job: tuple) -> None:
         return
     if kind == "short":
         seconds = 1.5
-    x = render(genre, artist_seed, track_seed, seconds, sr)
+    x = render(genre, artist_seed, track_seed, seconds, sr, upload)
     if kind == "silent":
         x = np.zeros_like(x)
     _write_mp3(path, x, sr)
@@ -542,6 +590,8 @@ def plan(cfg: SynthConfig) -> pd.DataFrame:
     flipped = (df["split"] == "training").to_numpy() & (noise.random(len(df)) < cfg.label_noise)
     others = [[g for g in GENRES if g != genre] for genre in df["genre"]]
     df["listed_genre"] = [o[int(noise.integers(len(o)))] if f else g for g, o, f in zip(df["genre"], others, flipped)]
+    # The tracks recorded as uploads: validation and test, with upload conditions.
+    df["upload"] = (df["split"] != "training") & bool(cfg.upload_conditions)
     return df
 
 
@@ -619,7 +669,7 @@ def _link_pool(df: pd.DataFrame, paths: list[str], cfg: SynthConfig) -> tuple[li
         key = (r.genre, int(i) % per_genre) if r.kind == "ok" else (r.kind, 0)
         if key not in sources:
             sources[key] = os.path.join(pool_dir, f"{key[0].replace(' ', '_').replace('/', '_')}-{key[1]}.mp3")
-            jobs.append((sources[key], r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind))
+            jobs.append((sources[key], r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind, ()))
         links.append((sources[key], path))
     return jobs, links
 
@@ -636,12 +686,16 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
     meta_dir = os.path.join(cfg.out, "fma_metadata")
     stamp = os.path.join(meta_dir, "synth_config.json")
     wanted = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers")}
+    # As JSON holds it; a corpus without upload conditions keeps the stamp it had before they existed.
+    wanted["upload_conditions"] = list(cfg.upload_conditions)
+    if not cfg.upload_conditions:
+        del wanted["upload_conditions"]
     if os.path.exists(stamp) and storage.read_json(stamp) == wanted:
         return cfg.out
     df = plan(cfg)
     audio_root = os.path.join(cfg.out, cfg.audio_dir)
     paths = [fma.audio_path(audio_root, t) for t in df["track_id"]]
-    jobs = [(p, r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind) for p, r in zip(paths, df.itertuples())]
+    jobs = [(p, r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind, cfg.upload_conditions if r.upload else ()) for p, r in zip(paths, df.itertuples())]
     links: list[tuple[str, str]] = []
     if cfg.link_pool:
         jobs, links = _link_pool(df, paths, cfg)
@@ -657,7 +711,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
     os.makedirs(meta_dir, exist_ok=True)
     _tracks_csv(df, cfg).to_csv(os.path.join(meta_dir, "tracks.csv"))
     _genres_csv(df).to_csv(os.path.join(meta_dir, "genres.csv"))
-    truth = df[["track_id", "genre", "listed_genre", "split", "subset", "labelled", "kind", "expected"]]
+    truth = df[["track_id", "genre", "listed_genre", "split", "subset", "labelled", "kind", "expected", "upload"]]
     truth.to_csv(os.path.join(meta_dir, "synth_truth.csv"), index=False)
     storage.write_json(stamp, wanted)
     return cfg.out

@@ -126,3 +126,49 @@ def test_linked_corpus_at_fma_proportions_loads_like_the_real_tracks_csv(tmp_pat
             continue
         source = pool[path.stat().st_ino]
         assert source.startswith(row.genre.replace(" ", "_") + "-" if row.kind == "ok" else row.kind + "-"), (row, source)
+
+
+def test_upload_conditions_record_only_the_held_out_tracks_as_uploads(tmp_path):
+    """--upload-conditions records validation and test (never training) as new uploads are:
+    each condition does what it says to a known signal, and the catalogue's audio is unchanged."""
+    import pytest
+
+    from mgc.cli import main
+    from mgc.errors import MgcError
+
+    sr, n = 44100, 44100
+    rng = np.random.default_rng(0)
+    ramp = np.repeat(np.arange(n + int(synth.UPLOAD_OFFSET_S * sr), dtype=float)[:, None], 2, axis=1)
+    for seed in range(5):  # offset: a slice of the first UPLOAD_OFFSET_S and one clip long, at another start each time
+        x, level = synth.record_upload(ramp, sr, n, ("offset",), 0.5, np.random.default_rng(seed))
+        assert len(x) == n and (np.diff(x[:, 0]) == 1).all() and 0 <= x[0, 0] <= synth.UPLOAD_OFFSET_S * sr and level == 0.5
+    white = rng.standard_normal((n, 2))
+    x, _ = synth.record_upload(white, sr, n, ("band",), 0.5, rng)  # band: high pass <= 300 Hz, low pass <= 10 kHz
+    power = np.abs(np.fft.rfft(x[:, 0])) ** 2
+    f = np.fft.rfftfreq(n, 1 / sr)
+    mid = power[(f > 700) & (f < 1400)].mean()
+    assert power[(f > 13000)].mean() < mid / 10 and power[(f > 5) & (f < 25)].mean() < mid / 10
+    tone = np.repeat(np.sin(2 * np.pi * 440 * np.arange(n) / sr)[:, None], 2, axis=1)
+    for seed in range(5):  # noise: 10-30 dB below the music
+        x, _ = synth.record_upload(tone, sr, n, ("noise",), 0.5, np.random.default_rng(seed))
+        snr = 10 * np.log10(np.mean(tone**2) / np.mean((x - tone) ** 2))
+        assert 10 - 1e-6 <= snr <= 30 + 1e-6, snr
+    levels = [synth.record_upload(tone, sr, n, ("level",), 0.5, np.random.default_rng(s))[1] for s in range(20)]
+    assert all(10 ** (-30 / 20) <= v <= 10 ** (-1 / 20) for v in levels) and min(levels) < 0.1  # the catalogue's lowest: 0.3
+    peaks = [np.abs(synth.render("Folk", 1, s, 3.0, 22050, upload=("level",))).max() for s in range(4)]
+    assert all(10 ** (-30 / 20) - 1e-6 <= p <= 10 ** (-1 / 20) + 1e-6 for p in peaks), peaks  # render applies the level
+
+    conditions = ",".join(synth.UPLOAD_CONDITIONS)
+    base = ["synth", "--tracks", "60", "--seconds", "3", "--broken-share", "0", "--seed", "4", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "clean")]) == 0
+    assert main([*base, "--out", str(tmp_path / "uploads"), "--upload-conditions", conditions]) == 0
+    truth = pd.read_csv(tmp_path / "uploads" / "fma_metadata" / "synth_truth.csv")
+    assert (truth["upload"] == (truth["split"] != "training")).all() and truth["upload"].any()
+    for row in truth.itertuples():
+        path = fma.audio_path("fma_large", row.track_id)
+        same = (tmp_path / "uploads" / path).read_bytes() == (tmp_path / "clean" / path).read_bytes()
+        assert same != row.upload, row
+    for bad in (("echo",), ("noise", "noise")):
+        with pytest.raises(MgcError, match="upload-conditions"):
+            synth.SynthConfig(out="unused", upload_conditions=bad)
+    assert main([*base, "--out", str(tmp_path / "bad"), "--upload-conditions", "noise,echo"]) == 2
