@@ -3,13 +3,15 @@ SpecAugment masks, mixup, early stopping; then temperature calibration) against 
 (Adam at a constant rate, nothing else: mgc.train.PLAIN), on the same shards and seeds.
 
 The corpus is synthetic with a share of the training tracks' genres flipped at random (`mgc
-synth --label-noise`); validation and test keep their true genres. Printed and written to
-bench/out/recipe.json: validation track accuracy and ECE per epoch of each recipe, their best
-epochs, the test ECE before and after calibration, training segments/s of each run, and the
-cost of augmentation and mixup per training step, measured apart (one core, the same batch, with
-and without, interleaved), since run-to-run rates through Ray vary by more than that cost.
+synth --label-noise`); validation and test keep their true genres and, with --upload-conditions,
+are recorded as new uploads are, unlike the catalogue training sees (`mgc synth
+--upload-conditions`: a start off the bar, band-limiting, background noise, another level).
+Printed and written to bench/out/recipe.json: validation track accuracy and ECE per epoch of each
+recipe, their best epochs, the test ECE before and after calibration, training segments/s of each
+run, and the cost of augmentation and mixup per training step, measured apart (one core, the same
+batch, with and without, interleaved), since run-to-run rates through Ray vary by more than that cost.
 
-    .venv/bin/python bench/recipe.py [--tracks 400] [--seconds 15] [--noise 0.2] [--epochs 20] [--seeds 0,1]
+    .venv/bin/python bench/recipe.py [--tracks 400] [--seconds 15] [--noise 0.2] [--upload-conditions offset,noise] [--epochs 20] [--seeds 0,1]
 """
 
 from __future__ import annotations
@@ -28,18 +30,20 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SIZES = dict(channels=(16, 32, 64, 64), dense=(256, 64, 32))  # bench/train.py's mid size
+SMALL = dict(channels=(8, 16, 32, 32), dense=(64, 32))  # the tests' size
 NO_AUGMENTATION = {"time_shift": 0.0, "spec_mask": 0.0, "gain_db": 0.0, "mixup": 0.0}
 
 
-def noisy_features(work: Path, tracks: int, seconds: float, noise: float) -> Path:
-    """A synthetic corpus with `noise` of its training labels flipped, extracted (made once)."""
+def noisy_features(work: Path, tracks: int, seconds: float, noise: float, upload: tuple[str, ...] = (), seed: int = 5) -> Path:
+    """A synthetic corpus with `noise` of its training labels flipped and its validation and test
+    tracks recorded under the `upload` conditions, extracted (made once)."""
     from mgc import fma
     from mgc.extract import ExtractConfig, run
     from mgc.synth import SynthConfig, generate
 
-    out = work / f"noisy_{tracks}x{seconds:g}s_{noise:g}"
+    out = work / f"noisy_{tracks}x{seconds:g}s_{noise:g}{'_' + '+'.join(upload) if upload else ''}{f'_seed{seed}' if seed != 5 else ''}"
     if not (out / "features" / "_summary.json").exists():
-        generate(SynthConfig(out=str(out / "corpus"), tracks=tracks, seconds=seconds, broken_share=0.0, label_noise=noise, seed=5), progress=False)
+        generate(SynthConfig(out=str(out / "corpus"), tracks=tracks, seconds=seconds, broken_share=0.0, label_noise=noise, upload_conditions=upload, seed=seed), progress=False)
         run(fma.manifest(str(out / "corpus")), ExtractConfig(out=str(out / "features"), tracks_per_shard=16, progress=False))
     return out / "features"
 
@@ -83,7 +87,10 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=400)
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--noise", type=float, default=0.2)
+    ap.add_argument("--upload-conditions", default="", help="validation and test recorded as uploads: any of offset,band,noise,level (default: none)")
+    ap.add_argument("--corpus-seed", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--sizes", choices=("mid", "small"), default="mid", help="small: the tests' channels 8-16-32-32, dense 64-32, lr 3e-3")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--model", default="cnn")
     ap.add_argument("--speed-only", action="store_true", help="only the per-step cost of augmentation (no Ray, no corpus)")
@@ -100,10 +107,12 @@ def main() -> None:
 
     work = Path(args.workdir)
     ray.init(include_dashboard=False, log_to_driver=False)
-    features = noisy_features(work, args.tracks, args.seconds, args.noise)
+    upload = tuple(c for c in args.upload_conditions.split(",") if c)
+    features = noisy_features(work, args.tracks, args.seconds, args.noise, upload, args.corpus_seed)
+    sizes, lr = (SMALL, 3e-3) if args.sizes == "small" else (SIZES, 1e-3)
     runs = work / "recipe_runs"
     shutil.rmtree(runs, ignore_errors=True)
-    base = TrainConfig(features=str(features), model=args.model, epochs=args.epochs, batch_size=32, lr=1e-3, cache_data=True, storage_path=str(runs), progress=False, **SIZES)
+    base = TrainConfig(features=str(features), model=args.model, epochs=args.epochs, batch_size=32, lr=lr, cache_data=True, storage_path=str(runs), progress=False, **sizes)
     recipes = {"plain": PLAIN, "mgc": {"patience": 0}, "mgc, no augmentation": {"patience": 0, **NO_AUGMENTATION}}
     rows = []
     for seed in map(int, args.seeds.split(",")):
@@ -127,10 +136,11 @@ def main() -> None:
         summary[recipe] = {k: round(float(np.mean([r[k] for r in mine])), 4) for k in
                            ("best_val_track_accuracy", "last3_val_track_accuracy", "test_track_accuracy", "test_ece_before", "test_ece_after", "segments_per_s")}  # fmt: skip
     cost = augmentation_cost(args.model)
-    result = {"corpus": {"tracks": args.tracks, "seconds": args.seconds, "label_noise": args.noise}, "model": args.model, "sizes": SIZES,
+    result = {"corpus": {"tracks": args.tracks, "seconds": args.seconds, "label_noise": args.noise, "upload_conditions": list(upload), "seed": args.corpus_seed},
+              "model": args.model, "sizes": sizes, "lr": lr,
               "epochs": args.epochs, "runs": rows, "summary": summary, "augmentation": cost}  # fmt: skip
     (work / "recipe.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{args.model}, {args.tracks} tracks of {args.seconds:g} s, {args.noise:.0%} of training labels flipped, {args.epochs} epochs, seeds {args.seeds}")
+    print(f"\n{args.model}, {args.tracks} tracks of {args.seconds:g} s, {args.noise:.0%} of training labels flipped, validation and test recorded with {'+'.join(upload) or 'no upload conditions'}, {args.epochs} epochs, seeds {args.seeds}")
     for r in rows:
         print(f"{r['recipe']:<22} seed {r['seed']}  val track acc by epoch {r['val_track_accuracy']}")
     print(f"\n{'recipe':<22} {'best val acc':>12} {'last 3 val acc':>14} {'test acc':>9} {'test ECE before':>15} {'after':>7} {'seg/s':>7}")

@@ -195,3 +195,49 @@ def test_the_baseline_labels_embeds_and_compares_like_a_network(compared_all, al
     assert main(["embed", "--features", str(all_inputs), "--model", model, "--out", str(tmp_path / "catalogue"), "--no-progress"]) == 0
     precision = pd.read_csv(tmp_path / "catalogue" / "precision_at_k.csv").set_index("genre")
     assert precision.loc["all", "precision@5"] >= 0.8
+
+
+# Issue 15's setting: a fifth of the training genres flipped, and validation and test by artists
+# never in training, recorded as new uploads are (starting anywhere in the first 2 s, background
+# noise 10-30 dB below the music). On the catalogue's own conditions every recipe solves the
+# corpus (bench/README.md, "The training recipe"); here the augmentation has work to do.
+UPLOADS = dict(tracks=400, seconds=6.0, label_noise=0.2, upload_conditions=("offset", "noise"), broken_share=0.0, seed=7)
+SEEDS = (0, 1)
+
+
+@pytest.mark.slow
+def test_the_default_recipe_beats_the_plain_one_on_uploads_and_calibrates(ray_connected, tmp_path):
+    """Over seeds 0 and 1, cnn trained by the default recipe (AdamW, warm-up and cosine, shifts,
+    masks, mixup) reaches a higher validation track accuracy than by the plain one (Adam at a
+    constant rate, nothing else) in the same 10 epochs, by at least 2 of the ~40 validation
+    tracks on the mean, on held-out artists recorded unlike the catalogue; and the temperature
+    fitted on validation lowers the default recipe's test ECE."""
+    import dataclasses
+
+    import pandas as pd
+
+    from mgc import fma
+    from mgc.extract import ExtractConfig
+    from mgc.extract import run as extract
+    from mgc.synth import SynthConfig, generate
+    from mgc.train import run as train
+
+    corpus = generate(SynthConfig(out=str(tmp_path / "corpus"), **UPLOADS), progress=False)
+    features = tmp_path / "features"
+    extract(fma.manifest(corpus), ExtractConfig(out=str(features), tracks_per_shard=16, progress=False))
+    base = TrainConfig(features=str(features), model="cnn", epochs=10, channels=(8, 16, 32, 32), dense=(64, 32), batch_size=32, lr=3e-3,
+                       num_workers=1, cache_data=True, storage_path=str(tmp_path / "runs"), progress=False, patience=0)  # fmt: skip
+    out = {
+        (recipe, seed): train(dataclasses.replace(base, name=f"{recipe}-{seed}", seed=seed, **options))
+        for seed in SEEDS
+        for recipe, options in (("plain", PLAIN), ("default", {}))
+    }
+    truth = pd.read_csv(f"{corpus}/fma_metadata/synth_truth.csv")
+    assert truth["upload"].sum() == (truth["split"] != "training").sum()
+    tracks = int((truth["split"] == "validation").sum())
+    right = {k: round(o["validation"]["val_track_accuracy"] * tracks) for k, o in out.items()}  # validation tracks right
+    gain = sum(right["default", s] - right["plain", s] for s in SEEDS)
+    assert gain >= 2 * len(SEEDS), (right, tracks)
+    for seed in SEEDS:
+        c = out["default", seed]["calibration"]["test"]
+        assert c["ece_after"] < c["ece_before"], (seed, c)
