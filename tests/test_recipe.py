@@ -205,7 +205,7 @@ UPLOADS = dict(tracks=400, seconds=6.0, label_noise=0.2, upload_conditions=("off
 SEEDS = (0, 1)
 
 
-@pytest.mark.slow
+@pytest.mark.statistical
 def test_the_default_recipe_beats_the_plain_one_on_uploads_and_calibrates(ray_connected, tmp_path):
     """Over seeds 0 and 1, cnn trained by the default recipe (AdamW, warm-up and cosine, shifts,
     masks, mixup) reaches a higher validation track accuracy than by the plain one (Adam at a
