@@ -135,11 +135,18 @@ def load(device: str = "cpu") -> Musicnn:
         return Musicnn().load_checkpoint(dict(w)).to(device)
 
 
+# Patches per forward pass. On CPU, small batches: a patch's timbral feature maps (204 x 187 x 59
+# floats each) fit the caches, and 2 patches a pass cost a third of what 20 a pass do, per patch
+# (bench/README.md); a GPU wants many.
+BATCH = {"cpu": 2, "cuda": 256}
+
+
 @torch.no_grad()
-def run(x: np.ndarray, device: str = "cpu", batch: int = 64, bf16: bool = False) -> dict[str, np.ndarray]:
-    """The network's outputs, float32 numpy, for patches [n, 187, 96], in batches of `batch`;
-    `bf16` computes under bfloat16 autocast (bench/musicnn.py measures what it changes)."""
+def run(x: np.ndarray, device: str = "cpu", batch: int = 0, bf16: bool = False) -> dict[str, np.ndarray]:
+    """The network's outputs, float32 numpy, for patches [n, 187, 96], `batch` a pass (0: the
+    device's BATCH); `bf16` computes under bfloat16 autocast (bench/musicnn.py measures it)."""
     net, outs = load(device), []
+    batch = batch or BATCH.get(torch.device(device).type, 64)
     for i in range(0, len(x), batch):
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             outs.append(net(torch.from_numpy(np.ascontiguousarray(x[i : i + batch], dtype=np.float32)).to(device)))
