@@ -27,21 +27,32 @@ def metadata_dir(fma_root: str) -> str:
 
 def _read_csv(path: str, what: str, **kwargs) -> pd.DataFrame:
     try:
-        return pd.read_csv(storage.open_text(path), **kwargs)
+        with storage.open_input(path) as f:
+            return pd.read_csv(f, encoding="utf-8", **kwargs)
     except FileNotFoundError:
         raise MgcError(f"{path}: not found (FMA {what} expected here)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, IndexError) as e:
         raise MgcError(f"{path}: cannot parse as FMA {what}: {e}") from None
 
 
-def read_tracks(path: str) -> pd.DataFrame:
-    """tracks.csv with its two-level columns, indexed by track_id."""
-    tracks = _read_csv(path, "tracks.csv", header=[0, 1], index_col=0)
-    if not isinstance(tracks.columns, pd.MultiIndex) or tracks.index.name != "track_id":
+def read_tracks(path: str, columns: list[tuple[str, str]] | None = TRACK_COLUMNS) -> pd.DataFrame:
+    """tracks.csv's `columns` (two-level names; None: all), indexed by track_id.
+
+    Only those columns are parsed: the full file has 52 (artists' bios, album notes), and holding
+    them all cost the driver ~2.5 KB a track (bench/README.md, "Scale")."""
+    header = _read_csv(path, "tracks.csv", header=[0, 1], index_col=0, nrows=0)
+    if not isinstance(header.columns, pd.MultiIndex) or header.index.name != "track_id":
         raise MgcError(f"{path}: not in FMA tracks.csv format (two header rows, then a row naming 'track_id')")
-    missing = [c for c in TRACK_COLUMNS if c not in tracks.columns]
+    columns = list(header.columns) if columns is None else list(dict.fromkeys([*TRACK_COLUMNS, *columns]))
+    missing = [c for c in columns if c not in header.columns]
     if missing:
         raise MgcError(f"{path}: missing column(s) {missing} of FMA tracks.csv")
+    # pandas takes no usecols with a two-row header: skip the three header rows and name the
+    # columns kept (in file order, as usecols returns them).
+    keep = sorted(header.columns.get_loc(c) for c in columns)
+    tracks = _read_csv(path, "tracks.csv", header=None, skiprows=3, index_col=0, usecols=[0] + [k + 1 for k in keep])
+    tracks.columns = header.columns[keep]
+    tracks.index.name = "track_id"
     if not pd.api.types.is_integer_dtype(tracks.index):
         raise MgcError(f"{path}: track_id column holds non-integer values")
     subsets = tracks[("set", "subset")]

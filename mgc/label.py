@@ -96,7 +96,11 @@ def list_inputs(source: str, follow_links: bool = False) -> Listing:
         if not storage.exists(source):
             raise MgcError(f"{source}: manifest not found")
         try:
-            table = storage.read_parquet(source).to_pandas() if lower.endswith(".parquet") else pd.read_csv(storage.open_text(source))
+            if lower.endswith(".parquet"):
+                table = storage.read_parquet(source).to_pandas()
+            else:
+                with storage.open_input(source) as f:
+                    table = pd.read_csv(f, encoding="utf-8")
         except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
             raise MgcError(f"{source}: cannot read the manifest: {e}") from None
         if "path" not in table.columns:

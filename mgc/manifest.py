@@ -94,7 +94,8 @@ def from_csv(path: str, seed: int = 0) -> Manifest:
     made (see `stratified_split`) and recorded in the manifest's source.
     """
     try:
-        df = pd.read_csv(storage.open_text(path), dtype={"path": str, "label": str})
+        with storage.open_input(path) as f:
+            df = pd.read_csv(f, encoding="utf-8", dtype={"path": str, "label": str})
     except FileNotFoundError:
         raise MgcError(f"{path}: manifest not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

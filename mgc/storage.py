@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import os
 import posixpath
@@ -105,8 +104,10 @@ def exists(path: str) -> bool:
         return False
 
 
-def read_bytes(path: str) -> bytes:
-    """Read a whole file; FileNotFoundError if it is absent."""
+@contextlib.contextmanager
+def open_input(path: str):
+    """A file as a binary stream, read as it is consumed: parsers stream it, so a 200 MB
+    tracks.csv is never held whole. FileNotFoundError if it is absent."""
     fs, p = resolve(path)
     with _clear_errors(path):
         info = fs.get_file_info(p)
@@ -116,7 +117,13 @@ def read_bytes(path: str) -> bytes:
         if info.type == pafs.FileType.Directory:
             raise IsADirectoryError(path)
         with fs.open_input_stream(p) as f:
-            return f.read()
+            yield f
+
+
+def read_bytes(path: str) -> bytes:
+    """Read a whole file; FileNotFoundError if it is absent."""
+    with open_input(path) as f:
+        return f.read()
 
 
 def list_files(directory: str, suffix: str | tuple[str, ...] = "", recursive: bool = False) -> list[str]:
@@ -312,8 +319,3 @@ def ensure_writable_dir(path: str) -> None:
         raise
     except (OSError, pa.ArrowException) as e:
         raise MgcError(explain(path, e, "output is not writable")) from e
-
-
-def open_text(path: str) -> io.StringIO:
-    """A whole text file as a stream (metadata CSVs are small enough to hold)."""
-    return io.StringIO(read_bytes(path).decode("utf-8"))

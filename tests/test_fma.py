@@ -2,6 +2,7 @@
 
 import shutil
 
+import pandas as pd
 import pytest
 
 from mgc import fma
@@ -25,6 +26,18 @@ def test_real_tracks_csv_subsets_are_nested_and_ordered(fma_sample):
     assert sizes == {"small": 58, "medium": 58 + 136, "large": 682, "full": 682}
     small = set(fma.select_subset(tracks, "small").index)
     assert small <= set(fma.select_subset(tracks, "medium").index)
+
+
+def test_tracks_csv_columns_read_alone_equal_the_full_read(fma_sample):
+    """read_tracks parses only the columns asked for (the driver's memory at FMA large's size):
+    they equal the same columns of the whole file, in file order, with the same dtypes."""
+    path = str(fma_sample / "tracks.csv")
+    whole = fma.read_tracks(path, columns=None)
+    assert whole.shape == (682, 52)
+    few = fma.read_tracks(path, columns=[("track", "genres_all"), ("artist", "id")])
+    assert len(few.columns) == len(fma.TRACK_COLUMNS) + 2
+    pd.testing.assert_frame_equal(few, whole[few.columns])
+    assert list(few.columns) == [c for c in whole.columns if c in set(few.columns)]
 
 
 def test_manifest_keeps_the_official_split_and_maps_genre_top_to_labels(fma_root):

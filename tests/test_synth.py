@@ -27,7 +27,7 @@ def test_corpus_metadata_is_in_the_real_fma_format(corpus, truth, fma_sample):
 def test_corpus_reads_as_fma_with_broken_files_as_planned(corpus, truth):
     m = fma.manifest(str(corpus), "fma_large", "large")
     assert len(m) == 48 and m.labels == sorted(synth.GENRES)
-    tracks = fma.read_tracks(str(corpus / "fma_metadata" / "tracks.csv"))
+    tracks = fma.read_tracks(str(corpus / "fma_metadata" / "tracks.csv"), columns=[("track", "genres")])
     assert tracks[("track", "genres")].str.match(r"^\[\d+(, \d+)*\]$").all()
     for row in truth.itertuples():
         p = fma.audio_path(str(corpus / "fma_large"), row.track_id)
@@ -98,8 +98,8 @@ def test_linked_corpus_at_fma_proportions_loads_like_the_real_tracks_csv(tmp_pat
     out = tmp_path / "linked"
     args = ["synth", "--out", str(out), "--tracks", "2000", "--seconds", "3", "--link-pool", "16", "--fma-proportions", "--no-progress"]
     assert main(args) == 0
-    ours = fma.read_tracks(str(out / "fma_metadata" / "tracks.csv"))
-    real = fma.read_tracks(str(fma_sample / "tracks.csv"))
+    ours = fma.read_tracks(str(out / "fma_metadata" / "tracks.csv"), columns=None)
+    real = fma.read_tracks(str(fma_sample / "tracks.csv"), columns=None)
     assert list(ours.columns) == list(real.columns)
     pd.testing.assert_series_equal(ours.dtypes, real.dtypes)
     assert ours.index.dtype == real.index.dtype and len(ours) == 2000
