@@ -318,17 +318,17 @@ def run_size(work: Path, n: int, env: dict[str, str], model: Path, cores: int) -
     print(f"[{n}] train path {stages['train_path']}", flush=True)
 
     audio = root / "fma_large"
+    new = audio / "new"
+    shutil.rmtree(new, ignore_errors=True)  # a previous run's uploads: the first labelling is of the corpus alone
     label = [*MGC, "label", "--model", str(model), "--input", str(audio), "--out", str(labels), "--no-progress"]
     stages["label"] = measure(label, env)
     stages["label"]["files"] = count_files(labels)
     # 1,000 new uploads (links to pool clips under new paths), then the same command again.
     pool = sorted((root / "_link_pool").glob("*.mp3"))
-    new = audio / "new"
-    new.mkdir(exist_ok=True)
+    new.mkdir()
     for i in range(1000):
         target = new / f"upload-{i:04d}.mp3"
-        if not target.exists():
-            os.link(pool[i % len(pool)], target)
+        os.link(pool[i % len(pool)], target)
     listing = measure([sys.executable, "-c", f"import time,json; t=time.perf_counter(); from mgc.label import list_inputs; n=len(list_inputs({str(audio)!r}).rows); print(json.dumps({{'files': n, 's': round(time.perf_counter()-t, 2)}}))"], env)  # fmt: skip
     again = measure(label, env)
     stages["label"]["rerun"] = {**again, "listing_s": listing["result"]["s"], "listed": listing["result"]["files"],

@@ -64,6 +64,27 @@ def test_extraction_reads_the_corpus_from_s3_and_writes_shards_there(s3, s3_feat
     assert again["this_run"]["tracks_processed"] == 0
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_folder_of_more_parquet_files_than_one_scan_reads_whole(where, s3, tmp_path):
+    """storage.read_parquet scans at most READ_GROUP files at once (a scan's memory grows with its
+    files): over 2.5 scans' worth, the first file's schema for all, or `schema` with a column some
+    files lack read as nulls, the same rows as reading each file."""
+    import pyarrow as pa
+
+    n = storage.READ_GROUP * 5 // 2
+    root = str(tmp_path / "parts") if where == "local" else f"s3://{BUCKET}/many-parts"
+    for i in range(n):
+        cols = {"i": pa.array([i, i], pa.int64()), **({"note": pa.array(["x", None])} if i % 3 else {})}
+        storage.write_parquet(pa.table(cols), storage.join(root, f"part-{i:04d}.parquet"))
+    rows = storage.read_parquet(root, columns=["i"]).column("i").to_pylist()
+    assert sorted(rows) == sorted(2 * list(range(n)))
+    schema = pa.schema([("i", pa.int64()), ("note", pa.string())])
+    table = storage.read_parquet(root, schema=schema)
+    assert table.schema == schema and table.num_rows == 2 * n
+    with_note = sorted(i for i, note in zip(table.column("i").to_pylist(), table.column("note").to_pylist()) if note == "x")
+    assert with_note == [i for i in range(n) if i % 3]
+
+
 @pytest.mark.slow
 def test_train_label_and_embed_with_everything_in_s3(ray_cluster, s3, s3_features, tmp_path):
     """The jobs as a cluster runs them, through `ray job submit`, every path an s3:// URI: a sweep
