@@ -425,6 +425,10 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
     from ray.train.torch import TorchTrainer
 
     read = [*prep.model.inputs, "label", "track_id"]
+    # Blocks in the seeded order, not as their read tasks finish: with one worker, a seed gives
+    # the same batches, so the same model, on every run.
+    ordered = DataConfig.default_ingest_options()
+    ordered.preserve_order = True
     return TorchTrainer(
         train_loop,
         train_loop_config={
@@ -450,7 +454,7 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
             "val": dataset(cfg.features, "validation", read, cache=cfg.cache_data),
         },
         # Only training is split across workers; rank 0 reads all of validation.
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options={"train": ordered}),
     )
 
 
