@@ -5,8 +5,9 @@ with a `path` column (relative paths resolve against the manifest's folder; path
 error rows). The pipeline, in Ray Data:
 
     file list -> featurise (CPU tasks: read, content hash, the extraction's own decode and
-    features, at most `max_seconds` of each file) -> classify (an actor pool: the model loaded
-    once per actor, GPU actors with use_gpu) -> the driver writes each batch as one atomic part
+    features, at most `max_seconds` of each file; a network input such as musicnn only
+    prepared) -> classify (an actor pool: the model loaded once per actor, GPU actors with
+    use_gpu; a network input finished here) -> the driver writes each batch as one atomic part
 
 Output (<out>/):
     labels/part-<run>-NNNNNN.parquet   one row per input file (LABEL_COLUMNS)
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import posixpath
 import time
 import uuid
@@ -149,11 +151,15 @@ def _content_hash(path: str) -> str:
 def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], done: dict[str, str | None]) -> dict[str, Any]:
     """One file: its content hash, then, unless `done` (path -> content hash of its latest row,
     None if unreadable then) has that hash, the inputs `names` the model reads (a column each),
-    with the extraction's decode and input code. Never raises: failures are error rows."""
+    with the extraction's decode and input code. An input computed by a network (musicnn) is only
+    prepared here, pickled, and finished where the model runs (Classifier: on its GPU with
+    use_gpu). Never raises: failures are error rows."""
     path = row["path"]
+    network = [n for n in names if inputs.get(n).network]
     # Strings are "" rather than None: Ray Data would make an all-None block column float.
     out: dict[str, Any] = {"path": path, "content_hash": "", "size": row["size"], "mtime_ns": row["mtime_ns"], "status": "error", "reason": "", "detail": "",
-                           "duration_s": np.nan, "analysed_s": np.nan, **{n: np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names}}  # fmt: skip
+                           "duration_s": np.nan, "analysed_s": np.nan,
+                           **{n: b"" if n in network else np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names}}  # fmt: skip
     try:
         if row["error"]:
             out.update(reason="outside_root", detail=row["error"])
@@ -170,7 +176,10 @@ def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], 
         return out
     try:
         y = audio.load(path, fcfg)
-        out.update(inputs.compute(y, fcfg, names), status="ok", analysed_s=len(y) / fcfg.sample_rate, duration_s=_duration(path))
+        parts = inputs.prepare(y, fcfg, names)
+        out.update(inputs.finish({n: p for n, p in parts.items() if n not in network}))
+        out.update({n: pickle.dumps(parts[n], protocol=5) for n in network})
+        out.update(status="ok", analysed_s=len(y) / fcfg.sample_rate, duration_s=_duration(path))
     except Reject as r:
         r = r.naming(path)
         out.update(reason=r.reason, detail=r.detail)
@@ -207,9 +216,19 @@ class Classifier:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch["path"])
-        feats = {name: [np.asarray(f) for f in batch[name]] for name in self.predict.inputs}
-        segments = [len(f) for f in feats[self.predict.inputs[0]]]
-        ok = [i for i in range(n) if batch["status"][i] == "ok" and segments[i]]
+        text = {k: [str(v) for v in batch[k]] for k in ("path", "content_hash", "status", "reason", "detail")}
+        feats = {name: [np.asarray(f) for f in batch[name]] for name in self.predict.inputs if not inputs.get(name).network}
+        for name in (m for m in self.predict.inputs if inputs.get(m).network):
+            feats[name] = [np.zeros(0)] * n
+            for i, blob in enumerate(batch[name]):
+                if text["status"][i] != "ok":
+                    continue
+                try:  # the network, on this actor's device
+                    feats[name][i] = inputs.finish({name: pickle.loads(blob)}, str(self.predict.device))[name]
+                except Exception as e:  # noqa: BLE001 - as in featurise: one file's failure is its error row
+                    text["status"][i], text["reason"][i], text["detail"][i] = "error", "feature_error", f"{text['path'][i]}: {type(e).__name__}: {e}"
+        segments = [len(f) if text["status"][i] == "ok" else 0 for i, f in enumerate(feats[self.predict.inputs[0]])]
+        ok = [i for i in range(n) if text["status"][i] == "ok" and segments[i]]
         cols: dict[str, list] = {k: [None] * n for k in ("top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding")}
         cols["n_segments"] = segments
         if ok:
@@ -230,8 +249,8 @@ class Classifier:
                 cols["uncertain"][i] = bool(probs[order[0]] < self.uncertain_below)
                 cols["probabilities"][i] = probs.astype(np.float32).tolist()
                 cols["embedding"][i] = seg_emb.mean(0).astype(np.float32).tolist()
-        for k in ("path", "content_hash", "status", "reason", "detail"):
-            cols[k] = [str(v) or None for v in batch[k]]  # "" back to null
+        for k, v in text.items():
+            cols[k] = [x or None for x in v]  # "" back to null
         cols["size_bytes"] = [int(v) if v >= 0 else None for v in batch["size"]]
         cols["modified_ns"] = [int(v) if v >= 0 else None for v in batch["mtime_ns"]]
         for k in ("duration_s", "analysed_s"):
