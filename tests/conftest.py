@@ -244,12 +244,14 @@ MUSICNN_HEAD = dict(epochs=12, batch_size=32, lr=3e-3, num_workers=1, cache_data
 
 @pytest.fixture(scope="session")
 def musicnn_runs(tagged, tmp_path_factory) -> Path:
-    """`--model head` trained on `tagged`'s musicnn input: the runs folder (head/)."""
-    from mgc.train import TrainConfig
-    from mgc.train import run as train
+    """`mgc compare --models baseline,head` on `tagged`: the transfer model (on the musicnn input)
+    beside the baseline (on the statistics); the runs folder (baseline/, head/, comparison.csv)."""
+    from mgc.cli import main
 
     runs = tmp_path_factory.mktemp("musicnn_runs")
-    train(TrainConfig(features=str(tagged), model="head", storage_path=str(runs), **MUSICNN_HEAD))
+    h = MUSICNN_HEAD
+    assert main(["compare", "--models", "baseline,head", "--features", str(tagged), "--storage-path", str(runs), "--epochs", str(h["epochs"]),
+                 "--batch-size", str(h["batch_size"]), "--lr", str(h["lr"]), "--num-workers", "1", "--cache-data", "--no-progress"]) == 0  # fmt: skip
     return runs
 
 

@@ -96,11 +96,13 @@ def test_synthetic_genres_get_different_tags(tagged):
 
 
 def test_the_head_learns_the_genres_from_the_embedding_and_not_shuffled_labels(musicnn_runs, tagged, tmp_path):
-    """`--model head` over musicnn learns the genres (test_train's test of every model); with the
-    training labels permuted across tracks it stays low; `--model baseline --input musicnn` works too."""
+    """`--model head` over musicnn learns the genres (test_train's test of every model), in `mgc
+    compare` beside the baseline; with the training labels permuted across tracks it stays low;
+    `--model baseline --input musicnn` works too."""
     from mgc.train import run as train
 
     assert json.loads((musicnn_runs / "head" / "metrics.json").read_text())["validation"]["val_track_accuracy"] >= 0.9
+    assert list(pd.read_csv(musicnn_runs / "comparison.csv")["model"]) == ["baseline", "head"]  # `mgc compare` shows them side by side
     shuffled = shuffled_copy(tagged, tmp_path / "shuffled")
     control = train(TrainConfig(features=str(shuffled), model="head", storage_path=str(tmp_path / "control"), **MUSICNN_HEAD))
     assert control["validation"]["val_track_accuracy"] < 0.5, control["validation"]
