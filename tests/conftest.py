@@ -322,8 +322,24 @@ SWEEP = ["--model", "cnn", "--epochs", "3", "--num-samples", "6", "--max-concurr
          "--mixup-max", "0.5", "--no-progress"]  # fmt: skip
 
 
+def wait_for_free_cpus(timeout: float = 120) -> None:
+    """Every CPU of the cluster free again, or a failure naming what holds them: a resumed sweep's
+    trial takes one CPU and its Ray Data reads another, so a CPU held elsewhere would leave it
+    waiting forever."""
+    import ray
+    from ray.util.state import list_actors, list_tasks
+
+    total, deadline = ray.cluster_resources().get("CPU", 0), time.time() + timeout
+    while ray.available_resources().get("CPU", 0) < total:
+        if time.time() > deadline:
+            actors = [(a.class_name, a.pid, a.job_id, a.required_resources) for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)]
+            tasks = [(t.name, t.job_id, t.required_resources) for t in list_tasks(filters=[("state", "=", "RUNNING")], detail=True)]
+            pytest.fail(f"{ray.available_resources().get('CPU', 0)} of {total} CPUs free {timeout:.0f} s on; alive actors {actors}; running tasks {tasks}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
-def sweep(ray_cluster, features, tmp_path_factory):
+def sweep(ray_connected, features, tmp_path_factory):
     """A sweep whose driver is SIGKILLed while its third trial runs, then resumed with the real
     `ray job submit` client. Returns (sweep dir, trials finished before the kill, the interrupted trial)."""
     storage_path = tmp_path_factory.mktemp("sweeps")
@@ -332,7 +348,7 @@ def sweep(ray_cluster, features, tmp_path_factory):
     cmd = [sys.executable, str(REPO / "jobs" / "tune.py"), "--features", str(features), "--storage-path", storage_path.name, "--name", "sw", *SWEEP]
     # Tune saves its experiment state at most every 10 s by default; at every step here, so that
     # "finished before the kill" means "recorded as finished".
-    env = {**ray_cluster["env"], "TUNE_GLOBAL_CHECKPOINT_S": "0"}
+    env = {**ray_connected["env"], "TUNE_GLOBAL_CHECKPOINT_S": "0"}
     log = open(storage_path / "driver.log", "w")
     proc = subprocess.Popen(cmd, env=env, cwd=storage_path.parent, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 600
@@ -343,7 +359,8 @@ def sweep(ray_cluster, features, tmp_path_factory):
     started = sorted(runs.glob("*/attempts.json"), key=lambda p: json.loads(p.read_text())[0])
     assert len(started) == 3, f"not killed while the third trial ran: {len(started)} started\n" + (storage_path / "driver.log").read_text()[-3000:]
 
-    submit_job(ray_cluster, "jobs/tune.py", "--resume", "--storage-path", str(storage_path), "--name", "sw")
+    wait_for_free_cpus()
+    submit_job(ray_connected, "jobs/tune.py", "--resume", "--storage-path", str(storage_path), "--name", "sw")
     return storage_path / "sw", [p.parent.name for p in started[:-1]], started[-1].parent.name
 
 
