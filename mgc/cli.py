@@ -54,7 +54,7 @@ EXPLAIN = {
     "shuffle_buffer": "rows each worker shuffles locally (the shard order is also shuffled every epoch)",
     "cache_data": "keep the decoded splits in Ray's object store after epoch 1 (faster when they fit)",
     "max_failures": "times a lost worker is replaced and the run resumed from its last checkpoint",
-    "seed": "random seed (weights, shuffling, sampling); with one worker, the same seed trains the same model",
+    "seed": "random seed (weights, shuffling, sampling); with one worker on CPU, the same seed trains the same model",
     "TrainConfig.input": "other inputs for a model that can read them, several joined by + (e.g. mfcc for cnn, cnn_lstm, cnn_bilstm; musicnn+logmel+mfcc for head); empty: the model's own",
     "channels": "filters of the conv blocks or stages (empty: the model's own)",
     "dense": "units of the dense head's layers (empty: the model's own)",

@@ -1,7 +1,8 @@
 """Segments and the mel spectrogram: the signal processing under mgc's inputs (`mgc.inputs`).
 
-Extraction, training and labelling all compute inputs through `mgc.inputs.compute`, so a model
-never sees features computed differently from those it was trained on. The parameters live in
+Extraction, training and labelling all compute inputs through `mgc.inputs` (`compute`, or
+`prepare` then `finish` where a network runs elsewhere), so a model never sees features computed
+differently from those it was trained on. The parameters live in
 `FeatureConfig`, which is stored beside every output (`_config.json`) and inside every artifact.
 """
 

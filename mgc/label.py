@@ -227,6 +227,9 @@ class Classifier:
                     feats[name][i] = inputs.finish({name: pickle.loads(blob)}, str(self.predict.device))[name]
                 except Exception as e:  # noqa: BLE001 - as in featurise: one file's failure is its error row
                     text["status"][i], text["reason"][i], text["detail"][i] = "error", "feature_error", f"{text['path'][i]}: {type(e).__name__}: {e}"
+                    # Without its hash the row is not in the next run's skip-set: the network may
+                    # have failed for the device (out of memory), not for the file.
+                    text["content_hash"][i] = ""
         segments = [len(f) if text["status"][i] == "ok" else 0 for i, f in enumerate(feats[self.predict.inputs[0]])]
         ok = [i for i in range(n) if text["status"][i] == "ok" and segments[i]]
         cols: dict[str, list] = {k: [None] * n for k in ("top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding")}

@@ -116,7 +116,8 @@ def open_input(path: str):
             raise FileNotFoundError(path)
         if info.type == pafs.FileType.Directory:
             raise IsADirectoryError(path)
-        with fs.open_input_stream(p) as f:
+        # Buffered: on an object store each unbuffered read is a request of its own.
+        with fs.open_input_stream(p, buffer_size=8 << 20) as f:
             yield f
 
 
@@ -301,11 +302,13 @@ def read_parquet(path: str, columns: list[str] | None = None, schema: pa.Schema 
         files = found.files
         if len(files) <= READ_GROUP:
             return found.to_table(columns=columns)
-        schema = found.schema
+        # Fresh fragments for each scan (those of `found` would keep what the scan caches in
+        # them), with the sizes one listing gives, so that no file is looked up on its own.
+        sizes = {i.path: i.size for i in fs.get_file_info(pafs.FileSelector(p, recursive=True))}
         return pa.concat_tables(
-            pads.dataset(files[i : i + READ_GROUP], filesystem=fs, format="parquet", schema=schema).to_table(columns=columns)
+            pads.FileSystemDataset([found.format.make_fragment(f, fs, file_size=sizes.get(f)) for f in files[i : i + READ_GROUP]], found.schema, found.format, fs).to_table(columns=columns)
             for i in range(0, len(files), READ_GROUP)
-        )
+        )  # fmt: skip
 
 
 def remove_stale_temporaries(directory: str) -> int:

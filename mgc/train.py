@@ -254,7 +254,12 @@ def dataset(features: str, split: str, columns: list[str], cache: bool = False):
     fs, path = storage.resolve(storage.join(features, "features"))
     ds = ray.data.read_parquet(path, filesystem=fs)
     ds = ds.filter(expr=(col("split") == split) & (col("label") >= 0)).select_columns(columns)
-    return ds.materialize() if cache else ds
+    if cache:
+        # Cached in read order, not in the order the reads finish: a seed's shuffle of the
+        # cached blocks is then the same on every run.
+        ds.context.execution_options.preserve_order = True
+        return ds.materialize()
+    return ds
 
 
 def batch_dtypes(mc: ModelConfig) -> dict[str, Any]:
@@ -425,10 +430,11 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
     from ray.train.torch import TorchTrainer
 
     read = [*prep.model.inputs, "label", "track_id"]
-    # Blocks in the seeded order, not as their read tasks finish: with one worker, a seed gives
-    # the same batches, so the same model, on every run.
+    # One worker gets the blocks in their seeded order, not as their reads finish: a seed then
+    # gives the same batches, so the same model, on every run. Several workers take blocks as
+    # they ask for them, so order buys them nothing.
     ordered = DataConfig.default_ingest_options()
-    ordered.preserve_order = True
+    ordered.preserve_order = cfg.num_workers == 1
     return TorchTrainer(
         train_loop,
         train_loop_config={

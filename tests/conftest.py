@@ -249,9 +249,8 @@ def musicnn_runs(tagged, tmp_path_factory) -> Path:
     from mgc.cli import main
 
     runs = tmp_path_factory.mktemp("musicnn_runs")
-    h = MUSICNN_HEAD
-    assert main(["compare", "--models", "baseline,head", "--features", str(tagged), "--storage-path", str(runs), "--epochs", str(h["epochs"]),
-                 "--batch-size", str(h["batch_size"]), "--lr", str(h["lr"]), "--num-workers", "1", "--cache-data", "--no-progress"]) == 0  # fmt: skip
+    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in MUSICNN_HEAD.items() if k != "progress"]
+    assert main(["compare", "--models", "baseline,head", "--features", str(tagged), "--storage-path", str(runs), *flags, "--no-progress"]) == 0
     return runs
 
 
@@ -327,14 +326,15 @@ def wait_for_free_cpus(timeout: float = 120) -> None:
     trial takes one CPU and its Ray Data reads another, so a CPU held elsewhere would leave it
     waiting forever."""
     import ray
-    from ray.util.state import list_actors, list_tasks
+    from ray.util.state import list_actors, list_placement_groups, list_tasks
 
     total, deadline = ray.cluster_resources().get("CPU", 0), time.time() + timeout
     while ray.available_resources().get("CPU", 0) < total:
         if time.time() > deadline:
             actors = [(a.class_name, a.pid, a.job_id, a.required_resources) for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)]
             tasks = [(t.name, t.job_id, t.required_resources) for t in list_tasks(filters=[("state", "=", "RUNNING")], detail=True)]
-            pytest.fail(f"{ray.available_resources().get('CPU', 0)} of {total} CPUs free {timeout:.0f} s on; alive actors {actors}; running tasks {tasks}")
+            groups = [(g.name, g.bundles) for g in list_placement_groups(filters=[("state", "=", "CREATED")], detail=True)]
+            pytest.fail(f"{ray.available_resources().get('CPU', 0)} of {total} CPUs free {timeout:.0f} s on; alive actors {actors}; running tasks {tasks}; placement groups {groups}")
         time.sleep(0.5)
 
 
