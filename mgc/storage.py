@@ -105,7 +105,7 @@ def exists(path: str) -> bool:
 
 
 @contextlib.contextmanager
-def open_input(path: str):
+def open_input(path: str, buffer_size: int = 8 << 20):
     """A file as a binary stream, read as it is consumed: parsers stream it, so a 200 MB
     tracks.csv is never held whole. FileNotFoundError if it is absent."""
     fs, p = resolve(path)
@@ -117,13 +117,13 @@ def open_input(path: str):
         if info.type == pafs.FileType.Directory:
             raise IsADirectoryError(path)
         # Buffered: on an object store each unbuffered read is a request of its own.
-        with fs.open_input_stream(p, buffer_size=8 << 20) as f:
+        with fs.open_input_stream(p, buffer_size=buffer_size or None) as f:
             yield f
 
 
 def read_bytes(path: str) -> bytes:
     """Read a whole file; FileNotFoundError if it is absent."""
-    with open_input(path) as f:
+    with open_input(path, buffer_size=0) as f:  # one read of it all: no buffer
         return f.read()
 
 
