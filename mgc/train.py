@@ -18,6 +18,7 @@ test_predictions.parquet.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -433,7 +434,9 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
     # One worker gets the blocks in their seeded order, not as their reads finish: a seed then
     # gives the same batches, so the same model, on every run. Several workers take blocks as
     # they ask for them, so order buys them nothing.
-    ordered = DataConfig.default_ingest_options()
+    # (A copy of the context's options, as DataConfig.default_ingest_options makes, whose
+    # constructor call prints a deprecation warning in Ray 2.60.)
+    ordered = copy.deepcopy(ray.data.DataContext.get_current().execution_options)
     ordered.preserve_order = cfg.num_workers == 1
     return TorchTrainer(
         train_loop,
