@@ -7,6 +7,20 @@ pattern, timbre, harmony, noise colour); an artist has a style of its own and ea
 it, so a model has to learn the genre rather than look clips up. A configurable share of files is
 broken like the FMA's own bad clips (empty, truncated, not audio, under 2 s, silent, missing).
 
+Two opt-in options make the genre lists of tracks.csv audible, for multi-label tagging over the
+FMA's genre tree (the default corpus is byte-identical with or without them in the code):
+- `subgenres`: each artist plays one of its genre's two SUBGENRES, heard as the parent genre plus
+  that sub-genre's voice (SUBGENRE_VOICES: a low sustained pad or a high, bright ostinato);
+  `genres` lists the sub-genre, `genres_all` it and its parent.
+- `multi_genre`: that share of the usable tracks is a blend of two genres, both rendered whole and
+  mixed at comparable loudness; `genres` lists both, `genre_top` is empty (as the FMA leaves it
+  when a track's genres span several roots), `genres_all` has both roots.
+With either on, tracks.csv lists only what is audible: a single-genre track its genre (or its
+sub-genre), a blend both, and a track without genre_top that is no blend nothing at all. Label
+noise flips single-genre tracks only (a blend is listed as it sounds). synth_truth.csv says what
+each track sounds like (`genres`, `subgenres`) and what it is listed as (`listed_genre`, and
+`labelled`: tagged at all, which a blend is, its genre_top empty notwithstanding).
+
 Everything derives from the seed: the same config writes byte-identical audio and metadata.
 """
 
@@ -33,7 +47,8 @@ TOP_GENRES = [
     (15, "Electronic"), (17, "Folk"), (20, "Spoken"), (21, "Hip-Hop"), (38, "Experimental"),
     (1235, "Instrumental"),
 ]  # fmt: skip
-# Two real sub-genres (genre_id, title) of each synthesised genre, for the genres list columns.
+# Two real sub-genres (genre_id, title) of each synthesised genre, for the genres list columns;
+# with `subgenres` on, each is heard as its SUBGENRE_VOICES voice over the parent genre.
 SUBGENRES = {
     "Electronic": [(42, "Ambient Electronic"), (181, "Techno")],
     "Experimental": [(1, "Avant-Garde"), (6, "Novelty")],
@@ -45,6 +60,28 @@ SUBGENRES = {
     "Rock": [(25, "Punk"), (26, "Post-Rock")],
 }
 GENRE_IDS = {title: gid for gid, title in TOP_GENRES}
+SUBGENRE_TITLES = {gid: title for subs in SUBGENRES.values() for gid, title in subs}
+SUBGENRE_PARENT = {gid: parent for parent, subs in SUBGENRES.items() for gid, _ in subs}
+# What a sub-genre adds to its parent's sound (`_add_voice`): ("pad", timbre), sustained chords in
+# the low-mid register with a deep tremolo, or ("ostinato", timbre), a repeated 16th-note figure
+# three octaves above the root. Each parent has one of each, so that its two sub-genres differ in
+# register, brightness and rhythm, all of which a log-mel spectrogram shows; the timbres nod to
+# the names.
+SUBGENRE_VOICES = {
+    42: ("pad", "sine"), 181: ("ostinato", "square"),  # Ambient Electronic, Techno
+    1: ("pad", "organ"), 6: ("ostinato", "bell"),  # Avant-Garde, Novelty
+    33: ("pad", "organ"), 49: ("ostinato", "pluck"),  # Psych-Folk, Free-Folk
+    83: ("ostinato", "square"), 100: ("pad", "sine"),  # Nerdcore (chiptune), Alternative Hip-Hop
+    18: ("ostinato", "bell"), 107: ("pad", "sine"),  # Soundtrack (celesta), Ambient
+    46: ("ostinato", "pluck"), 77: ("pad", "organ"),  # Latin America, French (musette)
+    76: ("pad", "organ"), 362: ("ostinato", "square"),  # Experimental Pop, Synth Pop
+    25: ("ostinato", "saw"), 26: ("pad", "sine"),  # Punk, Post-Rock
+}  # fmt: skip
+# A voice's loudness, as a share of the parent's RMS (-4.4 dB): loud enough that a linear model on
+# log-mel statistics tells every parent's two sub-genres apart (at 0.3 it told some hardly better
+# than chance), quiet enough that the parent's genre stays as recognisable as without the voice
+# and a blend's two genres are both heard (tests/test_synth.py measures all three).
+VOICE_GAIN = 0.6
 
 # Broken-file kinds and the reject reason extraction must give each ('ok': still usable).
 BROKEN_EXPECTED = {
@@ -100,6 +137,13 @@ class SynthConfig:
     # FMA large's subset sizes and genre_top coverage (FMA_SUBSET_SHARES) instead of even
     # subsets and `unlabelled_share`.
     fma_proportions: bool = False
+    # Share of the usable (kind "ok") tracks rendered as a blend of their genre and another drawn
+    # at random, listed with both genres and no genre_top: multi-genre tracks that a multi-label
+    # model can learn from the audio (without it, the tracks listing two genres sound like one).
+    multi_genre: float = 0.0
+    # Each artist plays one of its genre's two SUBGENRES, audibly (SUBGENRE_VOICES), and
+    # tracks.csv lists that sub-genre: sub-genre tags that can be learnt, not random ones.
+    subgenres: bool = False
 
     def __post_init__(self) -> None:
         if self.tracks < 1:
@@ -116,6 +160,15 @@ class SynthConfig:
             )
         if self.link_pool < 0:
             raise MgcError("synth: --link-pool must be at least 0")
+        if not 0 <= self.multi_genre <= 1:
+            raise MgcError("synth: --multi-genre must be in [0, 1]")
+        if self.link_pool and self.truthful:
+            raise MgcError("synth: --link-pool shares one clip per genre; it cannot be used with --multi-genre or --subgenres")
+
+    @property
+    def truthful(self) -> bool:
+        """Whether tracks.csv lists only audible genres (either option on); else as before they existed."""
+        return self.multi_genre > 0 or self.subgenres
 
 
 # ---------------------------------------------------------------------------------------------
@@ -417,6 +470,36 @@ def _international(mix, rng, style):
     mix.add(_noise(mix.buf.shape[1], 0.0, rng), 0, style["noise"] * 0.05)
 
 
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x**2))) + 1e-12
+
+
+def _add_voice(mix: _Mix, subgenre: int, style: dict, rng) -> None:
+    """Add `subgenre`'s voice (SUBGENRE_VOICES) over its parent's mix, in the parent's tempo and
+    key, at VOICE_GAIN of the mix's RMS: a pad holds a minor chord a bar long, low, with a
+    tremolo; an ostinato repeats a figure of four degrees (drawn per track) in 16ths, three
+    octaves up."""
+    kind, timbre = SUBGENRE_VOICES[subgenre]
+    starts, bar_s = _bars(mix, style["bpm"])
+    root = style["root"]
+    voice = _Mix(mix.seconds, mix.sr)
+    if kind == "pad":
+        for b, t0 in enumerate(starts):
+            for m in _chord("minor", root + 12, [0, 3, 4, 0][b % 4]):
+                voice.add(_note(_midi(m), bar_s * 1.05, mix.sr, timbre, 0.15, 4.0, rng), t0, 1.0, pan=rng.uniform(-0.4, 0.4))
+        # A deep tremolo, four to seven beats a second: it moves where the parent holds still.
+        t = np.arange(voice.buf.shape[1]) / mix.sr
+        voice.buf *= 1.0 - 0.8 * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(4, 7) * t))
+    else:
+        figure = [int(d) for d in rng.integers(0, 7, 4)]
+        step = bar_s / 16
+        for t0 in starts:
+            for i in range(16):
+                m = _degree("minor_pent", root + 36, figure[i % 4])
+                voice.add(_note(_midi(m), step * 0.9, mix.sr, timbre, 0.002, 0.08, rng), t0 + i * step, rng.uniform(0.8, 1.0), pan=0.3)
+    mix.buf += voice.buf * (VOICE_GAIN * _rms(mix.buf) / _rms(voice.buf))
+
+
 def _style(genre: str, rng) -> dict:
     """An artist's style: where in its genre's space it sits."""
     tempo = {"Electronic": (122, 134), "Hip-Hop": (82, 96), "Rock": (110, 150), "Folk": (80, 115),
@@ -442,10 +525,21 @@ RENDERERS: dict[str, Callable] = {
 GENRES = tuple(RENDERERS)
 
 
-def render(genre: str, artist_seed: int, track_seed: int, seconds: float, sr: int, upload: tuple[str, ...] = ()) -> np.ndarray:
+def render(
+    genre: str, artist_seed: int, track_seed: int, seconds: float, sr: int, upload: tuple[str, ...] = (),
+    subgenre: int | None = None, blend: str | None = None, blend_subgenre: int | None = None,
+) -> np.ndarray:
     """One clip [samples, 2] float32 of `genre` in the style of an artist, varied per track; as
     the catalogue holds it (mastered alike: clean, full band, peak-normalised to -10.5 to -0.9
-    dBFS, starting on a bar) or, with `upload` conditions, as a new upload records it (`record_upload`)."""
+    dBFS, starting on a bar) or, with `upload` conditions, as a new upload records it (`record_upload`).
+
+    `subgenre` (a SUBGENRES id of `genre`) adds that sub-genre's voice (`_add_voice`). `blend` (another
+    genre, with its own `blend_subgenre` if given) renders that genre too, in the artist's key and
+    its own tempo, and mixes the two at equal RMS give or take 3 dB. Without them the clip is the
+    one this function always gave: the extras draw from generators of their own."""
+    for g, sub in ((genre, subgenre), (blend, blend_subgenre)):
+        if sub is not None and (g is None or SUBGENRE_PARENT.get(sub) != g):
+            raise ValueError(f"sub-genre {sub} is not one of {g}'s {SUBGENRES.get(g)}")
     style = _style(genre, np.random.default_rng(artist_seed))
     rng = np.random.default_rng(track_seed)
     # A track moves a little from its artist's tempo and key.
@@ -453,6 +547,22 @@ def render(genre: str, artist_seed: int, track_seed: int, seconds: float, sr: in
     style["root"] += float(rng.integers(-2, 3))
     mix = _Mix(seconds + (UPLOAD_OFFSET_S if "offset" in upload else 0.0), sr)
     RENDERERS[genre](mix, rng, style)
+    if subgenre is not None:
+        _add_voice(mix, subgenre, style, np.random.default_rng([track_seed, 2]))
+    if blend is not None:
+        other_style = _style(blend, np.random.default_rng([artist_seed, 3]))
+        other_rng = np.random.default_rng([track_seed, 3])
+        other_style["bpm"] *= other_rng.uniform(0.96, 1.04)
+        other_style["root"] = style["root"]  # one key: a blend, not two pieces played at once
+        other = _Mix(mix.seconds, sr)
+        RENDERERS[blend](other, other_rng, other_style)
+        if blend_subgenre is not None:
+            _add_voice(other, blend_subgenre, other_style, np.random.default_rng([track_seed, 4]))
+        # Equal RMS, give or take 3 dB. (Balancing instead so that each genre is the louder in about
+        # half of the spectrogram's cells left a dense genre 15-20 dB under a sparse one, and
+        # models heard the two no better.)
+        balance = 10 ** (other_rng.uniform(-3, 3) / 20)
+        mix.buf = mix.buf / _rms(mix.buf) + other.buf / _rms(other.buf) * balance
     x = mix.buf.T / (np.abs(mix.buf).max() + 1e-9)
     level = rng.uniform(0.3, 0.9)
     if not upload:
@@ -512,7 +622,7 @@ def _write_mp3(path: str, x: np.ndarray, sr: int) -> None:
 
 
 def _write_track(job: tuple) -> None:
-    path, genre, artist_seed, track_seed, seconds, sr, kind, upload = job
+    path, genre, artist_seed, track_seed, seconds, sr, kind, upload, layers = job
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if kind == "missing":
         return
@@ -525,7 +635,7 @@ def _write_track(job: tuple) -> None:
         return
     if kind == "short":
         seconds = 1.5
-    x = render(genre, artist_seed, track_seed, seconds, sr, upload)
+    x = render(genre, artist_seed, track_seed, seconds, sr, upload, **layers)
     if kind == "silent":
         x = np.zeros_like(x)
     _write_mp3(path, x, sr)
@@ -592,7 +702,49 @@ def plan(cfg: SynthConfig) -> pd.DataFrame:
     df["listed_genre"] = [o[int(noise.integers(len(o)))] if f else g for g, o, f in zip(df["genre"], others, flipped)]
     # The tracks recorded as uploads: validation and test, with upload conditions.
     df["upload"] = (df["split"] != "training") & bool(cfg.upload_conditions)
+    # What the options add (0 and "": nothing), each from a generator of its own so that every
+    # column above stays as it was: the sub-genre a track plays and is listed as, and the genre
+    # (with its sub-genre) it is blended with.
+    df["subgenre"] = df["listed_subgenre"] = df["blend_subgenre"] = 0
+    df["blend"] = ""
+    if cfg.subgenres:
+        # Per artist, as an artist's style is: within a genre the artists (by id) alternate
+        # between its two sub-genres from a random start, so that small corpora have both.
+        start = dict(zip(GENRES, np.random.default_rng(cfg.seed + 4).integers(0, 2, len(GENRES))))
+        rank = df.groupby("genre")["artist_id"].rank(method="dense").astype(int).to_numpy() - 1
+        which = [(r + start[g]) % 2 for g, r in zip(df["genre"], rank)]
+        df["subgenre"] = [SUBGENRES[g][w][0] for g, w in zip(df["genre"], which)]
+        # A flipped label names the other genre's sub-genre of the same rank: wrong at both levels.
+        df["listed_subgenre"] = [SUBGENRES[g][w][0] for g, w in zip(df["listed_genre"], which)]
+    if cfg.multi_genre:
+        mg = np.random.default_rng(cfg.seed + 3)
+        ok = np.flatnonzero((df["kind"] == "ok").to_numpy())
+        chosen = np.sort(mg.choice(ok, size=int(round(cfg.multi_genre * len(ok))), replace=False))
+        df.loc[chosen, "blend"] = [[g for g in GENRES if g != genre][int(mg.integers(len(GENRES) - 1))] for genre in df.loc[chosen, "genre"]]
+        if cfg.subgenres:
+            df.loc[chosen, "blend_subgenre"] = [SUBGENRES[g][int(mg.integers(2))][0] for g in df.loc[chosen, "blend"]]
+        # A blend is tagged (with two genres, genre_top empty), and truthfully: label noise flips
+        # single-genre tracks only, so that a flip never names the blend's other genre alone.
+        df.loc[chosen, "labelled"] = True
+        df.loc[chosen, "listed_genre"] = df.loc[chosen, "genre"]
+        df.loc[chosen, "listed_subgenre"] = df.loc[chosen, "subgenre"]
     return df
+
+
+def _listed(df: pd.DataFrame) -> tuple[list[list[int]], list[list[int]]]:
+    """The genre ids tracks.csv lists for each track when `truthful`: `genres` (a single-genre
+    track its genre, or its sub-genre; a blend both; a track left without genre_top that is no
+    blend nothing) and `genres_all` (those and their parents), each sorted as the FMA writes them."""
+    genres, genres_all = [], []
+    for r in df.itertuples():
+        ids = []
+        if r.labelled:
+            ids.append(r.listed_subgenre or GENRE_IDS[r.listed_genre])
+        if r.blend:
+            ids.append(r.blend_subgenre or GENRE_IDS[r.blend])
+        genres.append(sorted(ids))
+        genres_all.append(sorted(set(ids) | {GENRE_IDS[SUBGENRE_PARENT[i]] for i in ids if i in SUBGENRE_PARENT}))
+    return genres, genres_all
 
 
 def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
@@ -600,16 +752,19 @@ def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
     out = pd.DataFrame(index=pd.Index(df["track_id"], name="track_id"), columns=pd.MultiIndex.from_tuples(TRACKS_COLUMNS))
     out.loc[:, :] = ""
     genres_col, genres_all = [], []
-    for g, labelled in zip(df["listed_genre"], df["labelled"]):
-        sub = SUBGENRES[g][int(rng.integers(0, 2))][0]
-        if labelled:
-            genres_col.append(f"[{sub}]")
-            genres_all.append(str(sorted([sub, GENRE_IDS[g]])))
-        else:  # several top genres: the FMA leaves genre_top empty
-            other = GENRES[(GENRES.index(g) + 1) % len(GENRES)]
-            osub = SUBGENRES[other][0][0]
-            genres_col.append(str(sorted([sub, osub])))
-            genres_all.append(str(sorted([sub, osub, GENRE_IDS[g], GENRE_IDS[other]])))
+    if cfg.truthful:
+        genres_col, genres_all = ([str(ids) for ids in c] for c in _listed(df))
+    else:  # as before the options existed: genre lists that the audio does not bear out
+        for g, labelled in zip(df["listed_genre"], df["labelled"]):
+            sub = SUBGENRES[g][int(rng.integers(0, 2))][0]
+            if labelled:
+                genres_col.append(f"[{sub}]")
+                genres_all.append(str(sorted([sub, GENRE_IDS[g]])))
+            else:  # several top genres: the FMA leaves genre_top empty
+                other = GENRES[(GENRES.index(g) + 1) % len(GENRES)]
+                osub = SUBGENRES[other][0][0]
+                genres_col.append(str(sorted([sub, osub])))
+                genres_all.append(str(sorted([sub, osub, GENRE_IDS[g], GENRE_IDS[other]])))
     created = "2016-01-01 00:00:00"
     album = df["artist_id"].to_numpy()
     cols = {
@@ -622,7 +777,7 @@ def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
         ("set", "split"): df["split"].to_numpy(), ("set", "subset"): df["subset"].to_numpy(),
         ("track", "bit_rate"): 320000, ("track", "comments"): 0, ("track", "date_created"): created,
         ("track", "duration"): int(cfg.seconds), ("track", "favorites"): 0,
-        ("track", "genre_top"): np.where(df["labelled"], df["listed_genre"], ""),
+        ("track", "genre_top"): np.where(df["labelled"] & (df["blend"] == ""), df["listed_genre"], ""),
         ("track", "genres"): genres_col, ("track", "genres_all"): genres_all, ("track", "interest"): 0,
         ("track", "language_code"): "en", ("track", "license"): "Attribution 4.0 International",
         ("track", "listens"): 0, ("track", "number"): df.groupby("artist_id").cumcount().to_numpy() + 1,
@@ -646,11 +801,17 @@ def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
     return out
 
 
-def _genres_csv(df: pd.DataFrame) -> pd.DataFrame:
-    rows = [(gid, int((df["genre"] == title).sum()), 0, title, gid) for gid, title in TOP_GENRES]
+def _genres_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
+    """The 16 top genres and SUBGENRES. `#tracks`: each genre's tracks by their audio's genre; with
+    the options on, the tracks whose genres_all lists it, as the FMA counts them."""
+    if cfg.truthful:
+        count = pd.Series([i for ids in _listed(df)[1] for i in ids], dtype=int).value_counts().to_dict()
+    else:
+        count = {gid: int((df["genre"] == title).sum()) for gid, title in TOP_GENRES}
+    rows = [(gid, int(count.get(gid, 0)), 0, title, gid) for gid, title in TOP_GENRES]
     for parent, subs in SUBGENRES.items():
         for gid, title in subs:
-            rows.append((gid, 0, GENRE_IDS[parent], title, GENRE_IDS[parent]))
+            rows.append((gid, int(count.get(gid, 0)) if cfg.truthful else 0, GENRE_IDS[parent], title, GENRE_IDS[parent]))
     g = pd.DataFrame(rows, columns=["genre_id", "#tracks", "parent", "title", "top_level"]).set_index("genre_id")
     return g.sort_index()
 
@@ -669,9 +830,26 @@ def _link_pool(df: pd.DataFrame, paths: list[str], cfg: SynthConfig) -> tuple[li
         key = (r.genre, int(i) % per_genre) if r.kind == "ok" else (r.kind, 0)
         if key not in sources:
             sources[key] = os.path.join(pool_dir, f"{key[0].replace(' ', '_').replace('/', '_')}-{key[1]}.mp3")
-            jobs.append((sources[key], r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind, ()))
+            jobs.append((sources[key], r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind, (), {}))
         links.append((sources[key], path))
     return jobs, links
+
+
+def _layers(r) -> dict:
+    """`render`'s keyword arguments for a plan row's sub-genre and blend, if any."""
+    layers = {"subgenre": int(r.subgenre), "blend": r.blend, "blend_subgenre": int(r.blend_subgenre)}
+    return {k: v for k, v in layers.items() if v}
+
+
+def stamp_of(cfg: SynthConfig) -> dict:
+    """What synth_config.json holds for cfg, as JSON holds it. Options added later are left out
+    at their defaults, so that a corpus written before they existed keeps its stamp (and is reused)."""
+    wanted = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers")}
+    wanted["upload_conditions"] = list(cfg.upload_conditions)
+    for k, unset in (("upload_conditions", []), ("multi_genre", 0.0), ("subgenres", False)):
+        if wanted[k] == unset:
+            del wanted[k]
+    return wanted
 
 
 def generate(cfg: SynthConfig, progress: bool = True) -> str:
@@ -685,17 +863,16 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
         raise MgcError(f"{cfg.out}: synth writes to a local folder; copy it to object storage afterwards")
     meta_dir = os.path.join(cfg.out, "fma_metadata")
     stamp = os.path.join(meta_dir, "synth_config.json")
-    wanted = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers")}
-    # As JSON holds it; a corpus without upload conditions keeps the stamp it had before they existed.
-    wanted["upload_conditions"] = list(cfg.upload_conditions)
-    if not cfg.upload_conditions:
-        del wanted["upload_conditions"]
+    wanted = stamp_of(cfg)
     if os.path.exists(stamp) and storage.read_json(stamp) == wanted:
         return cfg.out
     df = plan(cfg)
     audio_root = os.path.join(cfg.out, cfg.audio_dir)
     paths = [fma.audio_path(audio_root, t) for t in df["track_id"]]
-    jobs = [(p, r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind, cfg.upload_conditions if r.upload else ()) for p, r in zip(paths, df.itertuples())]
+    jobs = [
+        (p, r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind, cfg.upload_conditions if r.upload else (), _layers(r))
+        for p, r in zip(paths, df.itertuples())
+    ]
     links: list[tuple[str, str]] = []
     if cfg.link_pool:
         jobs, links = _link_pool(df, paths, cfg)
@@ -710,8 +887,11 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
         os.link(source, path)
     os.makedirs(meta_dir, exist_ok=True)
     _tracks_csv(df, cfg).to_csv(os.path.join(meta_dir, "tracks.csv"))
-    _genres_csv(df).to_csv(os.path.join(meta_dir, "genres.csv"))
-    truth = df[["track_id", "genre", "listed_genre", "split", "subset", "labelled", "kind", "expected", "upload"]]
+    _genres_csv(df, cfg).to_csv(os.path.join(meta_dir, "genres.csv"))
+    truth = df[["track_id", "genre", "listed_genre", "split", "subset", "labelled", "kind", "expected", "upload"]].copy()
+    # What each track sounds like: its genre(s) and sub-genre(s), "|"-joined, the track's own first.
+    truth["genres"] = [g + (f"|{b}" if b else "") for g, b in zip(df["genre"], df["blend"])]
+    truth["subgenres"] = ["|".join(SUBGENRE_TITLES[i] for i in (s, b) if i) for s, b in zip(df["subgenre"], df["blend_subgenre"])]
     truth.to_csv(os.path.join(meta_dir, "synth_truth.csv"), index=False)
     storage.write_json(stamp, wanted)
     return cfg.out

@@ -1,7 +1,12 @@
+import dataclasses
+import re
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from mgc import fma, inputs, synth
+from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 
 
@@ -172,3 +177,196 @@ def test_upload_conditions_record_only_the_held_out_tracks_as_uploads(tmp_path):
         with pytest.raises(MgcError, match="upload-conditions"):
             synth.SynthConfig(out="unused", upload_conditions=bad)
     assert main([*base, "--out", str(tmp_path / "bad"), "--upload-conditions", "noise,echo"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# --multi-genre and --subgenres: genre lists that the audio bears out
+
+SR = 16000  # the audibility tests' renders: 3 s, one segment as the models see it
+
+
+def _logmel(x: np.ndarray, sr: int = SR) -> np.ndarray:
+    import librosa
+
+    return np.log(librosa.feature.melspectrogram(y=x.mean(axis=1), sr=sr, n_mels=32, n_fft=1024, hop_length=512) + 1e-6)
+
+
+def _stats(x: np.ndarray, sr: int = SR) -> np.ndarray:
+    """Per-track log-mel statistics: each band's mean, spread and mean change frame to frame
+    (how busy it is: a 16th-note figure, a tremolo, a drum pattern)."""
+    m = _logmel(x, sr)
+    return np.concatenate([m.mean(axis=1), m.std(axis=1), np.abs(np.diff(m, axis=1)).mean(axis=1)])
+
+
+def _closure(ids: list[int], parent: dict[int, int]) -> list[int]:
+    out = set()
+    for i in ids:
+        while i:
+            out.add(i)
+            i = parent[i]
+    return sorted(out)
+
+
+def test_new_options_leave_the_default_corpus_and_its_stamp_alone(tmp_path):
+    """Off (the default), --multi-genre and --subgenres change nothing: the stamp has no new keys
+    (a corpus written before they existed is reused), and turning them on changes only the genre
+    columns of the blends, never a track's artist, split, subset or kind."""
+    old_keys = {"tracks", "seconds", "sample_rate", "seed", "broken_share", "unlabelled_share", "label_noise", "audio_dir", "link_pool", "fma_proportions"}
+    default = synth.SynthConfig(out=str(tmp_path / "d"), tracks=120, seed=5)
+    assert set(synth.stamp_of(default)) == old_keys
+    on = synth.SynthConfig(out=str(tmp_path / "o"), tracks=120, seed=5, multi_genre=0.3, subgenres=True, label_noise=0.3)
+    assert synth.stamp_of(on)["multi_genre"] == 0.3 and synth.stamp_of(on)["subgenres"] is True
+    a, b = synth.plan(dataclasses.replace(default, label_noise=0.3)), synth.plan(on)
+    blend = b["blend"] != ""
+    same = ["track_id", "artist_id", "genre", "split", "subset", "kind", "expected", "artist_seed", "track_seed", "upload"]
+    pd.testing.assert_frame_equal(a[same], b[same])
+    pd.testing.assert_frame_equal(a.loc[~blend, ["labelled", "listed_genre"]], b.loc[~blend, ["labelled", "listed_genre"]])
+    assert (b.loc[blend, "kind"] == "ok").all() and abs(blend.sum() - 0.3 * (b["kind"] == "ok").sum()) <= 1
+    assert (b["blend"] != b["genre"]).all() and b.loc[blend, "blend"].nunique() >= 4  # another genre, not always the same
+    # Label noise: single-genre training tracks only, and a flipped track names a sub-genre of the genre it is listed as.
+    flipped = b["listed_genre"] != b["genre"]
+    assert flipped.any() and not (flipped & blend).any() and set(b.loc[flipped, "split"]) == {"training"}
+    assert all(synth.SUBGENRE_PARENT[s] == g for s, g in zip(b["listed_subgenre"], b["listed_genre"]))
+    assert b.groupby("artist_id")["subgenre"].nunique().max() == 1  # an artist plays one sub-genre
+    for bad in ({"multi_genre": 1.5}, {"multi_genre": 0.2, "link_pool": 8}):
+        with pytest.raises(MgcError):
+            synth.SynthConfig(out="unused", **bad)
+
+
+def test_multi_genre_and_subgenres_corpus_lists_what_it_plays(tmp_path):
+    """`mgc synth --multi-genre 0.3 --subgenres`: blends have no genre_top and two roots, every
+    genres_all is genres with their ancestors (genres.csv's parents), a track without genre_top
+    that is no blend lists nothing, synth_truth.csv agrees with tracks.csv, and a blend's audio is
+    the blend (it is nearer a render with its second genre than one without)."""
+    from mgc.cli import main
+
+    out = tmp_path / "mg"
+    args = ["synth", "--out", str(out), "--tracks", "48", "--seconds", "3", "--multi-genre", "0.3", "--subgenres", "--seed", "5", "--workers", "2", "--no-progress"]
+    assert main(args) == 0
+    meta = out / "fma_metadata"
+    tracks = fma.read_tracks(str(meta / "tracks.csv"), columns=[("track", "genres"), ("track", "genres_all")])
+    genres = fma.read_genres(str(meta / "genres.csv"))
+    parent = genres["parent"].astype(int).to_dict()
+    title = genres["title"].to_dict()
+    truth = pd.read_csv(meta / "synth_truth.csv", keep_default_na=False).set_index("track_id")
+    listed = {t: [int(i) for i in re.findall(r"\d+", s)] for t, s in tracks[("track", "genres")].items()}
+    listed_all = {t: [int(i) for i in re.findall(r"\d+", s)] for t, s in tracks[("track", "genres_all")].items()}
+    blends = truth.index[truth["genres"].str.contains("|", regex=False)]
+    assert 0.3 * 48 * 0.8 < len(blends) <= 0.3 * 48 + 1
+    for t, row in truth.iterrows():
+        assert listed_all[t] == _closure(listed[t], parent), t
+        roots = [title[i] for i in listed_all[t] if parent[i] == 0]
+        top = tracks.loc[t, ("track", "genre_top")]
+        if t in blends:
+            assert pd.isna(top) and sorted(roots) == sorted(row["genres"].split("|")) and len(listed_all[t]) == 4
+        elif row["labelled"]:
+            assert top == row["genre"] == roots[0] and len(roots) == 1
+        else:
+            assert pd.isna(top) and listed[t] == [] and listed_all[t] == []
+        if listed[t]:  # every listed genre is a sub-genre, the one synth_truth.csv says is heard
+            assert sorted(title[i] for i in listed[t]) == sorted(row["subgenres"].split("|"))
+    counts = genres["#tracks"].to_dict()
+    assert all(counts[g] == sum(g in ids for ids in listed_all.values()) for g in counts)
+    # The audio of a blend is the blend, as tracks.csv lists it (the MP3 decodes with encoder padding:
+    # compare log-mel profiles, not samples).
+    import soundfile as sf
+
+    plan = synth.plan(synth.SynthConfig(out=str(out), tracks=48, seconds=3, seed=5, multi_genre=0.3, subgenres=True)).set_index("track_id")
+    r = plan.loc[blends[0]]
+    x, sr = sf.read(out / fma.audio_path("fma_large", int(blends[0])))
+    heard = _logmel(x, sr).mean(axis=1)
+    as_listed = synth.render(r.genre, r.artist_seed, r.track_seed, 3.0, sr, subgenre=r.subgenre, blend=r.blend, blend_subgenre=r.blend_subgenre)
+    alone = synth.render(r.genre, r.artist_seed, r.track_seed, 3.0, sr, subgenre=r.subgenre)
+    assert np.abs(heard - _logmel(as_listed, sr).mean(axis=1)).mean() < 0.2 < np.abs(heard - _logmel(alone, sr).mean(axis=1)).mean()
+
+
+@pytest.fixture(scope="module")
+def voiced():
+    """8 genres x 8 artists, 3 s each, the artists of a genre alternating between its two
+    sub-genres: genre, sub-genre (0 or 1) and per-track log-mel statistics with the sub-genres'
+    voices and (the same seeds) without."""
+    rows = []
+    for gi, genre in enumerate(synth.GENRES):
+        for a in range(8):
+            seeds = (2000 + 10 * gi + a, 31 + a)
+            voice = _stats(synth.render(genre, *seeds, 3.0, SR, subgenre=synth.SUBGENRES[genre][a % 2][0]))
+            rows.append((gi, a % 2, voice, _stats(synth.render(genre, *seeds, 3.0, SR))))
+    return tuple(np.array(c) for c in zip(*rows))
+
+
+def test_subgenres_are_audible_variants_of_their_parent(voiced):
+    """Within each parent, a logistic regression on per-track log-mel statistics tells its two
+    sub-genres apart (leave one track out: other artists, other tracks) well above chance, and far
+    better than it tells the same labels on the same tracks rendered without the sub-genres'
+    voices. And the parent genre is as recognisable with the voices as without."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import LeaveOneOut, cross_val_score
+    from sklearn.multiclass import OneVsRestClassifier
+
+    genre, sub, with_voice, without = voiced
+
+    def within_parent(feats):
+        scores = []
+        for g in range(len(synth.GENRES)):
+            f = feats[genre == g]
+            f = (f - f.mean(0)) / (f.std(0) + 1e-6)
+            scores.append(cross_val_score(LogisticRegression(C=0.1, max_iter=2000, solver="liblinear"), f, sub[genre == g], cv=LeaveOneOut()).mean())
+        return np.array(scores)
+
+    heard, control = within_parent(with_voice), within_parent(without)
+    assert heard.mean() >= 0.85 and heard.min() >= 0.625, heard
+    # Without the voices the labels are an artist's coin toss: what is left above chance is
+    # chance itself (8 tracks a parent) or an artist's own style, never the sub-genre.
+    assert heard.mean() - control.mean() >= 0.2, (heard, control)
+
+    def genre_accuracy(feats):
+        f = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
+        return cross_val_score(OneVsRestClassifier(LogisticRegression(C=0.1, max_iter=2000, solver="liblinear")), f, genre, cv=4).mean()
+
+    assert genre_accuracy(with_voice) >= max(0.8, genre_accuracy(without) - 0.05)
+
+
+def test_blends_are_heard_as_both_genres(voiced):
+    """A multi-label model (a logistic regression per genre on per-track log-mel statistics)
+    trained on single-genre tracks and blends hears both genres of held-out blends (other artists,
+    other pairs), sub-genre voices and all. Paired: each blend against its first genre's track
+    alone (the same render without the second genre), so that what the second genre adds is
+    measured: its rank among the 8 genres climbs from where chance leaves it to near the top,
+    while the first genre stays near the top."""
+    from sklearn.linear_model import LogisticRegression
+
+    genre, _, with_voice, _ = voiced
+    rng = np.random.default_rng(0)
+
+    def blends(n, base, with_alone):
+        mixed, alone, pairs = [], [], []
+        for k in range(n):
+            a, b = (int(i) for i in rng.choice(len(synth.GENRES), 2, replace=False))
+            ga, gb = synth.GENRES[a], synth.GENRES[b]
+            sa, sb = synth.SUBGENRES[ga][k % 2][0], synth.SUBGENRES[gb][(k // 2) % 2][0]
+            mixed.append(synth.render(ga, base + k, base + k, 3.0, SR, subgenre=sa, blend=gb, blend_subgenre=sb))
+            alone.append(synth.render(ga, base + k, base + k, 3.0, SR, subgenre=sa) if with_alone else None)
+            pairs.append((a, b))
+        return mixed, alone, pairs
+
+    train, _, train_pairs = blends(40, 7000, False)
+    test, test_alone, test_pairs = blends(24, 8000, True)
+    x = np.concatenate([with_voice, [_stats(c) for c in train]])
+    labels = [{int(g)} for g in genre] + [set(p) for p in train_pairs]
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    models = [LogisticRegression(C=0.1, max_iter=3000, solver="liblinear").fit((x - mu) / sd, [g in s for s in labels]) for g in range(len(synth.GENRES))]
+
+    def ranks(clip):  # of each genre by the model's score, 1: the top
+        scores = np.array([m.decision_function(((_stats(clip) - mu) / sd)[None])[0] for m in models])
+        return np.argsort(np.argsort(-scores)) + 1
+
+    mixed = np.array([ranks(c) for c in test])
+    alone = np.array([ranks(c) for c in test_alone])
+    first, second = (np.array([r[p[i]] for r, p in zip(mixed, test_pairs)]) for i in (0, 1))
+    first_alone, second_alone = (np.array([r[p[i]] for r, p in zip(alone, test_pairs)]) for i in (0, 1))
+    # Alone, one genre is heard: the first near the top, the second where chance leaves it (~5 of 8).
+    assert first_alone.mean() <= 2.0 and second_alone.mean() >= 4.0, (first_alone, second_alone)
+    # Blended, the second genre climbs near the top, and the first stays there: both in the top
+    # three for most blends (a model that heard one genre would manage ~2/7).
+    assert second.mean() <= 3.0 and (second < second_alone).mean() >= 0.75, (second, second_alone)
+    assert first.mean() <= 3.25 and (np.maximum(first, second) <= 3).mean() >= 0.5, (first, second)
