@@ -209,14 +209,14 @@ def stage_train_path(features: str, runs: str) -> dict:
     t1 = time.perf_counter()
     prep = train.prepare(cfg, checked)
     t2 = time.perf_counter()
-    cols = [*prep.model.inputs, "label", "track_id"]
+    cols = list(prep.model.inputs)
     seen = 0
-    for batch in train.dataset(features, "training", cols).iter_batches(batch_size=256, batch_format="numpy"):
-        seen += len(batch["label"])
+    for batch in train.dataset(features, "training", prep.target, cols).iter_batches(batch_size=256, batch_format="numpy"):
+        seen += len(batch["target"])
     t3 = time.perf_counter()
     net = build(prep.model, prep.norm)
-    val = train.dataset(features, "validation", cols).iter_torch_batches(batch_size=256, **train.batch_dtypes(prep.model))
-    ids, _, _ = train.predict(net, val, torch.device("cpu"))
+    val = train.dataset(features, "validation", prep.target, cols).iter_torch_batches(batch_size=256, **train.batch_dtypes(prep.model, False))
+    ids, _, _ = train.predict(net, val, torch.device("cpu"), False)
     t4 = time.perf_counter()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     aug = cfg.augment(0, "cpu")
@@ -225,13 +225,13 @@ def stage_train_path(features: str, runs: str) -> dict:
     t5 = time.perf_counter()
     step = 0
     while step < TRAIN_STEPS + 5:  # small corpora: several passes
-        batches = train.dataset(features, "training", cols).iter_torch_batches(
-            batch_size=32, local_shuffle_buffer_size=cfg.shuffle_buffer, local_shuffle_seed=step, **train.batch_dtypes(prep.model)
+        batches = train.dataset(features, "training", prep.target, cols).iter_torch_batches(
+            batch_size=32, local_shuffle_buffer_size=cfg.shuffle_buffer, local_shuffle_seed=step, **train.batch_dtypes(prep.model, False)
         )
         for batch in batches:
             if step == 5:
                 first = time.perf_counter()  # after the shuffle buffer's first fill
-            y = batch["label"]
+            y = batch["target"]
             x, targets = aug.mix({n: batch[n] for n in prep.model.inputs}, torch.nn.functional.one_hot(y, prep.model.n_classes).float(), batch["track_id"])
             loss = torch.nn.functional.cross_entropy(net(x, augment=aug), targets)
             opt.zero_grad()

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 SIZES = dict(channels=(16, 32, 64, 64), dense=(256, 64, 32), lstm_units=(64, 64))
 
 
-def plain_loop(features: str, model_cfg, norm, epochs: int, batch_size: int, lr: float) -> list[float]:
+def plain_loop(features: str, model_cfg, norm, target, epochs: int, batch_size: int, lr: float) -> list[float]:
     """Segments/s per epoch of a textbook loop: one process, data in memory, shuffled batches."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -42,10 +42,12 @@ def plain_loop(features: str, model_cfg, norm, epochs: int, batch_size: int, lr:
     from mgc.models import build
 
     torch.set_num_threads(1)
-    t = pq.read_table(os.path.join(features, "features"), columns=["split", "label", *model_cfg.inputs])
-    t = t.filter(pc.and_(pc.equal(t["split"], "training"), pc.greater_equal(t["label"], 0)))
+    t = pq.read_table(os.path.join(features, "features"), columns=["split", "track_id", *model_cfg.inputs])
+    t = t.filter(pc.equal(t["split"], "training"))
+    labelled, y = target.lookup(t["track_id"].to_numpy())
+    t = t.filter(labelled)
     x = {n: t[n].combine_chunks().to_numpy_ndarray() for n in model_cfg.inputs}
-    y = torch.from_numpy(t["label"].to_numpy().astype(np.int64))
+    y = torch.from_numpy(y[labelled])
     torch.manual_seed(0)
     model = build(model_cfg, norm)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -102,14 +104,14 @@ def main() -> None:
     )  # fmt: skip
     prep = prepare(cfg)
     shutil.rmtree(runs, ignore_errors=True)
-    plain = plain_loop(str(features), prep.model, prep.norm, args.epochs, args.batch_size, cfg.lr)
+    plain = plain_loop(str(features), prep.model, prep.norm, prep.target, args.epochs, args.batch_size, cfg.lr)
     # The same loop in one process per core at once: what the cores give when all of them work,
     # Ray or no Ray (shared caches, memory bandwidth, the OS); a diagnostic, not the target's base.
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
-        loops = [pool.submit(plain_loop, str(features), prep.model, prep.norm, args.epochs, args.batch_size, cfg.lr) for _ in range(cores)]
+        loops = [pool.submit(plain_loop, str(features), prep.model, prep.norm, prep.target, args.epochs, args.batch_size, cfg.lr) for _ in range(cores)]
         side_by_side = [f.result() for f in loops]
     train(cfg)
     history = json.loads((runs / cfg.run_name / "history.json").read_text())
@@ -126,7 +128,7 @@ def main() -> None:
 
     # The plain loop again after the Ray runs: this machine's speed drifts by 10-30% over minutes,
     # so its base is the mean of the loop before and after them.
-    plain_after = plain_loop(str(features), prep.model, prep.norm, args.epochs, args.batch_size, cfg.lr)
+    plain_after = plain_loop(str(features), prep.model, prep.norm, prep.target, args.epochs, args.batch_size, cfg.lr)
     plain_rate = float(np.mean([np.median(r[1:] or r) for r in (plain, plain_after)]))
     side_rate = float(np.mean([np.median(r[1:] or r) for r in side_by_side]))
     ours_rate = float(np.median(ours[1:] or ours))

@@ -2,7 +2,9 @@
 
     model/model.json   format version, model config (architecture, inputs and their shapes,
                        sizes), feature config, label map, the temperature that calibrates
-                       its track probabilities (fitted on validation; 1 where none was fitted)
+                       its track probabilities (fitted on validation; 1 where none was fitted);
+                       a multi-label model's target, `multilabel`, genre tree (`parents`: each
+                       genre's parent's index, -1 for none) and per-genre `thresholds`
     model/weights.pt   the state dict (tensors only: loaded with weights_only=True, never pickle),
                        each input's normalisation among its buffers
 """
@@ -75,6 +77,13 @@ def load(path: str, device: str = "cpu") -> tuple[GenreNet, dict[str, Any]]:
         problems.append(f"its temperature {temperature!r} is not a positive number")
     if len(labels) != model_cfg.n_classes:
         problems.append(f"the label map has {len(labels)} genres, the network {model_cfg.n_classes} classes")
+    if meta.get("multilabel"):
+        for key in ("thresholds", "parents"):
+            value = meta.get(key)
+            if not isinstance(value, list) or len(value) != len(labels):
+                problems.append(f"a multi-label model's {key} must be a list of one value per genre ({len(labels)})")
+        if isinstance(meta.get("parents"), list) and not all(isinstance(p, int) and -1 <= p < len(labels) for p in meta["parents"]):
+            problems.append("its parents must be genre indices or -1")
     for name, shape in zip(model_cfg.inputs, model_cfg.shapes):
         if inputs.get(name).shape(fcfg) != shape:
             problems.append(f"the feature config gives {name} of shape {list(inputs.get(name).shape(fcfg))}, the network takes {list(shape)}")

@@ -41,6 +41,9 @@ EXPLAIN = {
     # ExtractConfig
     "tracks_per_shard": "tracks per task and per Parquet file; a killed run resumes at this granularity",
     # TrainConfig
+    "target": "what to learn: genre_top (a track's one top genre; a softmax), genres or genres_all (multi-label: every genre the track lists, or those with their ancestors in the genre tree; a sigmoid per genre)",
+    "min_genre_tracks": "multi-label targets: genres carried by fewer training tracks are left out",
+    "TrainConfig.manifest": "the labels to train with, joined to the shards on track_id: the FMA's tracks.csv (genres.csv beside it), a CSV manifest (path, label, optional genres joined by |, track_id) or a manifest .parquet; empty: the extraction's own (relabelling needs no re-extraction)",
     "epochs": "passes over the training split",
     "batch_size": "segments per step and worker",
     "lr": "Adam's learning rate",
@@ -50,7 +53,7 @@ EXPLAIN = {
     "use_gpu": "train on GPUs, with bf16 autocast and pinned prefetch",
     "gpus_per_worker": "with --use-gpu: GPUs per worker; fractions let workers share one",
     "storage_path": "folder or URI where run directories (checkpoints, artifact, metrics, plots) go",
-    "class_weights": "weight the loss by inverse class frequency (for FMA medium/large's unbalanced genres)",
+    "class_weights": "weight the loss by inverse class frequency (for FMA medium/large's unbalanced genres; multi-label targets always weight each genre's positives)",
     "shuffle_buffer": "rows each worker shuffles locally (the shard order is also shuffled every epoch)",
     "cache_data": "keep the decoded splits in Ray's object store after epoch 1 (faster when they fit)",
     "max_failures": "times a lost worker is replaced and the run resumed from its last checkpoint",
@@ -63,7 +66,7 @@ EXPLAIN = {
     "weight_decay": "AdamW's decoupled weight decay (0: plain Adam)",
     "schedule": "learning rate after the warm-up: cosine (decays to 0 at the last epoch) or constant",
     "warmup_epochs": "epochs over which the learning rate rises linearly from 0",
-    "label_smoothing": "share of each target spread over the other genres",
+    "label_smoothing": "share of each target spread over the other genres (--target genre_top)",
     "time_shift": "augmentation: largest random time shift (circular), share of a segment; 0: off",
     "spec_mask": "augmentation: largest SpecAugment frequency and time mask on spectra, share of the axis; 0: off",
     "gain_db": "augmentation: largest random gain of the waveform, dB; 0: off",
@@ -78,7 +81,7 @@ EXPLAIN = {
     "dropout_max": "highest dropout sampled",
     "dropout_per_layer": "sample one dropout rate per dropout layer instead of one shared",
     "search": "searcher: random, optuna or hyperopt (the latter two need their package)",
-    "metric": "what ASHA and the best trial are judged by (loss and ECE metrics are minimised)",
+    "metric": "what ASHA and the best trial are judged by (loss and ECE metrics are minimised); empty: the target's score, val_track_f1_macro or, multi-label, val_track_ap_micro",
     "weight_decay_min": "lowest weight decay sampled (log-uniform; searched when --weight-decay-max is above 0)",
     "weight_decay_max": "highest weight decay sampled (0: every trial takes --weight-decay)",
     "mixup_min": "lowest mixup alpha sampled (uniform; searched when --mixup-max is above 0)",
@@ -114,7 +117,7 @@ LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "sample_rate": (1000, None, True, False), "segment_seconds": (0, None, False, False), "n_fft": (16, None, True, False),
     "hop_length": (1, None, True, False), "n_mels": (1, None, True, False), "n_mfcc": (1, None, True, False),
     "silence_db": (-200, 0, True, True), "max_seconds": (0, None, False, False), "musicnn_patches": (0, None, True, False), "network_actors": (0, None, True, False), "tracks_per_shard": (1, None, True, False),
-    "limit": (0, None, True, False), "split_seed": (0, None, True, False), "epochs": (1, None, True, False),
+    "limit": (0, None, True, False), "split_seed": (0, None, True, False), "epochs": (1, None, True, False), "min_genre_tracks": (1, None, True, False),
     "batch_size": (1, None, True, False), "lr": (0, 1, False, True), "dropout": (0, 1, True, False),
     "num_workers": (0, None, True, False), "cpus_per_worker": (0, None, False, False), "gpus_per_worker": (0, None, False, False),
     "shuffle_buffer": (0, None, True, False), "max_failures": (0, None, True, False), "seed": (0, None, True, False),
@@ -125,7 +128,7 @@ LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "gpus_per_trial": (0, None, True, False), "top_k": (1, None, True, False), "uncertain_below": (0, 1, True, True),
     "files_per_batch": (1, None, True, False), "actors": (0, None, True, False), "tracks": (1, None, True, False),
     "seconds": (3, None, True, False), "trials": (1, None, True, False), "sweep_epochs": (1, None, True, False),
-    "uploads": (0, None, True, False), "link_pool": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False), "label_noise": (0, 1, True, False),
+    "uploads": (0, None, True, False), "link_pool": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False), "label_noise": (0, 1, True, False), "multi_genre": (0, 1, True, True),
     "workers": (0, None, True, False), "k": (1, None, True, False), "weight_decay": (0, None, True, False),
     "warmup_epochs": (0, None, True, False), "label_smoothing": (0, 1, True, False), "time_shift": (0, 1, True, True),
     "spec_mask": (0, 1, True, True), "gain_db": (0, None, True, False), "mixup": (0, None, True, False), "patience": (0, None, True, False),
@@ -230,6 +233,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         out=args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed, broken_share=args.broken_share,
         unlabelled_share=args.unlabelled_share, label_noise=args.label_noise, upload_conditions=args.upload_conditions,
         audio_dir=args.audio_dir, workers=args.workers, link_pool=args.link_pool, fma_proportions=args.fma_proportions,
+        multi_genre=args.multi_genre, subgenres=args.subgenres,
     )  # fmt: skip
     print(generate(cfg, progress=not args.no_progress))
     return 0
@@ -280,7 +284,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _train_config(args, args.model, args.name)
     _use_ray_address(args)
     out = run(cfg)
-    print(json.dumps({"run_dir": cfg.run_dir, "best_epoch": out["best_epoch"], "test": {k: {m: v for m, v in d.items() if m != "confusion"} for k, d in out["test"].items()}}, indent=2))
+    print(json.dumps({"run_dir": cfg.run_dir, "best_epoch": out["best_epoch"], "tracks": out["tracks"], "test": {k: {m: v for m, v in d.items() if m != "confusion"} for k, d in out["test"].items()}}, indent=2))
     return 0
 
 
@@ -399,6 +403,11 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
                    help="render only N clips and hard-link every track to one of its genre's: FMA large's 106,574 tracks in minutes, for scale benchmarks (default: 0 = render every track)")
     s.add_argument("--fma-proportions", action="store_true",
                    help="FMA large's subset sizes (7.5%% small, 16%% more medium) and genre_top coverage (47%%) instead of even subsets and --unlabelled-share")
+    s.add_argument("--multi-genre", type=ranged(float, "multi_genre"), default=0.0, metavar="SHARE",
+                   help="share of the usable tracks rendered as an audible blend of their genre and another, listed with both genres and no genre_top; "
+                   "with it (or --subgenres) tracks.csv lists only genres the audio has (default: 0)")
+    s.add_argument("--subgenres", action="store_true",
+                   help="each artist plays one of its genre's two sub-genres, audibly (an extra low pad or high ostinato over the genre), and tracks.csv lists it")
     s.add_argument("--uploads", type=ranged(int, "uploads"), default=0, metavar="N",
                    help="instead of a corpus, write N 'new uploads' of mixed formats, rates and channels, a 2-minute file and 3 broken files, to label")
     s.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

@@ -2,8 +2,9 @@
 
 Layout of an output (local path or URI):
 
-    _config.json          FeatureConfig, label map, manifest fingerprint, shard size
-    _manifest.parquet     the tracks this output covers, with their splits
+    _config.json          FeatureConfig, top genres, manifest fingerprint, shard size
+    _manifest.parquet     the tracks this output covers, with their splits and labels (the
+                          labels training reads unless given another manifest: mgc.targets)
     _summary.json         tracks ok / rejected by reason, segments, wall time, tracks/s
     features/part-NNNNNN.parquet   one row per segment (see feature_schema: an array per input)
     rejects/part-NNNNNN.parquet    one row per rejected track: track_id, path, reason, detail
@@ -32,12 +33,15 @@ from mgc import audio, storage
 from mgc.errors import MgcError, Reject
 from mgc import inputs
 from mgc.features import FeatureConfig
+from mgc import manifest as manifests
 from mgc.manifest import Manifest
 
 REJECT_SCHEMA = pa.schema([("track_id", pa.int64()), ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
-SCALARS = [("track_id", pa.int64()), ("segment", pa.int16()), ("split", pa.string()), ("genre_top", pa.string()), ("label", pa.int16())]
+# No labels: they live in the manifest, so that relabelling needs no re-extraction.
+SCALARS = [("track_id", pa.int64()), ("segment", pa.int16()), ("split", pa.string())]
+SHARD_FORMAT = 2  # 2: labels left the shards for the manifest
 SCALAR_COLUMNS = [name for name, _ in SCALARS]
 
 
@@ -74,12 +78,12 @@ def shard_name(chunk: int) -> str:
 
 def decode_chunk(chunk: dict[str, Any], cfg: FeatureConfig) -> dict[str, Any]:
     """Decode one chunk of tracks and `prepare` their inputs (mgc.inputs): {"chunk", "tracks":
-    (track_id, path, split, genre_top, label, prepared inputs) per good track, "rejects", "status"}."""
+    (track_id, path, split, prepared inputs) per good track, "rejects", "status"}."""
     tracks, rejects, status = [], [], []
-    for tid, path, split, genre, label in zip(chunk["track_id"], chunk["path"], chunk["split"], chunk["genre_top"], chunk["label"]):
+    for tid, path, split in zip(chunk["track_id"], chunk["path"], chunk["split"]):
         tid = int(tid)
         try:
-            tracks.append((tid, path, split, genre, int(label), inputs.prepare(audio.load(path, cfg), cfg, cfg.inputs)))
+            tracks.append((tid, path, split, inputs.prepare(audio.load(path, cfg), cfg, cfg.inputs)))
             continue
         except Reject as r:
             r = r.naming(path)
@@ -98,7 +102,7 @@ def write_chunk(decoded: dict[str, Any], out: str, cfg: FeatureConfig, device: s
     columns: dict[str, list] = {name: [] for name in schema.names}
     status = list(decoded["status"])
     rejects = list(decoded["rejects"])
-    for tid, path, split, genre, label, prepared in decoded["tracks"]:
+    for tid, path, split, prepared in decoded["tracks"]:
         try:
             arrays = inputs.finish(prepared, device)
         except Exception as e:  # noqa: BLE001 - as in decode_chunk: one track's failure is its reject
@@ -109,8 +113,6 @@ def write_chunk(decoded: dict[str, Any], out: str, cfg: FeatureConfig, device: s
         columns["track_id"] += [tid] * n
         columns["segment"] += list(range(n))
         columns["split"] += [split] * n
-        columns["genre_top"] += [genre] * n
-        columns["label"] += [label] * n
         for name in cfg.inputs:
             columns[name].append(arrays[name])
         status.append({"track_id": tid, "reason": "ok", "segments": n})
@@ -119,9 +121,9 @@ def write_chunk(decoded: dict[str, Any], out: str, cfg: FeatureConfig, device: s
     storage.write_parquet(pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA), storage.join(out, "rejects", name))
     groups = None
     if columns["track_id"]:
-        # One row group per split and labelled-or-not, in track order within each: training's
-        # reads of one split's labelled segments skip every other row group by its statistics.
-        key = [(split, label < 0) for split, label in zip(columns["split"], columns["label"])]
+        # One row group per split, in track order within each: training's reads of one split
+        # skip the other row groups by their statistics.
+        key = columns["split"]
         order = sorted(range(len(key)), key=key.__getitem__)
         arrays = [pa.array([columns[c][i] for i in order], type=schema.field(c).type) for c in SCALAR_COLUMNS]
         arrays += [pa.FixedShapeTensorArray.from_numpy_ndarray(np.concatenate(columns[c])[order]) for c in cfg.inputs]
@@ -171,8 +173,6 @@ def plan_chunks(manifest: Manifest, tracks_per_shard: int) -> list[dict[str, Any
                 "track_id": part["track_id"].tolist(),
                 "path": part["path"].tolist(),
                 "split": part["split"].tolist(),
-                "genre_top": part["genre_top"].tolist(),
-                "label": part["label"].astype(int).tolist(),
             }
         )
     return chunks
@@ -184,6 +184,7 @@ def _check_or_write_config(manifest: Manifest, cfg: ExtractConfig) -> None:
     state = {
         "mgc_version": mgc.__version__,
         "feature_config": cfg.features.to_dict(),
+        "shard_format": SHARD_FORMAT,
         "labels": manifest.labels,
         "manifest_fingerprint": manifest.fingerprint(),
         "tracks": len(manifest),
@@ -192,16 +193,19 @@ def _check_or_write_config(manifest: Manifest, cfg: ExtractConfig) -> None:
     }
     if not storage.exists(path):
         storage.write_json(path, state)
-        storage.write_parquet(pa.Table.from_pandas(manifest.tracks, preserve_index=False), storage.join(cfg.out, "_manifest.parquet"))
+        manifests.write(manifest, storage.join(cfg.out, "_manifest.parquet"))
         return
     old = storage.read_json(path)
+    if old.get("shard_format") != SHARD_FORMAT:
+        raise MgcError(f"{cfg.out} was written by an older mgc, whose shards carry their labels: training still reads it, "
+                       "but to extract more tracks write to a new --out")  # fmt: skip
     old_features = FeatureConfig.from_dict(old["feature_config"])
     if old_features != cfg.features:
         raise MgcError(
             f"{cfg.out} holds features made with a different FeatureConfig ({'; '.join(old_features.diff(cfg.features))}); "
             "write to a new --out, or delete it to start over"
         )
-    for key, what in (("labels", "label map"), ("manifest_fingerprint", "track list"), ("tracks_per_shard", "--tracks-per-shard")):
+    for key, what in (("manifest_fingerprint", "track list"), ("tracks_per_shard", "--tracks-per-shard")):
         if old.get(key) != state[key]:
             raise MgcError(
                 f"{cfg.out} was written for a different {what} ({old.get(key)!r:.80} vs {state[key]!r:.80}); "

@@ -6,6 +6,8 @@ and a third naming the index `track_id`; genres.csv is indexed by `genre_id`.
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from mgc import storage
@@ -16,6 +18,8 @@ from mgc.manifest import Manifest, build
 # every track, with untrimmed audio (fma_full).
 SUBSETS = ("small", "medium", "large", "full")
 TRACK_COLUMNS = [("set", "subset"), ("set", "split"), ("track", "genre_top")]
+# What a manifest reads besides: every genre a track's artist chose, and those with their ancestors.
+GENRE_LIST_COLUMNS = [("track", "genres"), ("track", "genres_all")]
 GENRE_COLUMNS = ["#tracks", "parent", "title", "top_level"]
 
 
@@ -96,11 +100,16 @@ def manifest(fma_root: str, audio_dir: str = "fma_large", subset: str = "large")
     if not storage.exists(audio_root):
         raise MgcError(f"{audio_root}: audio folder not found (see --audio-dir)")
     meta = metadata_dir(fma_root)
-    tracks_csv = storage.join(meta, "tracks.csv")
-    genres_csv = storage.join(meta, "genres.csv")
-    tracks = select_subset(read_tracks(tracks_csv), subset)
+    source = {"kind": "fma", "root": fma_root, "audio_dir": audio_dir, "subset": subset}
+    return from_metadata(storage.join(meta, "tracks.csv"), storage.join(meta, "genres.csv"), audio_root, subset, source)
+
+
+def from_metadata(tracks_csv: str, genres_csv: str, audio_root: str, subset: str = "large", source: dict | None = None) -> Manifest:
+    """The manifest of `subset` from FMA metadata files, audio paths under `audio_root`."""
+    tracks = select_subset(read_tracks(tracks_csv, TRACK_COLUMNS + GENRE_LIST_COLUMNS), subset)
     genres = read_genres(genres_csv)
     top_titles = set(genres.loc[genres["parent"] == 0, "title"])
+    title = genres["title"].astype(str).to_dict()
     genre_top = tracks[("track", "genre_top")]
     unknown = sorted(set(genre_top.dropna()) - top_titles)
     if unknown:
@@ -111,8 +120,22 @@ def manifest(fma_root: str, audio_dir: str = "fma_large", subset: str = "large")
             "path": [audio_path(audio_root, t) for t in tracks.index],
             "split": tracks[("set", "split")].to_numpy(),
             "genre_top": genre_top.to_numpy(),
+            **{c: _titles(tracks[("track", c)], title, tracks_csv, c) for _, c in GENRE_LIST_COLUMNS},
         }
     )
     if df["split"].isna().any():
         raise MgcError(f"{tracks_csv}: ('set','split') is empty for track {int(df.loc[df['split'].isna(), 'track_id'].iloc[0])}")
-    return build(df, {"kind": "fma", "root": fma_root, "audio_dir": audio_dir, "subset": subset}, tracks_csv)
+    parents = {title[g]: title[int(p)] for g, p in genres["parent"].items() if int(p) in title}
+    return build(df, source or {"kind": "fma", "tracks": tracks_csv, "subset": subset}, tracks_csv, parents)
+
+
+def _titles(cells: pd.Series, title: dict[int, str], where: str, column: str) -> list[list[str]]:
+    """tracks.csv's genre lists ("[21, 100]": genre ids) as lists of genre titles."""
+    out = []
+    for tid, cell in cells.items():
+        ids = [int(i) for i in re.findall(r"\d+", cell)] if isinstance(cell, str) else []
+        unknown = [i for i in ids if i not in title]
+        if unknown:
+            raise MgcError(f"{where}: track {tid}'s {column} lists genre id(s) {unknown} that genres.csv lacks")
+        out.append([title[i] for i in ids])
+    return out

@@ -10,8 +10,11 @@ error rows). The pipeline, in Ray Data:
     use_gpu; a network input finished here) -> the driver writes each batch as one atomic part
 
 Output (<out>/):
-    labels/part-<run>-NNNNNN.parquet   one row per input file (LABEL_COLUMNS)
-    summary.csv                         per genre: files, share uncertain; per error reason: files
+    labels/part-<run>-NNNNNN.parquet   one row per input file (LABEL_COLUMNS); a multi-label
+                                        model's rows add `tags`: the genres above their thresholds
+                                        (and their ancestors), deepest first, with `tag_probs`
+    summary.csv                         per top genre: files, share uncertain; per tag: files; per
+                                        error reason: files
     _summary.json                       counts of this run: labelled, skipped, errors, wall time
 
 A file is labelled once per content and model: a re-run skips every path whose latest row for the
@@ -39,14 +42,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mgc import audio, inputs, metrics, storage
+from mgc import audio, inputs, metrics, storage, targets
 from mgc.errors import MgcError, Reject
 from mgc.features import FeatureConfig
 from mgc.manifest import AUDIO_EXTENSIONS
 
 LABEL_COLUMNS = [
     "path", "content_hash", "size_bytes", "modified_ns", "model_id", "labelled_at", "status", "reason", "detail", "duration_s", "analysed_s", "n_segments",
-    "top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding",
+    "top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding", "tags", "tag_probs",
 ]  # fmt: skip
 
 
@@ -213,6 +216,16 @@ class Classifier:
         self.temperature = self.predict.meta["temperature"]
         self.schema = pa.schema([f for f in output_schema(len(self.labels), self.predict.embedding_size) if f.name not in ("model_id", "labelled_at")])
         self.top_k, self.uncertain_below = min(top_k, len(self.labels)), uncertain_below
+        meta = self.predict.meta
+        # A multi-label model trained here (the pretrained tagger has neither): predictions kept
+        # consistent with its genre tree, top genres read from the tree's roots, tags above the
+        # per-genre thresholds.
+        self.parents = meta.get("parents")
+        self.cut = np.asarray(meta["thresholds"]) if "thresholds" in meta else None
+        if self.parents is not None:
+            self.depth = np.asarray(targets.depth(self.parents))
+            self.tops = np.asarray([c for c, p in enumerate(self.parents) if p < 0])
+            self.top_k = min(top_k, len(self.tops))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch["path"])
@@ -232,7 +245,7 @@ class Classifier:
                     text["content_hash"][i] = ""
         segments = [len(f) if text["status"][i] == "ok" else 0 for i, f in enumerate(feats[self.predict.inputs[0]])]
         ok = [i for i in range(n) if text["status"][i] == "ok" and segments[i]]
-        cols: dict[str, list] = {k: [None] * n for k in ("top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding")}
+        cols: dict[str, list] = {k: [None] * n for k in ("top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding", "tags", "tag_probs")}
         cols["n_segments"] = segments
         if ok:
             lp, emb = self.predict({name: np.concatenate([f[i] for i in ok]) for name, f in feats.items()})
@@ -241,14 +254,21 @@ class Classifier:
                 k = segments[i]
                 seg_lp, seg_emb = lp[start : start + k], emb[start : start + k]
                 start += k
-                if self.predict.multilabel:  # each tag on its own: the mean of its segments' probabilities
+                candidates = np.arange(len(self.labels))
+                if self.parents is not None:  # the track's prediction, as in training's metrics
+                    probs = targets.consistent(metrics.pool_multilabel(seg_lp, self.temperature)[None], self.parents)[0]
+                    candidates = self.tops
+                    tags = self._tags(probs)
+                    cols["tags"][i] = [self.labels[j] for j in tags]
+                    cols["tag_probs"][i] = probs[tags].astype(np.float32).tolist()
+                elif self.predict.multilabel:  # each tag on its own: the mean of its segments' probabilities
                     probs = np.exp(seg_lp).mean(0)
                 else:  # the track's prediction, as in training's metrics
                     probs = np.exp(metrics.pool(seg_lp, self.temperature))
-                order = np.argsort(-probs)[: self.top_k]
+                order = candidates[np.argsort(-probs[candidates])[: self.top_k]]
                 cols["top_genres"][i] = [self.labels[j] for j in order]
                 cols["top_probs"][i] = probs[order].astype(np.float32).tolist()
-                cols["agreement"][i] = float((seg_lp.argmax(1) == order[0]).mean())
+                cols["agreement"][i] = float((candidates[seg_lp[:, candidates].argmax(1)] == order[0]).mean())
                 cols["uncertain"][i] = bool(probs[order[0]] < self.uncertain_below)
                 cols["probabilities"][i] = probs.astype(np.float32).tolist()
                 cols["embedding"][i] = seg_emb.mean(0).astype(np.float32).tolist()
@@ -259,6 +279,16 @@ class Classifier:
         for k in ("duration_s", "analysed_s"):
             cols[k] = [None if np.isnan(v) else float(v) for v in batch[k]]
         return pa.Table.from_pydict(cols, schema=self.schema)
+
+    def _tags(self, probs: np.ndarray) -> np.ndarray:
+        """The genres at or above their thresholds, with their ancestors (the tree holds them
+        too), deepest first, then most probable first."""
+        tagged = set(np.flatnonzero(probs >= self.cut).tolist())
+        for c in list(tagged):
+            while self.parents[c] >= 0 and self.parents[c] not in tagged:
+                c = self.parents[c]
+                tagged.add(c)
+        return np.array(sorted(tagged, key=lambda c: (-self.depth[c], -probs[c])), dtype=int)
 
 
 def model_id(path: str) -> str:
@@ -287,7 +317,7 @@ def output_schema(n_classes: int, emb: int) -> pa.Schema:
         ("reason", pa.string()), ("detail", pa.string()), ("duration_s", pa.float32()), ("analysed_s", pa.float32()),
         ("n_segments", pa.int32()), ("top_genres", pa.list_(pa.string())), ("top_probs", pa.list_(pa.float32())),
         ("agreement", pa.float32()), ("uncertain", pa.bool_()), ("probabilities", pa.list_(pa.float32(), n_classes)),
-        ("embedding", pa.list_(pa.float32(), emb)),
+        ("embedding", pa.list_(pa.float32(), emb)), ("tags", pa.list_(pa.string())), ("tag_probs", pa.list_(pa.float32())),
     ])  # fmt: skip
 
 
@@ -400,15 +430,19 @@ def current(out: str, mid: str | None = None, columns: list[str] | None = None) 
     return rows.drop_duplicates("path", keep="last").sort_values("path").reset_index(drop=True)
 
 
-SUMMARY_COLUMNS = ["status", "reason", "top_genres", "uncertain"]
+SUMMARY_COLUMNS = ["status", "reason", "top_genres", "uncertain", "tags"]
 
 
 def people_summary(labels: pd.DataFrame) -> pd.DataFrame:
-    """summary.csv: files per top genre with the uncertain share, then files per error reason."""
+    """summary.csv: files per top genre with the uncertain share, files per tag (multi-label
+    models), then files per error reason."""
     ok = labels[labels["status"] == "ok"]
     top = ok["top_genres"].map(lambda g: g[0])
     genres = pd.DataFrame({"genre": top, "uncertain": ok["uncertain"].astype(bool)}).groupby("genre")
     rows = [{"kind": "genre", "name": g, "files": int(len(d)), "uncertain_share": round(float(d["uncertain"].mean()), 3)} for g, d in genres]
+    if "tags" in ok.columns:
+        tags = pd.Series([t for ts in ok["tags"] if ts is not None for t in ts], dtype=object).value_counts()
+        rows += [{"kind": "tag", "name": t, "files": int(n), "uncertain_share": None} for t, n in sorted(tags.items())]
     errors = labels[labels["status"] == "error"].groupby("reason").size()
     rows += [{"kind": "error", "name": r, "files": int(n), "uncertain_share": None} for r, n in errors.items()]
     return pd.DataFrame(rows, columns=["kind", "name", "files", "uncertain_share"])

@@ -1,13 +1,20 @@
-"""The manifest: which tracks to process, where their audio is, their split and label.
+"""The manifest: which tracks to process, where their audio is, their split and labels.
 
 Built from FMA metadata (`mgc.fma`), a CSV of paths and labels, or a folder with one sub-folder
 per genre (GTZAN's layout). Columns: track_id (int64), path (str), split (training / validation /
-test), genre_top (str or None), label (int16, -1 when unlabelled).
+test), genre_top (str or None), label (int16, -1 when unlabelled), genres (the track's own genres,
+a list of names) and genres_all (those and their ancestors in the genre tree). `parents` is the
+tree (genre -> parent genre; roots absent), FMA's genres.csv or empty.
+
+Labels live here, not in the feature shards: extraction writes the manifest beside the shards
+(`write`, `_manifest.parquet`) and training joins a manifest's labels on track_id (mgc.targets),
+so a catalogue is relabelled without re-extraction.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 from dataclasses import dataclass, field
@@ -15,12 +22,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from mgc import storage
 from mgc.errors import MgcError
 
 SPLITS = ("training", "validation", "test")
+# A CSV manifest's `genres` cell lists several genres joined by this.
+GENRE_SEPARATOR = "|"
+# The tree's key in _manifest.parquet's schema metadata.
+TREE_KEY = b"mgc.genre_parents"
 # The files mgc reads as audio, wherever it lists a folder (extraction and labelling).
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au")
 
@@ -30,11 +42,13 @@ class Manifest:
     tracks: pd.DataFrame
     labels: list[str]
     source: dict[str, Any] = field(default_factory=dict)
+    parents: dict[str, str] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """Identifies the track list (ids, paths, splits, labels), to refuse mixing outputs."""
+        """Identifies the track list (ids, paths, splits; not the labels, which can change
+        without re-extraction), to refuse mixing outputs."""
         h = hashlib.sha256()
-        for col in ("track_id", "path", "split", "label"):
+        for col in ("track_id", "path", "split"):
             h.update("\x1f".join(map(str, self.tracks[col].tolist())).encode())
             h.update(b"\x1e")
         return h.hexdigest()[:16]
@@ -43,8 +57,10 @@ class Manifest:
         return len(self.tracks)
 
 
-def build(df: pd.DataFrame, source: dict[str, Any], where: str) -> Manifest:
-    """Validate a frame with track_id, path, split, genre_top and attach labels (sorted genres)."""
+def build(df: pd.DataFrame, source: dict[str, Any], where: str, parents: dict[str, str] | None = None) -> Manifest:
+    """Validate a frame with track_id, path, split, genre_top (and optional genres, genres_all:
+    lists of names; without them a track's genres are its genre_top) and attach labels (sorted
+    top genres). genres_all gets every ancestor in `parents` of the track's genres."""
     if df["track_id"].duplicated().any():
         dup = df.loc[df["track_id"].duplicated(), "track_id"].iloc[0]
         raise MgcError(f"{where}: track_id {dup} appears more than once")
@@ -54,6 +70,10 @@ def build(df: pd.DataFrame, source: dict[str, Any], where: str) -> Manifest:
     genre = df["genre_top"].astype(object).where(df["genre_top"].notna(), None)
     labels = sorted({g for g in genre if g is not None})
     index = {g: i for i, g in enumerate(labels)}
+    parents = dict(parents or {})
+    own = df["genres"] if "genres" in df.columns else pd.Series([[g] if g is not None else [] for g in genre], index=df.index)
+    every = df["genres_all"] if "genres_all" in df.columns else own
+    every = [sorted(set(_with_ancestors([*a, *([g] if g is not None else [])], parents))) for a, g in zip(every, genre)]
     out = pd.DataFrame(
         {
             "track_id": df["track_id"].astype("int64"),
@@ -61,9 +81,42 @@ def build(df: pd.DataFrame, source: dict[str, Any], where: str) -> Manifest:
             "split": df["split"].astype(str),
             "genre_top": genre,
             "label": np.array([index.get(g, -1) if g is not None else -1 for g in genre], dtype=np.int16),
+            "genres": [list(g) for g in own],
+            "genres_all": every,
         }
     )
-    return Manifest(out.sort_values("track_id", ignore_index=True), labels, source)
+    return Manifest(out.sort_values("track_id", ignore_index=True), labels, source, parents)
+
+
+def _with_ancestors(genres: list[str], parents: dict[str, str]) -> list[str]:
+    out = list(genres)
+    for g in genres:
+        seen = {g}
+        while (g := parents.get(g)) and g not in seen:  # `seen`: a cycle in a user's tree ends here
+            out.append(g)
+            seen.add(g)
+    return out
+
+
+def write(m: Manifest, path: str) -> None:
+    """The manifest as Parquet, its tree in the schema's metadata (`read` reads it back)."""
+    table = pa.Table.from_pandas(m.tracks, preserve_index=False)
+    meta = {TREE_KEY: json.dumps(m.parents).encode(), b"mgc.source": json.dumps(m.source).encode()}
+    storage.write_parquet(table.replace_schema_metadata({**(table.schema.metadata or {}), **meta}), path)
+
+
+def read(path: str) -> Manifest:
+    """A manifest that `write` wrote (extraction's _manifest.parquet). One written before labels
+    left the shards lacks genres and genres_all: its tracks' genres are their genre_top."""
+    table = storage.read_parquet(path)
+    meta = table.schema.metadata or {}
+    df = table.to_pandas()
+    df = df.drop(columns=[c for c in ("genres", "genres_all") if c in df.columns and df[c].isna().all()])
+    for c in ("genres", "genres_all"):
+        if c in df.columns:
+            df[c] = [list(v) if v is not None else [] for v in df[c]]
+    source = json.loads(meta.get(b"mgc.source", b"{}"))
+    return build(df, source, path, json.loads(meta.get(TREE_KEY, b"{}")))
 
 
 def stratified_split(track_ids, genres, seed: int = 0, fractions=(0.8, 0.1, 0.1)) -> list[str]:
@@ -88,7 +141,8 @@ def _resolve_against(base_dir: str, p: str) -> str:
 
 
 def from_csv(path: str, seed: int = 0) -> Manifest:
-    """A CSV with columns path, label (genre name) and optional split, track_id.
+    """A CSV with columns path, label (genre name) and optional split, track_id and genres (a
+    track's several genres joined by "|"; its label is among them).
 
     Relative paths resolve against the CSV's folder. Without a split column a stratified split is
     made (see `stratified_split`) and recorded in the manifest's source.
@@ -112,6 +166,9 @@ def from_csv(path: str, seed: int = 0) -> Manifest:
     elif df["track_id"].isna().any() or not pd.api.types.is_integer_dtype(df["track_id"]):
         raise MgcError(f"{path}: track_id must be an integer in every row")
     df["genre_top"] = df["label"].where(df["label"].notna() & (df["label"].astype(str).str.strip() != ""), None)
+    if "genres" in df.columns:
+        listed = [[g.strip() for g in v.split(GENRE_SEPARATOR) if g.strip()] if isinstance(v, str) else [] for v in df["genres"]]
+        df["genres"] = [list(dict.fromkeys(g + ([t] if t is not None else []))) for g, t in zip(listed, df["genre_top"])]
     source: dict[str, Any] = {"kind": "csv", "path": path}
     if "split" not in df.columns:
         df["split"] = stratified_split(df["track_id"], df["genre_top"], seed)

@@ -1,6 +1,13 @@
 """Segment- and track-level classification metrics (scikit-learn), as the literature reports
 them, and calibration. A track's prediction is the mean of its segments' log-probabilities,
-divided by the model's temperature (fitted on validation after training) and renormalised."""
+divided by the model's temperature (fitted on validation after training) and renormalised.
+
+Multi-label (a sigmoid per genre): a track's probability of a genre is the mean of its segments'
+sigmoid(logit / temperature), made consistent with the genre tree (mgc.targets.consistent);
+scores are average precision and ROC-AUC over genres, F1 at per-genre thresholds chosen on
+validation, and the top-genre accuracy read from the root genres, beside the single-label ones'
+names (accuracy: top genre; precision/recall/F1: at the thresholds; log loss: binary; ECE: over
+every track-genre pair), so that tables, curves and Tune read either."""
 
 from __future__ import annotations
 
@@ -8,11 +15,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import log_softmax
-from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
+from scipy.special import expit, log_softmax
+from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, f1_score, log_loss, precision_recall_curve, precision_recall_fscore_support, roc_auc_score
 
 # The scalar scores of every split and level, as reported per epoch and written to metrics.json.
 SCALARS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "ece")
+# ... and those of a multi-label model besides.
+MULTILABEL_SCALARS = ("ap_micro", "ap_macro", "auc_micro", "auc_macro", "f1_micro")
 ECE_BINS = 15
 
 
@@ -100,3 +109,123 @@ def evaluate(track_ids: np.ndarray, y: np.ndarray, logprobs: np.ndarray, n_class
 def flat(metrics: dict[str, dict[str, Any]], prefix: str) -> dict[str, float]:
     """{'val_track_f1_macro': ..., ...}: scalar metrics under one prefix, for Ray's reports."""
     return {f"{prefix}_{level}_{k}": v for level, m in metrics.items() for k, v in m.items() if isinstance(v, float)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-label
+
+
+def logits(logsigmoid: np.ndarray) -> np.ndarray:
+    """The logits behind log-sigmoid outputs (what the inference form gives a multi-label model)."""
+    ls = np.asarray(logsigmoid, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.clip(ls - np.log(-np.expm1(ls)), -50.0, 50.0)  # log p - log(1 - p)
+
+
+def pool_multilabel(segment_logsigmoid: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """A track's genre probabilities from its segments' log-sigmoids [segments, genres]: the mean
+    of sigmoid(logit / temperature). `track_level_multilabel` applies it to every track of a split."""
+    return expit(logits(segment_logsigmoid) / temperature).mean(0)
+
+
+def track_level_multilabel(track_ids: np.ndarray, y: np.ndarray, logsigmoid: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(track ids, targets, probabilities) per track, by `pool_multilabel`'s rule."""
+    frame = pd.DataFrame(expit(logits(logsigmoid) / temperature))
+    frame["track_id"] = track_ids
+    g = frame.groupby("track_id", sort=True)
+    first = pd.DataFrame({"track_id": track_ids, "row": np.arange(len(track_ids))}).groupby("track_id", sort=True)["row"].first().to_numpy()
+    return g.size().index.to_numpy(), y[first], g.mean().to_numpy()
+
+
+def binary_log_loss(y: np.ndarray, probs: np.ndarray) -> float:
+    """Mean binary cross-entropy over every (track, genre)."""
+    p = np.clip(probs, 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def binary_reliability(y: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """`reliability` of every (track, genre) probability: mean probability and share positive per bin."""
+    p, t = probs.ravel(), y.ravel().astype(float)
+    which = np.clip(np.ceil(p * bins).astype(int) - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore"):
+        return {"confidence": np.bincount(which, p, bins) / count, "accuracy": np.bincount(which, t, bins) / count, "count": count}
+
+
+def binary_ece(y: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    r = binary_reliability(y, probs, bins)
+    seen = r["count"] > 0
+    return float(np.sum(r["count"][seen] * np.abs(r["confidence"][seen] - r["accuracy"][seen])) / max(1, y.size))
+
+
+def thresholds(y: np.ndarray, probs: np.ndarray) -> list[float]:
+    """Per genre, the probability threshold that maximises its F1 on these (validation) tracks;
+    0.5 for a genre without positives among them."""
+    out = []
+    for c in range(y.shape[1]):
+        if not y[:, c].any():
+            out.append(0.5)
+            continue
+        precision, recall, cut = precision_recall_curve(y[:, c], probs[:, c])
+        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+        out.append(float(cut[int(np.argmax(f1))]))
+    return out
+
+
+def multilabel_scores(y: np.ndarray, probs: np.ndarray, tops: np.ndarray, roots: list[int], cut: list[float] | None = None, classes: list[str] | None = None) -> dict[str, Any]:
+    """A multi-label model's scores on targets y [n, genres] (0/1) and probabilities; `tops` the
+    class of each row's genre_top (-1: none), read against the argmax over the `roots`; F1 at
+    thresholds `cut` (0.5 where None); per genre AP and support if `classes` are named."""
+    y = y.astype(int)
+    cut_arr = np.asarray(cut if cut is not None else [0.5] * y.shape[1])
+    pred = probs >= cut_arr
+    has = y.sum(0) > 0
+    both = has & (y.sum(0) < len(y))
+    out: dict[str, Any] = {
+        "ap_micro": float(average_precision_score(y, probs, average="micro")) if y.any() else float("nan"),
+        "ap_macro": float(average_precision_score(y[:, has], probs[:, has], average="macro")) if has.any() else float("nan"),
+        "auc_micro": float(roc_auc_score(y.ravel(), probs.ravel())) if 0 < y.sum() < y.size else float("nan"),
+        "auc_macro": float(roc_auc_score(y[:, both], probs[:, both], average="macro")) if both.any() else float("nan"),
+        "f1_micro": float(f1_score(y, pred, average="micro", zero_division=0)),
+    }
+    p, r, f, _ = precision_recall_fscore_support(y, pred, labels=np.flatnonzero(has), average="macro", zero_division=0)
+    rows = tops >= 0
+    top_pred = np.asarray(roots)[probs[rows][:, roots].argmax(1)] if rows.any() and roots else np.zeros(0, int)
+    out |= {
+        "accuracy": float(accuracy_score(tops[rows], top_pred)) if rows.any() else float("nan"),
+        "precision_macro": float(p), "recall_macro": float(r), "f1_macro": float(f),
+        "log_loss": binary_log_loss(y, probs), "ece": binary_ece(y, probs),
+        "confusion": confusion_matrix(tops[rows], top_pred, labels=roots).tolist() if rows.any() else [],
+        "n": int(len(y)), "n_top": int(rows.sum()),
+    }  # fmt: skip
+    if classes is not None:
+        out["per_genre"] = [
+            {"genre": classes[c], "ap": float(average_precision_score(y[:, c], probs[:, c])) if has[c] else None, "support": int(y[:, c].sum()), "threshold": float(cut_arr[c])}
+            for c in range(y.shape[1])
+        ]  # fmt: skip
+    return out
+
+
+def evaluate_multilabel(track_ids: np.ndarray, y: np.ndarray, logsigmoid: np.ndarray, tops: np.ndarray, parents: list[int], temperature: float = 1.0,
+                        cut: list[float] | None = None, classes: list[str] | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """{'segment': scores, 'track': scores} of a multi-label model on one split; predictions made
+    consistent with the tree (`parents`), the temperature applied to tracks."""
+    from mgc.targets import consistent
+
+    roots = [c for c, p in enumerate(parents) if p < 0]
+    seg = consistent(np.exp(logsigmoid.astype(np.float64)), parents)
+    tids, ty, tp = track_level_multilabel(track_ids, y, logsigmoid, temperature)
+    ttops = pd.Series(tops, index=track_ids).groupby(level=0).first().reindex(tids).to_numpy()
+    return {"segment": multilabel_scores(y, seg, tops, roots, cut, classes), "track": multilabel_scores(ty, consistent(tp, parents), ttops, roots, cut, classes)}
+
+
+def fit_temperature_multilabel(track_ids: np.ndarray, y: np.ndarray, logsigmoid: np.ndarray) -> float:
+    """The temperature T minimising the binary log loss of the tracks' pooled sigmoid(logit / T)
+    on the validation split: one number for every genre, as for single-label models."""
+    from scipy.optimize import minimize_scalar
+
+    def loss(log_t: float) -> float:
+        _, ty, tp = track_level_multilabel(track_ids, y, logsigmoid, float(np.exp(log_t)))
+        return binary_log_loss(ty, tp)
+
+    return float(np.exp(minimize_scalar(loss, bounds=(-3.0, 3.0), method="bounded").x))

@@ -1,4 +1,4 @@
-"""PNG figures for runs and sweeps: confusion matrices, learning curves, reliability diagrams, the search plane (matplotlib, no display)."""
+"""PNG figures for runs and sweeps: confusion matrices, learning curves, reliability diagrams, a multi-label model's AP per genre, the search plane (matplotlib, no display)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,21 @@ def confusion_matrix(cm: list[list[int]], labels: list[str], path: str, title: s
             if cm_arr[i, j]:
                 ax.text(j, i, int(cm_arr[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
+    _save(fig, path)
+
+
+def genre_ap(per_genre: list[dict[str, Any]], path: str, title: str, shown: int = 15) -> None:
+    """A multi-label model's average precision per genre (the `shown` best and worst genres with
+    test positives), each bar with its support."""
+    rows = sorted((g for g in per_genre if g["ap"] is not None), key=lambda g: -g["ap"])
+    rows = rows if len(rows) <= 2 * shown else rows[:shown] + rows[-shown:]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(rows)))
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, [g["ap"] for g in rows], color="tab:blue")
+    ax.set_yticks(y, [f"{g['genre']} ({g['support']})" for g in rows])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("average precision (test tracks; support in brackets)")
+    ax.set_title(title)
     _save(fig, path)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from mgc import manifest as manifests
 from mgc import storage
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
@@ -91,12 +92,12 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
         raise MgcError(f"{features} holds {', '.join(stored.inputs)}, not {', '.join(missing)}, which the model {model_path} reads")
     session.connect()
     fs, path = storage.resolve(shards)
-    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["track_id", "split", "genre_top", *names])  # pushed down into the read
+    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["track_id", "split", *names])  # pushed down into the read
     total = ds.count()  # from the Parquet footers
     ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path}, batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy")
     # Per-track sums as batches arrive: the driver holds one vector per track, never one per
     # segment (10 per FMA clip). A track cut by a batch boundary is summed in two parts.
-    ids, sums, counts, splits, genres = [], [], [], [], []
+    ids, sums, counts, splits = [], [], [], []
     with tqdm(total=total, unit="segment", desc="embed", disable=not progress, mininterval=1.0) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             unique, first, inverse = np.unique(batch["track_id"], return_index=True, return_inverse=True)
@@ -106,7 +107,6 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
             sums.append(part)
             counts.append(np.bincount(inverse))
             splits.append(batch["split"][first])
-            genres.append(batch["genre_top"][first])
             bar.update(len(batch["track_id"]))
     if not ids:
         raise MgcError(f"{features}: no segments to embed")
@@ -115,7 +115,8 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
     np.add.at(total_sum, inverse, np.concatenate(sums))
     n = np.bincount(inverse, weights=np.concatenate(counts))
     mean = (total_sum / n[:, None]).astype(np.float32)
-    return pd.DataFrame({"id": unique, "genre": np.concatenate(genres)[first], "split": np.concatenate(splits)[first], "embedding": list(mean)})
+    genre = manifests.read(storage.join(features, "_manifest.parquet")).tracks.set_index("track_id")["genre_top"].reindex(unique)  # labels are the manifest's
+    return pd.DataFrame({"id": unique, "genre": genre.to_numpy(), "split": np.concatenate(splits)[first], "embedding": list(mean)})
 
 
 class _Embedder:
@@ -128,7 +129,7 @@ class _Embedder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         _, h = self.predict(batch)
-        return {"track_id": batch["track_id"], "split": batch["split"], "genre_top": batch["genre_top"], "embedding": h}
+        return {"track_id": batch["track_id"], "split": batch["split"], "embedding": h}
 
 
 def evaluate(catalogue: pd.DataFrame, split: str = "test", ks: tuple[int, ...] = (5, 10)) -> pd.DataFrame:

@@ -85,8 +85,16 @@ def models(run_dir: str) -> Section:
         "Test split, scored once after training; a track's prediction is the mean of its segments' log-probabilities, "
         "calibrated by a temperature fitted on the validation split (ECE: expected calibration error, 15 bins)."
     ])  # fmt: skip
+    multilabel = any(m.get("target", "genre_top") != "genre_top" for _, m in runs)
+    if multilabel:
+        section.lines.append(
+            "Multi-label models (target genres or genres_all): accuracy is the top genre's, read from the root genres' scores, on "
+            "the tracks with a genre_top; precision, recall and F1 at per-genre thresholds chosen on validation; AP: average precision over genres."
+        )  # fmt: skip
+    shown = metrics.SCALARS + (metrics.MULTILABEL_SCALARS if multilabel else ())
     for level in ("segment", "track"):
-        rows = [{"model": m["run"], "parameters": m["parameters"], "best epoch": m["best_epoch"], **{k: round(m["test"][level].get(k, float("nan")), 4) for k in metrics.SCALARS}} for _, m in runs]
+        rows = [{"model": m["run"], "target": m.get("target", "genre_top"), "parameters": m["parameters"], "best epoch": m["best_epoch"],
+                 **{k: round(m["test"][level].get(k, float("nan")), 4) for k in shown}} for _, m in runs]  # fmt: skip
         section.tables.append((f"Test metrics, {level} level", pd.DataFrame(rows)))
     calibrated = [(m["run"], m["calibration"]) for _, m in runs if "calibration" in m]
     if calibrated:
@@ -97,6 +105,8 @@ def models(run_dir: str) -> Section:
                            (f"{m['run']}: learning curves", os.path.join(path, "learning_curves.png"))]  # fmt: skip
         if os.path.exists(os.path.join(path, "reliability.png")):
             section.images.append((f"{m['run']}: reliability (test tracks)", os.path.join(path, "reliability.png")))
+        if os.path.exists(os.path.join(path, "genre_ap.png")):
+            section.images.append((f"{m['run']}: average precision per genre (test tracks)", os.path.join(path, "genre_ap.png")))
     return section
 
 

@@ -10,6 +10,11 @@ a re-run with the same --name and --storage-path. After training, the best check
 as a model artifact with a temperature fitted on the validation split, and scored once on the
 test split. A model fitted in closed form (the baseline) skips Ray Train: `fit`.
 
+The target (`--target`, mgc.targets) is joined to the shards' segments on track_id from a manifest
+(the extraction's, or `--manifest`): genre_top trains a softmax with cross-entropy; genres and
+genres_all a sigmoid per genre with binary cross-entropy (positive weights per genre), ranked by
+validation track-level micro average precision, with per-genre thresholds chosen on validation.
+
 Run directory (<storage_path>/<name>/): Ray Train's checkpoints, plus model/ (the artifact),
 metrics.json, history.json, confusion_matrix.png, learning_curves.png, reliability.png,
 test_predictions.parquet.
@@ -35,7 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mgc import artifact, inputs, metrics, plots, storage
+from mgc import artifact, inputs, metrics, plots, storage, targets
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 from mgc.manifest import SPLITS
@@ -47,7 +52,7 @@ SCHEDULES = ("cosine", "constant")
 # augmentation, no early stopping (bench/recipe.py and the tests compare the two).
 PLAIN = {"weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0, "time_shift": 0.0, "spec_mask": 0.0, "gain_db": 0.0, "mixup": 0.0, "patience": 0}
 # What every epoch reports (besides throughput): the metrics Tune and checkpoint ranking can use.
-REPORTED = ("train_loss", *(f"val_{level}_{k}" for level in ("segment", "track") for k in metrics.SCALARS))
+REPORTED = ("train_loss", *(f"val_{level}_{k}" for level in ("segment", "track") for k in metrics.SCALARS + metrics.MULTILABEL_SCALARS))
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class TrainConfig:
 
     features: str
     model: str = "cnn"
+    target: str = "genre_top"  # or genres, genres_all: multi-label (mgc.targets)
+    min_genre_tracks: int = 20  # multi-label: genres carried by fewer training tracks are left out
+    manifest: str = ""  # the labels: a manifest (CSV, FMA tracks.csv, Parquet); empty: the extraction's
     input: str = ""  # another input the model can read (e.g. mfcc for cnn); empty: its own
     epochs: int = 30
     batch_size: int = 64
@@ -97,8 +105,10 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0:
-            raise MgcError("--epochs and --batch-size must be at least 1, --num-workers at least 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 0 or self.min_genre_tracks < 1:
+            raise MgcError("--epochs, --batch-size and --min-genre-tracks must be at least 1, --num-workers at least 0")
+        if self.target not in targets.TARGETS:
+            raise MgcError(f"unknown --target {self.target!r}; choose one of {', '.join(targets.TARGETS)}")
         if not self.lr > 0:
             raise MgcError(f"learning rate {self.lr} must be positive")
         if self.schedule not in SCHEDULES:
@@ -128,11 +138,16 @@ class Prepared:
     """What the driver learns from the shards before training."""
 
     features: FeatureConfig
-    labels: list[str]
+    target: targets.Target
     model: ModelConfig
     norm: dict[str, tuple[list[float], list[float]]]  # per input the model reads: (mean, std)
-    class_weights: list[float] | None
+    class_weights: list[float] | None  # single-label: per class; multi-label: BCE's positive weights
     segments: dict[str, int] = field(default_factory=dict)
+    tracks: dict[str, int] = field(default_factory=dict)  # labelled tracks per split
+
+    @property
+    def labels(self) -> list[str]:
+        return self.target.classes
 
 
 def _shards(cfg: TrainConfig) -> str:
@@ -170,10 +185,10 @@ def model_config(cfg: TrainConfig, fcfg: FeatureConfig, n_classes: int, where: s
 
 
 def check(cfg: TrainConfig) -> Prepared:
-    """Validate the features and the options, without Ray: what training needs, less the
-    normalisation statistics (`prepare` adds them). Raises MgcError: missing folder, mixed
+    """Validate the features, the labels and the options, without Ray: what training needs, less
+    the normalisation statistics (`prepare` adds them). Raises MgcError: missing folder, mixed
     FeatureConfigs, an input the shards lack, empty or leaking splits, labels in validation that
-    training lacks, unknown model."""
+    training lacks, unknown model or target."""
     if not storage.exists(cfg.features):
         raise MgcError(f"{cfg.features}: feature directory not found")
     config_path = storage.join(cfg.features, "_config.json")
@@ -181,29 +196,35 @@ def check(cfg: TrainConfig) -> Prepared:
         raise MgcError(f"{cfg.features}: no _config.json or no shards in features/: not the output of mgc extract")
     config = storage.read_json(config_path)
     fcfg = FeatureConfig.from_dict(config["feature_config"])
-    labels = config["labels"]
-    model_cfg = model_config(cfg, fcfg, len(labels), cfg.features)
+    model_cfg = model_config(cfg, fcfg, 2, cfg.features)  # the model and its inputs checked before the shards are read
     _check_shards(cfg, fcfg)
 
-    index = storage.read_parquet(_shards(cfg), columns=["track_id", "split", "label"]).to_pandas()
+    index = storage.read_parquet(_shards(cfg), columns=["track_id", "split"]).to_pandas()
     leaks = index.groupby("track_id")["split"].nunique()
     if (leaks > 1).any():
         raise MgcError(f"{cfg.features}: track {int(leaks.idxmax())} has segments in more than one split")
-    labelled = index[index["label"] >= 0]
-    segments = {s: int((labelled["split"] == s).sum()) for s in SPLITS}
-    for split, n in segments.items():
+    target = targets.build(targets.load_manifest(cfg.manifest, cfg.features), cfg.target, index.drop_duplicates("track_id"), cfg.min_genre_tracks)
+    labelled, y = target.lookup(index["track_id"].to_numpy())
+    split = index["split"].to_numpy()
+    segments = {s: int((labelled & (split == s)).sum()) for s in SPLITS}
+    tracks = {s: int(index.loc[labelled & (split == s), "track_id"].nunique()) for s in SPLITS} | {"in_shards": int(index["track_id"].nunique())}
+    for s, n in segments.items():
         if n == 0:
-            raise MgcError(f"{cfg.features}: the {split} split has no labelled segments")
-    seen = set(labelled.loc[labelled["split"] == "training", "label"])
-    for split in ("validation", "test"):
-        missing = sorted(set(labelled.loc[labelled["split"] == split, "label"]) - seen)
-        if missing:
-            raise MgcError(f"{cfg.features}: genre(s) {[labels[i] for i in missing]} appear in {split} but not in training")
-    weights = None
-    if cfg.class_weights:
-        counts = labelled.loc[labelled["split"] == "training", "label"].value_counts().reindex(range(len(labels)), fill_value=0)
-        weights = (counts.sum() / (len(labels) * counts.clip(lower=1))).tolist()
-    return Prepared(fcfg, labels, model_cfg, {}, weights, segments)
+            raise MgcError(f"{cfg.features}: the {s} split has no segments labelled for --target {cfg.target}")
+    training = labelled & (split == "training")
+    if target.multilabel:
+        weights = target.pos_weight(index.loc[training, "track_id"].drop_duplicates().to_numpy())
+    else:
+        seen = set(y[training])
+        for s in ("validation", "test"):
+            missing = sorted(set(y[labelled & (split == s)]) - seen)
+            if missing:
+                raise MgcError(f"{cfg.features}: genre(s) {[target.classes[i] for i in missing]} appear in {s} but not in training")
+        weights = None
+        if cfg.class_weights:
+            counts = np.bincount(y[training], minlength=len(target.classes))
+            weights = (counts.sum() / (len(target.classes) * np.maximum(counts, 1))).tolist()
+    return Prepared(fcfg, target, dataclasses.replace(model_cfg, n_classes=len(target.classes)), {}, weights, segments, tracks)
 
 
 def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
@@ -224,7 +245,7 @@ def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
             out |= {f"{n}:n": np.array([x.size / s.size]), f"{n}:s": s[None], f"{n}:ss": np.atleast_1d((x**2).sum(axis=axes))[None]}
         return out
 
-    parts = dataset(cfg.features, "training", list(names)).map_batches(partial, batch_format="numpy", batch_size=256).take_all()
+    parts = dataset(cfg.features, "training", prep.target, list(names)).map_batches(partial, batch_format="numpy", batch_size=256).take_all()
     norm = {}
     for n in names:  # take_all() gives one row per batch
         count = sum(float(p[f"{n}:n"]) for p in parts)
@@ -235,26 +256,28 @@ def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
 
 
 def check_run_dir(cfg: TrainConfig, fcfg: FeatureConfig, model_cfg: ModelConfig) -> None:
-    """A run resumed by name must be the same run: same features and model."""
+    """A run resumed by name must be the same run: same features, labels and model."""
     path = storage.join(cfg.run_dir, "run_config.json")
-    state = json.loads(json.dumps({"feature_config": fcfg.to_dict(), "model_config": model_cfg.to_dict(), "features": cfg.features}))
+    state = json.loads(json.dumps({"feature_config": fcfg.to_dict(), "model_config": model_cfg.to_dict(), "features": cfg.features, "target": cfg.target, "manifest": cfg.manifest}))
     if not storage.exists(path):
         storage.write_json(path, state)
         return
-    old = storage.read_json(path)
+    old = {"target": "genre_top", "manifest": "", **storage.read_json(path)}  # runs from before targets: the extraction's genre_top
     for key in state:
         if old.get(key) != state[key]:
             raise MgcError(f"{cfg.run_dir} holds a run with a different {key.replace('_', ' ')}; choose another --name")
 
 
-def dataset(features: str, split: str, columns: list[str], cache: bool = False):
-    """The labelled segments of one split as a Ray Dataset (materialized in the object store if `cache`)."""
+def dataset(features: str, split: str, target: targets.Target, columns: list[str], cache: bool = False):
+    """The labelled segments of one split as a Ray Dataset: the inputs `columns`, track_id and
+    the target joined from `target` (materialized in the object store if `cache`)."""
     import ray
     from ray.data.expressions import col
 
     fs, path = storage.resolve(storage.join(features, "features"))
     ds = ray.data.read_parquet(path, filesystem=fs)
-    ds = ds.filter(expr=(col("split") == split) & (col("label") >= 0)).select_columns(columns)
+    ds = ds.filter(expr=col("split") == split).select_columns([*columns, "track_id"])
+    ds = ds.map_batches(target.join, batch_format="numpy")
     if cache:
         # Cached in read order, not in the order the reads finish: a seed's shuffle of the
         # cached blocks is then the same on every run.
@@ -263,24 +286,34 @@ def dataset(features: str, split: str, columns: list[str], cache: bool = False):
     return ds
 
 
-def batch_dtypes(mc: ModelConfig) -> dict[str, Any]:
-    """iter_torch_batches' dtypes for a model: its inputs as float32, labels and track ids as int64."""
+def batch_dtypes(mc: ModelConfig, multilabel: bool) -> dict[str, Any]:
+    """iter_torch_batches' dtypes for a model: its inputs as float32, track ids and class targets
+    as int64, multi-hot targets as float32."""
     import torch
 
-    return {"dtypes": {**{n: torch.float32 for n in mc.inputs}, "label": torch.int64, "track_id": torch.int64}}
+    return {"dtypes": {**{n: torch.float32 for n in mc.inputs}, "target": torch.float32 if multilabel else torch.int64, "track_id": torch.int64}}
 
 
-def predict(model, batches, device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(track_ids, labels, segment log-probabilities) of every batch, by the model's inference form."""
+def predict(model, batches, device, multilabel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(track_ids, targets, segment log-probabilities: log-sigmoids if multilabel) of every
+    batch, by the model's inference form."""
     from mgc.inference import Predictor
 
-    predictor = Predictor(model, device)
+    predictor = Predictor(model, device, {"multilabel": multilabel})
     ids, ys, lps = [], [], []
     for batch in batches:
         lps.append(predictor({n: batch[n] for n in model.cfg.inputs})[0])
         ids.append(batch["track_id"].cpu().numpy())
-        ys.append(batch["label"].cpu().numpy())
-    return np.concatenate(ids), np.concatenate(ys).astype(int), np.concatenate(lps)
+        ys.append(batch["target"].cpu().numpy())
+    y = np.concatenate(ys)
+    return np.concatenate(ids), y if multilabel else y.astype(int), np.concatenate(lps)
+
+
+def evaluate(target: targets.Target, ids: np.ndarray, ys: np.ndarray, lps: np.ndarray, temperature: float = 1.0, cut: list[float] | None = None) -> dict[str, dict[str, Any]]:
+    """A split's scores at segment and track level, for the target's kind of model."""
+    if target.multilabel:
+        return metrics.evaluate_multilabel(ids, ys, lps, target.tops(ids), target.parents, temperature, cut, target.classes)
+    return metrics.evaluate(ids, ys, lps, len(target.classes), temperature)
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -294,6 +327,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     tc = TrainConfig(**config["train"])
     mc = ModelConfig.from_dict(config["model"])
+    target: targets.Target = config["target"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(tc.seed)
@@ -316,8 +350,11 @@ def train_loop(config: dict[str, Any]) -> None:
         state = {"epoch": saved["epoch"], "history": saved["history"], "resumed_at": saved["resumed_at"] + [saved["epoch"]]}
     model = ray.train.torch.prepare_model(net)  # DDP over the workers, on the worker's device
     weight = torch.tensor(config["class_weights"], device=device) if config["class_weights"] else None
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)
-    batch_columns = {**batch_dtypes(mc), "device": device}
+    if target.multilabel:  # a sigmoid per genre; the weights are the positives'
+        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
+    else:
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)
+    batch_columns = {**batch_dtypes(mc, target.multilabel), "device": device}
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
 
@@ -331,11 +368,12 @@ def train_loop(config: dict[str, Any]) -> None:
         )  # fmt: skip
         waits: list[float] = []
         for batch in _timed(batches, waits):
-            y = batch["label"]
-            # Targets as distributions, so that mixup can blend them; the loss is against them.
-            x, targets = aug.mix({n: batch[n] for n in mc.inputs}, torch.nn.functional.one_hot(y, mc.n_classes).float(), batch["track_id"])
+            y = batch["target"]
+            # Targets as distributions (multi-hot rows, multi-label), so that mixup can blend them.
+            hot = y if target.multilabel else torch.nn.functional.one_hot(y, mc.n_classes).float()
+            x, mixed = aug.mix({n: batch[n] for n in mc.inputs}, hot, batch["track_id"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = loss_fn(model(x, augment=aug), targets)
+                loss = loss_fn(model(x, augment=aug).float(), mixed)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)  # keeps the LSTMs' steps stable
@@ -369,8 +407,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 # Rank 0 scores the whole validation split: segments of a track stay together.
                 val_started = time.perf_counter()
                 batches = val_data.iter_torch_batches(batch_size=256, **batch_columns)
-                ids, ys, lps = predict(net, batches, device)
-                row.update(metrics.flat(metrics.evaluate(ids, ys, lps, mc.n_classes), "val"), val_s=time.perf_counter() - val_started)
+                row.update(metrics.flat(evaluate(target, *predict(net, batches, device, target.multilabel)), "val"), val_s=time.perf_counter() - val_started)
                 row["early_stop"] = bool(tc.patience) and epochs_since_best([*state["history"], row], score_name, score_mode) >= tc.patience
                 state["history"].append(row)
                 storage.write_json(storage.join(tc.run_dir, "history.json"), state["history"])  # live progress
@@ -423,14 +460,15 @@ def _timed(batches, waits: list[float]):
         yield batch
 
 
-def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, score: tuple[str, str] = (SCORE, "max")):
+def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, score: tuple[str, str] | None = None):
     """The TorchTrainer for a run (Tune builds one per trial the same way); checkpoints are kept
-    by the reported metric `score` = (name, "max" | "min")."""
+    by the reported metric `score` = (name, "max" | "min"), by default the target's score."""
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    read = [*prep.model.inputs, "label", "track_id"]
+    read = list(prep.model.inputs)
+    score = score or (prep.target.score, "max")
     # One worker gets the blocks in their seeded order, not as their reads finish: a seed then
     # gives the same batches, so the same model, on every run. Several workers take blocks as
     # they ask for them, so order buys them nothing.
@@ -445,6 +483,7 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
             "model": prep.model.to_dict(),
             "norm": prep.norm,
             "class_weights": prep.class_weights,
+            "target": prep.target,
             "train_segments": prep.segments["training"],
             "score": list(score),
         },
@@ -457,10 +496,10 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
             callbacks=callbacks or [],
         ),
         datasets={
-            "train": dataset(cfg.features, "training", read, cache=cfg.cache_data).randomize_block_order(
+            "train": dataset(cfg.features, "training", prep.target, read, cache=cfg.cache_data).randomize_block_order(
                 seed=ray.data.RandomSeedConfig(seed=cfg.seed, reseed_after_execution=True)  # a new order each epoch
             ),
-            "val": dataset(cfg.features, "validation", read, cache=cfg.cache_data),
+            "val": dataset(cfg.features, "validation", prep.target, read, cache=cfg.cache_data),
         },
         # Only training is split across workers; rank 0 reads all of validation.
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options={"train": ordered}),
@@ -510,42 +549,72 @@ def checkpoint_state(run_dir: str, epoch: int) -> dict[str, Any]:
 def _split_predictions(cfg: TrainConfig, prep: Prepared, net, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import torch
 
-    batches = dataset(cfg.features, split, [*prep.model.inputs, "label", "track_id"]).iter_torch_batches(batch_size=256, **batch_dtypes(prep.model))
-    return predict(net, batches, torch.device("cpu"))
+    multilabel = prep.target.multilabel
+    batches = dataset(cfg.features, split, prep.target, list(prep.model.inputs)).iter_torch_batches(batch_size=256, **batch_dtypes(prep.model, multilabel))
+    return predict(net, batches, torch.device("cpu"), multilabel)
+
+
+def _tensor(x: np.ndarray) -> pa.Array:
+    return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _track_probs(target: targets.Target, ids: np.ndarray, ys: np.ndarray, lps: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, probabilities) per track, as labelling gives them (multi-label: tree-consistent)."""
+    if target.multilabel:
+        _, y, p = metrics.track_level_multilabel(ids, ys, lps, temperature)
+        return y, targets.consistent(p, target.parents)
+    _, y, lp = metrics.track_level(ids, ys, lps, temperature)
+    return y, np.exp(lp)
+
+
+def _calibration(target: targets.Target, y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """ECE, log loss and the reliability curve of track probabilities."""
+    if target.multilabel:
+        return {"ece": metrics.binary_ece(y, probs), "log_loss": metrics.binary_log_loss(y, probs), "curve": metrics.binary_reliability(y, probs)}
+    lp = np.log(np.maximum(probs, 1e-300))
+    return {"ece": metrics.ece(y, lp), "log_loss": metrics.scores(y, lp, len(target.classes))["log_loss"], "curve": metrics.reliability(y, lp)}
 
 
 def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
     """Export the `best` checkpointed state as an artifact into cfg.run_dir, with a temperature
-    fitted on the validation split's tracks; score the test split once, write the outputs; `last`
-    is the latest state (for the whole history)."""
+    (and, multi-label, per-genre thresholds) fitted on the validation split's tracks; score the
+    test split once, write the outputs; `last` is the latest state (for the whole history)."""
     from mgc.models import build
 
     history = last["history"]
+    target = prep.target
     net = build(prep.model)
     net.load_state_dict(best["model"])
     run_dir = cfg.run_dir
-    n = prep.model.n_classes
-    _, vy, vlp = metrics.track_level(*_split_predictions(cfg, prep, net, "validation"))
-    temperature = metrics.fit_temperature(vy, vlp)
-    artifact.save(storage.join(run_dir, "model"), net, prep.features, prep.labels, {"epoch": best["epoch"], "run": cfg.run_name, "temperature": temperature})
+    val = _split_predictions(cfg, prep, net, "validation")
+    if target.multilabel:
+        temperature = metrics.fit_temperature_multilabel(*val)
+        cut = metrics.thresholds(*_track_probs(target, *val, temperature))
+        extra = {**target.meta(), "thresholds": cut}
+    else:
+        temperature, cut, extra = metrics.fit_temperature(*metrics.track_level(*val)[1:]), None, {}
+    artifact.save(storage.join(run_dir, "model"), net, prep.features, prep.labels, {"epoch": best["epoch"], "run": cfg.run_name, "temperature": temperature, **extra})
 
     ids, ys, lps = _split_predictions(cfg, prep, net, "test")
-    test = metrics.evaluate(ids, ys, lps, n, temperature)
-    _, ty, raw = metrics.track_level(ids, ys, lps)
+    test = evaluate(target, ids, ys, lps, temperature, cut)
+    before = {split: _calibration(target, *_track_probs(target, *p)) for split, p in (("validation", val), ("test", (ids, ys, lps)))}
+    after = {split: _calibration(target, *_track_probs(target, *p, temperature)) for split, p in (("validation", val), ("test", (ids, ys, lps)))}
     calibration = {
         "temperature": temperature,
-        "validation": {"ece_before": metrics.ece(vy, vlp), "ece_after": metrics.ece(vy, metrics.calibrate(vlp, temperature))},
-        "test": {"ece_before": metrics.ece(ty, raw), "ece_after": test["track"]["ece"], "log_loss_before": metrics.scores(ty, raw, n)["log_loss"], "log_loss_after": test["track"]["log_loss"]},
+        **{split: {"ece_before": before[split]["ece"], "ece_after": after[split]["ece"]} for split in ("validation", "test")},
     }
-    predictions = pa.table({"track_id": ids, "label": ys, "logprobs": pa.FixedShapeTensorArray.from_numpy_ndarray(lps.astype(np.float32))})
+    calibration["test"] |= {"log_loss_before": before["test"]["log_loss"], "log_loss_after": after["test"]["log_loss"]}
+    predictions = pa.table({"track_id": ids, "target": _tensor(ys) if target.multilabel else ys, "logprobs": _tensor(lps)})
     storage.write_parquet(predictions, storage.join(run_dir, "test_predictions.parquet"))
 
     out = {
         "run": cfg.run_name,
         "model": prep.model.to_dict(),
         "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("progress",)},
+        "target": cfg.target,
         "labels": prep.labels,
         "segments": prep.segments,
+        "tracks": prep.tracks,
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
         "resumed_at": list(last["resumed_at"]),  # epochs resumed from a checkpoint (lost worker, re-run)
@@ -557,12 +626,15 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
     }
     storage.write_json(storage.join(run_dir, "metrics.json"), out)
     storage.write_json(storage.join(run_dir, "history.json"), history)
-    plots.confusion_matrix(test["track"]["confusion"], prep.labels, storage.join(run_dir, "confusion_matrix.png"), f"{cfg.run_name}: test, track level")
+    tops = [prep.labels[r] for r in target.roots]  # a multi-label model's top genres: its roots
+    plots.confusion_matrix(test["track"]["confusion"], tops, storage.join(run_dir, "confusion_matrix.png"), f"{cfg.run_name}: test, track level" + (", top genres" if target.multilabel else ""))
     plots.learning_curves(history, storage.join(run_dir, "learning_curves.png"), cfg.run_name)
     plots.reliability(
-        {"before": metrics.reliability(ty, raw), f"after (T = {temperature:.2f})": metrics.reliability(ty, metrics.calibrate(raw, temperature))},
-        storage.join(run_dir, "reliability.png"), f"{cfg.run_name}: test tracks",
+        {"before": before["test"]["curve"], f"after (T = {temperature:.2f})": after["test"]["curve"]},
+        storage.join(run_dir, "reliability.png"), f"{cfg.run_name}: test tracks" + (", every genre" if target.multilabel else ""),
     )  # fmt: skip
+    if target.multilabel:
+        plots.genre_ap(test["track"]["per_genre"], storage.join(run_dir, "genre_ap.png"), f"{cfg.run_name}: test AP per genre (top-genre accuracy {test['track']['accuracy']:.3f})")
     return out
 
 
@@ -603,7 +675,7 @@ def epoch_bar(cfg: TrainConfig):
             except (OSError, ValueError):  # mid-write on a store without atomic renames
                 continue
             if len(history) > bar.n:
-                bar.set_postfix(val_track_acc=f"{history[-1]['val_track_accuracy']:.3f}", refresh=False)
+                bar.set_postfix(val_track_acc=f"{history[-1]['val_track_accuracy']:.3f}", refresh=False)  # multi-label: top genre
                 bar.update(len(history) - bar.n)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -626,6 +698,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     cfg = absolute(cfg)
     checked = check(cfg)
     check_run_dir(cfg, checked.features, checked.model)
+    t = checked.tracks
+    session.note(f"train {cfg.run_name}: --target {cfg.target} labels {t['training'] + t['validation'] + t['test']} of the {t['in_shards']} tracks in the shards "
+                 f"({t['training']} for training) with {len(checked.labels)} classes")  # fmt: skip
     if checked.model.architecture.fit:
         return fit(cfg, prepare(cfg, checked))
     cluster = session.connect()
@@ -635,7 +710,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     prep = prepare(cfg, checked)
     with epoch_bar(cfg):
         result = trainer(cfg, prep).fit()
-    best_epoch, best_metrics = max(((m["epoch"], m) for _, m in result.best_checkpoints), key=lambda em: em[1][SCORE])
+    best_epoch, best_metrics = max(((m["epoch"], m) for _, m in result.best_checkpoints), key=lambda em: em[1][prep.target.score])
     return finish(cfg, prep, checkpoint_state(cfg.run_dir, best_epoch), best_metrics, checkpoint_state(cfg.run_dir, result.metrics["epoch"]))
 
 
@@ -648,10 +723,10 @@ def fit(cfg: TrainConfig, prep: Prepared) -> dict[str, Any]:
     session.note(f"train {cfg.run_name}: fitted on the driver from statistics that Ray Data computes")
     started = time.perf_counter()
     net = build(prep.model, prep.norm)
-    row: dict[str, Any] = {"epoch": 1, **prep.model.architecture.fit(net, dataset(cfg.features, "training", [*prep.model.inputs, "label"]))}
+    training = dataset(cfg.features, "training", prep.target, list(prep.model.inputs))
+    row: dict[str, Any] = {"epoch": 1, **prep.model.architecture.fit(net, training, prep.target.multilabel)}
     row["train_s"] = time.perf_counter() - started
-    ids, ys, lps = _split_predictions(cfg, prep, net, "validation")
-    row.update(metrics.flat(metrics.evaluate(ids, ys, lps, prep.model.n_classes), "val"))
+    row.update(metrics.flat(evaluate(prep.target, *_split_predictions(cfg, prep, net, "validation")), "val"))
     state = {"model": net.state_dict(), "epoch": 1, "history": [row], "resumed_at": []}
     return finish(cfg, prep, state, row, state)
 
@@ -661,10 +736,11 @@ def compare(runs: list[dict[str, Any]], storage_path: str | None = None) -> pd.D
     as comparison.csv and comparison.md under `storage_path` if given."""
     rows = []
     for r in runs:
-        row = {"model": r["model"]["name"], "run": r["run"], "parameters": r["parameters"], "best_epoch": r["best_epoch"]}
+        row = {"model": r["model"]["name"], "run": r["run"], "target": r.get("target", "genre_top"), "parameters": r["parameters"], "best_epoch": r["best_epoch"]}
         for level in ("segment", "track"):
-            for k in metrics.SCALARS:
-                row[f"{level}_{k}"] = round(r["test"][level][k], 4)
+            for k in metrics.SCALARS + metrics.MULTILABEL_SCALARS:  # multi-label runs' accuracy: the top genre's
+                if k in r["test"][level]:
+                    row[f"{level}_{k}"] = round(r["test"][level][k], 4)
         rows.append(row)
     table = pd.DataFrame(rows)
     if storage_path is not None:

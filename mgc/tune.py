@@ -26,10 +26,11 @@ from typing import Any
 
 import pandas as pd
 
-from mgc import plots, storage
+from mgc import metrics, plots, storage
 from mgc import train as training
 from mgc.errors import MgcError
 from mgc.models import architecture
+from mgc.targets import MULTILABEL
 from mgc.train import SCORE, TrainConfig
 
 SEARCHERS = ("random", "optuna", "hyperopt")
@@ -61,10 +62,16 @@ class SweepConfig:
     mixup_min: float = 0.0
     mixup_max: float = 0.0
     search: str = "random"  # random, or a model-based searcher: optuna, hyperopt (where installed)
-    metric: str = SCORE  # what ASHA and the best trial go by; *loss and *ece are minimised, the rest maximised
+    # What ASHA and the best trial go by; *loss and *ece are minimised, the rest maximised. Empty:
+    # the target's own score (macro F1 of top genres, micro average precision of multi-label ones).
+    metric: str = ""
     grace_period: int = 1  # epochs before ASHA may stop a trial
     reduction_factor: int = 3  # ASHA keeps the best 1/reduction_factor at each rung
     gpus_per_trial: float = 0.0  # shared by the trial's workers; fractions let trials share a GPU
+
+    def __post_init__(self) -> None:
+        if not self.metric:
+            object.__setattr__(self, "metric", "val_track_ap_micro" if self.train.target in MULTILABEL else SCORE)
 
     @property
     def mode(self) -> str:
@@ -97,6 +104,8 @@ def check_options(sweep: SweepConfig) -> None:
         raise MgcError(f"mixup range [{sweep.mixup_min:g}, {sweep.mixup_max:g}] is empty or inverted: need 0 <= --mixup-min < --mixup-max")
     if sweep.metric not in training.REPORTED:
         raise MgcError(f"metric {sweep.metric!r} is not reported by training; choose one of {', '.join(training.REPORTED)}")
+    if sweep.train.target not in MULTILABEL and sweep.metric.endswith(metrics.MULTILABEL_SCALARS):
+        raise MgcError(f"metric {sweep.metric!r} scores multi-label models; --target {sweep.train.target} reports {', '.join(metrics.SCALARS)}")
     if sweep.num_samples < 1:
         raise MgcError("--num-samples must be at least 1")
     if not 1 <= sweep.grace_period <= sweep.train.epochs or sweep.reduction_factor < 2:

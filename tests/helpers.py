@@ -1,18 +1,19 @@
 """Checks on an extraction output, and a control copy of one, shared by the tests."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mgc import storage
+from mgc import manifest, storage
 
 
 def read_output(out: Path | str):
-    feats = storage.read_parquet(storage.join(str(out), "features"), columns=["track_id", "segment", "split", "genre_top", "label"]).to_pandas()
+    """The shards' segments (track_id, segment, split, and the manifest's genre_top and label)
+    and the rejects."""
+    feats = storage.read_parquet(storage.join(str(out), "features"), columns=["track_id", "segment", "split"]).to_pandas()
+    labels = manifest.read(storage.join(str(out), "_manifest.parquet")).tracks[["track_id", "genre_top", "label"]]
+    feats = feats.merge(labels, on="track_id", how="left")
     rejects = storage.read_parquet(storage.join(str(out), "rejects")).to_pandas()
     return feats, rejects
 
@@ -38,19 +39,18 @@ def assert_complete_and_unique(out: Path | str, truth, segments_per_track: int):
 def first_shard_tensors(out: Path):
     name = sorted(p for p in (out / "features").glob("part-*.parquet"))[0]
     table = pq.read_table(name)
-    return table.column("logmel").combine_chunks().to_numpy_ndarray(), table.column("mfcc").combine_chunks().to_numpy_ndarray(), np.asarray(table.column("label"))
+    return table.column("logmel").combine_chunks().to_numpy_ndarray(), table.column("mfcc").combine_chunks().to_numpy_ndarray(), np.asarray(table.column("track_id"))
 
 
-def shuffled_copy(features, dest):
-    """The same shards with the training labels permuted across tracks."""
-    shutil.copytree(features, dest)
-    rng = np.random.default_rng(0)
-    files = sorted((dest / "features").glob("part-*.parquet"))
-    tables = [pq.read_table(f) for f in files]
-    index = pd.concat([t.select(["track_id", "split", "label"]).to_pandas() for t in tables]).drop_duplicates("track_id")
-    train = index[(index["split"] == "training") & (index["label"] >= 0)]
-    mapping = dict(zip(train["track_id"], rng.permutation(train["label"].to_numpy())))
-    for f, t in zip(files, tables):
-        labels = [mapping.get(tid, lab) for tid, lab in zip(t["track_id"].to_pylist(), t["label"].to_pylist())]
-        pq.write_table(t.set_column(t.schema.get_field_index("label"), "label", pa.array(labels, pa.int16())), f)
-    return dest
+def shuffled_manifest(features, dest) -> str:
+    """The features' manifest with the training tracks' labels (every target's) permuted across
+    them, written to `dest` (a .parquet): `--manifest` trains on the same shards with them."""
+    m = manifest.read(str(features / "_manifest.parquet"))
+    t = m.tracks
+    train = t.index[t["split"] == "training"]
+    order = np.random.default_rng(0).permutation(train)
+    for c in ("genre_top", "label", "genres", "genres_all"):
+        t.loc[train, c] = t.loc[order, c].to_numpy()
+    manifest.write(m, str(dest))
+    return str(dest)
+

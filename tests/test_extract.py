@@ -46,15 +46,16 @@ def test_shards_hold_every_good_track_once_and_every_bad_one_as_a_reject(extract
 
 
 def test_tensor_columns_are_fixed_shape_float16(extracted):
-    logmel, mfcc, label = first_shard_tensors(extracted[0])
+    logmel, mfcc, ids = first_shard_tensors(extracted[0])
     assert logmel.shape[1:] == (128, 130) and mfcc.shape[1:] == (20, 130)
     assert logmel.dtype == np.float16 and np.isfinite(logmel).all()
-    assert len(label) == len(logmel)
+    assert len(ids) == len(logmel)
 
 
-def test_each_split_and_labelled_or_not_is_a_row_group_that_split_reads_skip(extracted):
-    """Training reads one split's labelled segments: the shards keep them in row groups of their
-    own, with statistics, so a filtered read decodes nothing else."""
+def test_each_split_is_a_row_group_that_split_reads_skip_and_labels_are_in_the_manifest(extracted):
+    """Training reads one split's segments: the shards keep them in row groups of their own, with
+    statistics, so a filtered read decodes nothing else. No label is in a shard: they are the
+    manifest's, joined when training reads them."""
     import pyarrow.dataset as pads
     import pyarrow.parquet as pq
 
@@ -63,15 +64,16 @@ def test_each_split_and_labelled_or_not_is_a_row_group_that_split_reads_skip(ext
         meta = pq.ParquetFile(path).metadata
         names = [meta.schema.column(i).name for i in range(meta.num_columns)]
         keys = []
+        assert not {"label", "genre_top", "genres", "genres_all"} & set(names)
         for g in range(meta.num_row_groups):
-            split, label = (meta.row_group(g).column(names.index(c)).statistics for c in ("split", "label"))
-            assert split.min == split.max and (label.max < 0 or label.min >= 0), (path, g)
-            keys.append((split.min, label.max < 0))
-        assert len(set(keys)) == len(keys)  # one row group per kind
+            split = meta.row_group(g).column(names.index("split")).statistics
+            assert split.min == split.max, (path, g)
+            keys.append(split.min)
+        assert len(set(keys)) == len(keys)  # one row group per split
         groups += meta.num_row_groups
-        wanted_groups += keys.count(("validation", False))
+        wanted_groups += keys.count("validation")
     dataset = pads.dataset(str(extracted[0] / "features"), format="parquet")
-    wanted = (pads.field("split") == "validation") & (pads.field("label") >= 0)
+    wanted = pads.field("split") == "validation"
     fragments = [f.subset(wanted) for f in dataset.get_fragments()]
     kept = sum(f.num_row_groups for f in fragments)
     assert 0 < kept == wanted_groups < groups, (kept, wanted_groups, groups)

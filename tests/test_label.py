@@ -127,7 +127,8 @@ def test_recommendations_find_tracks_of_the_same_genre(catalogue, features, mode
     # One row per extracted track; its embedding is the mean of its segments' (summed by the
     # driver as batches arrive, a track possibly cut by a batch boundary).
     table = storage.read_parquet(str(features / "features"))
-    shards = table.select(["track_id", "genre_top"]).to_pandas()
+    genre_top = pd.read_parquet(features / "_manifest.parquet").set_index("track_id")["genre_top"]
+    shards = table.select(["track_id"]).to_pandas().assign(genre_top=lambda t: genre_top.reindex(t["track_id"]).to_numpy())
     rows = recommend.load_catalogue(str(catalogue / "catalogue.parquet")).set_index("id")
     assert sorted(rows.index) == sorted(str(t) for t in shards["track_id"].unique())  # ids as strings
     predict = Predictor.load(model)

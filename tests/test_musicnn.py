@@ -13,7 +13,7 @@ import pytest
 import soundfile
 
 from conftest import MUSICNN_HEAD
-from helpers import shuffled_copy
+from helpers import shuffled_manifest
 from mgc import label, musicnn
 from mgc.cli import main
 from mgc.train import TrainConfig
@@ -74,7 +74,8 @@ def test_loud_audio_gives_finite_tags():
 def _segments(features: Path) -> pd.DataFrame:
     from mgc import storage
 
-    return storage.read_parquet(str(features / "features"), columns=["track_id", "genre_top", "musicnn"]).to_pandas()
+    rows = storage.read_parquet(str(features / "features"), columns=["track_id", "musicnn"]).to_pandas()
+    return rows.assign(genre_top=pd.read_parquet(features / "_manifest.parquet").set_index("track_id")["genre_top"].reindex(rows["track_id"]).to_numpy())
 
 
 def test_synthetic_genres_get_different_tags(tagged):
@@ -103,8 +104,8 @@ def test_the_head_learns_the_genres_from_the_embedding_and_not_shuffled_labels(m
 
     assert json.loads((musicnn_runs / "head" / "metrics.json").read_text())["validation"]["val_track_accuracy"] >= 0.9
     assert list(pd.read_csv(musicnn_runs / "comparison.csv")["model"]) == ["baseline", "head"]  # `mgc compare` shows them side by side
-    shuffled = shuffled_copy(tagged, tmp_path / "shuffled")
-    control = train(TrainConfig(features=str(shuffled), model="head", storage_path=str(tmp_path / "control"), **MUSICNN_HEAD))
+    shuffled = shuffled_manifest(tagged, tmp_path / "shuffled.parquet")
+    control = train(TrainConfig(features=str(tagged), manifest=shuffled, model="head", storage_path=str(tmp_path / "control"), **MUSICNN_HEAD))
     assert control["validation"]["val_track_accuracy"] < 0.5, control["validation"]
     base = train(TrainConfig(features=str(tagged), model="baseline", input="musicnn", storage_path=str(tmp_path / "runs"), **MUSICNN_HEAD))
     assert base["validation"]["val_track_accuracy"] >= 0.9, base["validation"]

@@ -142,7 +142,7 @@ def test_validation_never_sees_the_augmentation(features, tmp_path):
     import pyarrow.parquet as pq
 
     from mgc.inference import Predictor
-    from mgc.train import dataset
+    from mgc.train import check, dataset
     from mgc.train import run as train
 
     cfg = TrainConfig(
@@ -150,19 +150,20 @@ def test_validation_never_sees_the_augmentation(features, tmp_path):
         time_shift=1.0, spec_mask=1.0, mixup=1.0, storage_path=str(tmp_path), progress=False,
     )  # fmt: skip
     out = train(cfg)
+    prep = check(cfg)
     predictor = Predictor.load(str(tmp_path / "cnn" / "model"))
 
     def scored(split):
-        rows = dataset(str(features), split, ["logmel", "track_id", "label"]).to_pandas()
+        rows = dataset(str(features), split, prep.target, ["logmel"]).to_pandas()
         lp, _ = predictor({"logmel": np.stack(rows["logmel"].to_numpy())})
-        return rows["track_id"].to_numpy(), rows["label"].to_numpy(), lp
+        return rows["track_id"].to_numpy(), rows["target"].to_numpy(), lp
 
     ids, ys, lp = scored("validation")
     again = metrics.flat(metrics.evaluate(ids, ys, lp, len(out["labels"])), "val")
     for k in ("val_segment_accuracy", "val_segment_log_loss", "val_track_log_loss", "val_track_f1_macro"):
         assert again[k] == pytest.approx(out["validation"][k], abs=1e-5), k
     saved = pq.read_table(tmp_path / "cnn" / "test_predictions.parquet")
-    ours = metrics.track_level(saved["track_id"].to_numpy(), saved["label"].to_numpy(), saved["logprobs"].combine_chunks().to_numpy_ndarray())
+    ours = metrics.track_level(saved["track_id"].to_numpy(), saved["target"].to_numpy(), saved["logprobs"].combine_chunks().to_numpy_ndarray())
     theirs = metrics.track_level(*scored("test"))
     assert np.array_equal(ours[0], theirs[0]) and np.allclose(ours[2], theirs[2], atol=1e-4)
 

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import REPO
-from helpers import shuffled_copy
-from mgc import fma, storage
+from helpers import shuffled_manifest
+from mgc import fma, manifest, storage
 from mgc.errors import MgcError
 from mgc.extract import ExtractConfig
 from mgc.extract import run as extract
@@ -102,9 +102,9 @@ def test_shuffled_labels_do_not_reach_high_accuracy_and_stop_early(all_inputs, t
 
     from mgc.train import SCORE, checkpoint_state
 
-    shuffled = shuffled_copy(all_inputs, tmp_path / "shuffled")
+    shuffled = shuffled_manifest(all_inputs, tmp_path / "shuffled.parquet")
     sizes = dict(channels=(4, 8, 16, 16), dense=(64, 32), batch_size=16, lr=3e-3, dropout=0.2, num_workers=1, progress=False)
-    cfg = TrainConfig(features=str(shuffled), model="cnn1d", epochs=16, patience=3, storage_path=str(tmp_path / "runs"), cache_data=True, **sizes)
+    cfg = TrainConfig(features=str(all_inputs), manifest=shuffled, model="cnn1d", epochs=16, patience=3, storage_path=str(tmp_path / "runs"), cache_data=True, **sizes)
     out = train(cfg)
     assert out["validation"]["val_track_accuracy"] < 0.5, out["validation"]
     history = json.loads((tmp_path / "runs" / "cnn1d" / "history.json").read_text())
@@ -231,25 +231,24 @@ def test_bad_inputs_fail_before_any_worker_starts(features, tmp_path):
     shutil.copy(other / "features" / "part-000000.parquet", mixed / "features" / "part-999999.parquet")
     with pytest.raises(MgcError, match=r"part-999999.parquet: logmel .* different FeatureConfig"):
         prepare(cfg(mixed))
-    # An empty split, and a genre in validation that training lacks.
-    for name, mutate, message in [
-        ("novalid", lambda t: t["split"].replace("validation", "training"), "validation split has no labelled segments"),
-        ("newgenre", None, "appear in validation but not in training"),
-    ]:
-        dest = tmp_path / name
-        shutil.copytree(features, dest)
-        for f in (dest / "features").glob("part-*.parquet"):
-            df = pq.read_table(f).to_pandas()
-            if mutate:
-                df["split"] = mutate(df)
-            else:  # every Rock track of training becomes unlabelled
-                df.loc[(df["split"] == "training") & (df["genre_top"] == "Rock"), "label"] = -1
-            table = pq.read_table(f)
-            table = table.set_column(table.schema.get_field_index("split"), "split", pa.array(df["split"], pa.string()))
-            table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(df["label"], pa.int16()))
-            pq.write_table(table, f)
-        with pytest.raises(MgcError, match=message):
-            prepare(cfg(dest))
+    # An empty split (the shards' splits), a genre in validation that training lacks (the
+    # manifest's labels), a multi-label target without a genre common enough.
+    novalid = tmp_path / "novalid"
+    shutil.copytree(features, novalid)
+    for f in (novalid / "features").glob("part-*.parquet"):
+        table = pq.read_table(f)
+        split = pa.array(table["split"].to_pandas().replace("validation", "training"), pa.string())
+        pq.write_table(table.set_column(table.schema.get_field_index("split"), "split", split), f)
+    with pytest.raises(MgcError, match="validation split has no segments labelled"):
+        prepare(cfg(novalid))
+    m = manifest.read(str(features / "_manifest.parquet"))
+    rock = (m.tracks["split"] == "training") & (m.tracks["genre_top"] == "Rock")  # every Rock track of training unlabelled
+    m.tracks.loc[rock, ["genre_top", "label"]] = [None, -1]
+    manifest.write(m, str(tmp_path / "norock.parquet"))
+    with pytest.raises(MgcError, match="appear in validation but not in training"):
+        prepare(cfg(features, manifest=str(tmp_path / "norock.parquet")))
+    with pytest.raises(MgcError, match="no genre of --target genres_all is carried by 10000 training tracks"):
+        prepare(cfg(features, target="genres_all", min_genre_tracks=10_000))
     with pytest.raises(MgcError, match="leave 0 of the cluster's 2 CPUs"):
         check_resources(cfg(features, cpus_per_worker=1.0), {"CPU": 2.0})
     with pytest.raises(MgcError, match="2 workers x 1 GPU need 2 GPUs; the cluster has 0"):

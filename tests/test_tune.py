@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import SWEEP
-from mgc import artifact
+from mgc import artifact, manifest
 from mgc.cli import build_parser, main
 from mgc.errors import MgcError
 from mgc.models import ModelConfig
@@ -95,6 +95,15 @@ def test_asha_stopped_exactly_the_trials_its_rule_stops(sweep):
     assert set(trials.index[trials["stop_reason"] == "stopped early by ASHA"]) == set(predicted)
 
 
+def _labelled(features, split: str, names, labels: list[str]):
+    """A split's segments whose track has a top genre in the extraction's manifest, and their classes."""
+    t = pq.read_table(features / "features", columns=["track_id", "split", *names])
+    t = t.filter(pc.equal(t["split"], split))
+    genre = manifest.read(str(features / "_manifest.parquet")).tracks.set_index("track_id")["genre_top"].reindex(t["track_id"].to_numpy())
+    keep = genre.notna().to_numpy()
+    return t.filter(keep), np.array([labels.index(g) for g in genre[keep]])
+
+
 def test_the_best_artifact_reproduces_the_recorded_best_score_on_validation(sweep, features):
     from mgc import metrics
     from mgc.inference import Predictor
@@ -102,10 +111,9 @@ def test_the_best_artifact_reproduces_the_recorded_best_score_on_validation(swee
     sweep_dir, _, _ = sweep
     best = json.loads((sweep_dir / "best.json").read_text())
     predictor = Predictor.load(best["artifact"])
-    t = pq.read_table(features / "features", columns=["track_id", "split", "label", *predictor.inputs])
-    t = t.filter(pc.and_(pc.equal(t["split"], "validation"), pc.greater_equal(t["label"], 0)))
+    t, y = _labelled(features, "validation", predictor.inputs, predictor.meta["labels"])
     logprobs, _ = predictor({n: t[n].combine_chunks().to_numpy_ndarray() for n in predictor.inputs})
-    scores = metrics.flat(metrics.evaluate(t["track_id"].to_numpy(), t["label"].to_numpy().astype(int), logprobs, len(predictor.meta["labels"])), "val")
+    scores = metrics.flat(metrics.evaluate(t["track_id"].to_numpy(), y, logprobs, len(predictor.meta["labels"])), "val")
     assert scores[best["metric"]] == pytest.approx(best["score"], abs=1e-9)
 
 
@@ -123,12 +131,11 @@ def test_the_best_artifact_loads_and_predicts(sweep, features):
     model, meta = artifact.load(best["artifact"])
     assert model.cfg.dropout == pytest.approx(best["config"]["dropout"])
     names = model.cfg.inputs
-    t = pq.read_table(features / "features", columns=["split", "label", *names])
-    t = t.filter(pc.and_(pc.equal(t["split"], "test"), pc.greater_equal(t["label"], 0)))
+    t, y = _labelled(features, "test", names, meta["labels"])
     x = {n: torch.from_numpy(t[n].combine_chunks().to_numpy_ndarray().astype(np.float32)) for n in names}
     with torch.no_grad():
         pred = model(x).argmax(1).numpy()
-    accuracy = float((pred == t["label"].to_numpy()).mean())
+    accuracy = float((pred == y).mean())
     assert accuracy == pytest.approx(best["test"]["segment"]["accuracy"], abs=1e-6)
 
 
@@ -138,6 +145,7 @@ def test_the_best_artifact_loads_and_predicts(sweep, features):
         (["--lr-min", "1e-2", "--lr-max", "1e-3"], "learning-rate range .* empty or inverted"),
         (["--dropout-min", "0.5", "--dropout-max", "0.5"], "dropout range .* empty or inverted"),
         (["--metric", "val_track_auc"], "'val_track_auc' is not reported by training; choose one of train_loss"),
+        (["--metric", "val_track_ap_micro"], "'val_track_ap_micro' scores multi-label models; --target genre_top reports accuracy"),
         (["--gpus-per-trial", "1"], "--gpus-per-trial 1 is more than the cluster's 0 GPUs"),
         (["--search", "grid"], "unknown search algorithm 'grid'"),
         (["--grace-period", "5"], "grace-period <= --epochs"),
@@ -159,6 +167,13 @@ def test_resume_and_rerun_are_refused_where_they_make_no_sense(ray_connected, sw
     sweep_dir, _, _ = sweep
     assert main(["tune", "--features", "x", "--storage-path", str(sweep_dir.parent), "--name", sweep_dir.name]) == 2
     assert "already holds a sweep: resume it with --resume" in capsys.readouterr().err
+
+
+def test_a_sweep_optimises_the_targets_score_by_default():
+    """Micro average precision for a multi-label target (mgc.targets), macro F1 for genre_top."""
+    assert SweepConfig(train=TrainConfig(features="f", target="genres_all")).metric == "val_track_ap_micro"
+    assert SweepConfig(train=TrainConfig(features="f")).metric == SCORE == "val_track_f1_macro"
+    assert SweepConfig(train=TrainConfig(features="f", target="genres"), metric="val_track_log_loss").mode == "min"
 
 
 def test_a_config_file_sets_options_and_the_command_line_overrides_it(tmp_path):

@@ -29,7 +29,7 @@ class Architecture:
     defaults: dict[str, Any]  # channels, kernel, dense, lstm_units
     lstm: bool = False  # a stack of LSTMs, with a dropout layer between each two
     # Fitted in closed form instead of by the training loop: fit(net, training split as a Ray
-    # Dataset) -> {"train_loss": ...} (the baseline).
+    # Dataset, multilabel) -> {"train_loss": ...} (the baseline).
     fit: Callable[..., dict[str, float]] | None = None
 
 

@@ -1,5 +1,6 @@
 """The classical baseline, as the FMA paper's: summary statistics of the spectra, standardised,
-then multinomial logistic regression (scikit-learn).
+then multinomial logistic regression (scikit-learn); one-vs-rest logistic regressions for a
+multi-label target.
 
 Each segment's statistics are the mean and standard deviation over time of every log-mel band
 and every MFCC; a track's prediction pools its segments' log-probabilities as every model's does
@@ -49,38 +50,52 @@ class Statistics(nn.Module):
         return self.scale(self.raw(x))
 
 
-def fit(net, train: Any) -> dict[str, float]:
+def fit(net, train: Any, multilabel: bool = False) -> dict[str, float]:
     """Fit `net` (a baseline GenreNet with its inputs' normalisation) on the training split, a Ray
-    Dataset of its inputs and labels: statistics per segment by Ray Data, then the scaler and the
-    regression here. Returns {'train_loss': log loss on the training split}."""
+    Dataset of its inputs and targets: statistics per segment by Ray Data, then the scaler and the
+    regression here (multi-label: one logistic regression per genre, one-vs-rest). Returns
+    {'train_loss': log loss on the training split (binary, averaged over genres, multi-label)}."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.preprocessing import StandardScaler
+
+    from mgc.metrics import binary_log_loss
 
     names = net.cfg.inputs
 
     def statistics(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.no_grad():
             x = {n: net.norm[n](torch.from_numpy(batch[n].astype(np.float32))) for n in names}
-            return {"x": Statistics.raw(x).numpy(), "label": batch["label"]}
+            return {"x": Statistics.raw(x).numpy(), "target": batch["target"]}
 
     parts = train.map_batches(statistics, batch_format="numpy", batch_size=256).take_all()
     # float64, so that the regression's probabilities sum to 1 as closely as its log loss checks
-    x, y = np.stack([p["x"] for p in parts]).astype(np.float64), np.array([p["label"] for p in parts])
+    x, y = np.stack([p["x"] for p in parts]).astype(np.float64), np.array([p["target"] for p in parts])
     scaler = StandardScaler().fit(x)
     z = scaler.transform(x)
-    model = LogisticRegression(C=C, max_iter=2000).fit(z, y)
     n = net.cfg.n_classes
     weight, bias = np.zeros((n, z.shape[1])), np.full(n, -30.0)  # a genre training lacks is never predicted
-    coef, intercept = model.coef_, model.intercept_
-    if len(model.classes_) == 2:  # scikit-learn keeps one row for two classes: the same softmax, split
-        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
-    weight[model.classes_], bias[model.classes_] = coef, intercept
+    if multilabel:
+        y = y.astype(int)
+        seen = np.flatnonzero(y.any(0) & ~y.all(0))  # a genre on every segment or none has no regression
+        model = OneVsRestClassifier(LogisticRegression(C=C, max_iter=2000)).fit(z, y[:, seen])
+        weight[seen] = np.vstack([e.coef_ for e in model.estimators_])
+        bias[seen] = np.concatenate([e.intercept_ for e in model.estimators_])
+        bias[y.all(0)] = 30.0
+    else:
+        model = LogisticRegression(C=C, max_iter=2000).fit(z, y)
+        coef, intercept = model.coef_, model.intercept_
+        if len(model.classes_) == 2:  # scikit-learn keeps one row for two classes: the same softmax, split
+            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+        weight[model.classes_], bias[model.classes_] = coef, intercept
     with torch.no_grad():
         net.encoder.scale.mean.copy_(torch.as_tensor(scaler.mean_))
         net.encoder.scale.std.copy_(torch.as_tensor(np.maximum(scaler.scale_, 1e-8)))
         net.head.out.weight.copy_(torch.as_tensor(weight))
         net.head.out.bias.copy_(torch.as_tensor(bias))
+    if multilabel:
+        return {"train_loss": binary_log_loss(y, 1 / (1 + np.exp(-(z @ weight.T + bias))))}
     probs = np.zeros((len(y), n))
     probs[:, model.classes_] = model.predict_proba(z)
     return {"train_loss": float(log_loss(y, probs, labels=list(range(n))))}

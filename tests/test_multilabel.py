@@ -1,0 +1,271 @@
+"""Multi-label genre targets over the genre tree (mgc.targets): the tree, the target built from a
+manifest, consistency of every prediction with the tree; end to end on a synthetic corpus with
+audible blends and sub-genres: learning the tags (and not from permuted labels), top-genre
+accuracy against a single-label model, relabelling without re-extraction, labelling's tags, the
+one-vs-rest baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from helpers import shuffled_manifest
+from mgc import fma, metrics, targets
+from mgc.cli import main
+from mgc.errors import MgcError
+from mgc.manifest import Manifest, build
+from mgc.train import PLAIN, TrainConfig
+
+GENRES_CSV = Path(__file__).parent / "data" / "fma" / "genres.csv"
+
+
+def _real_tree() -> tuple[list[str], list[int]]:
+    genres = fma.read_genres(str(GENRES_CSV))
+    ids = list(genres.index)
+    return genres["title"].tolist(), [ids.index(p) if p in ids else -1 for p in genres["parent"]]
+
+
+TITLES, PARENTS = _real_tree()
+
+
+def test_the_real_tree_is_the_fmas():
+    assert len(TITLES) == 163 and sum(p < 0 for p in PARENTS) == 16  # 16 top genres
+    assert max(targets.depth(PARENTS)) >= 3  # sub-sub-genres: the tree is deeper than two levels
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 8), st.just(len(TITLES))), elements=st.floats(-30, 30)), st.integers(0, 2**31 - 1))
+def test_every_prediction_is_consistent_with_the_real_tree(logits, seed):
+    """Over random logits and the FMA's own genres.csv, and over a random subset of its genres (a
+    model's classes: a class's parent is its nearest kept ancestor): no genre above its parent,
+    nothing raised, a consistent prediction left as it is."""
+    probs = 1 / (1 + np.exp(-logits))
+    out = targets.consistent(probs, PARENTS)
+    for c, p in enumerate(PARENTS):
+        if p >= 0:
+            assert (out[:, c] <= out[:, p]).all()
+    assert (out <= probs).all() and np.array_equal(targets.consistent(out, PARENTS), out)
+    roots = [c for c, p in enumerate(PARENTS) if p < 0]
+    assert np.array_equal(out[:, roots], probs[:, roots])  # the top genres' scores are the model's
+    keep = sorted(np.random.default_rng(seed).choice(len(TITLES), size=40, replace=False))
+    tree = dict(zip(TITLES, [TITLES[p] if p >= 0 else None for p in PARENTS]))
+    kept = targets._kept_parents([TITLES[k] for k in keep], {g: p for g, p in tree.items() if p})
+    sub = targets.consistent(probs[:, keep], kept)
+    for c, p in enumerate(kept):
+        if p >= 0:
+            assert (sub[:, c] <= sub[:, p]).all()
+            assert TITLES[keep[p]] in _ancestors(TITLES[keep[c]], tree)
+
+
+def _ancestors(genre: str, tree: dict[str, str | None]) -> list[str]:
+    out = []
+    while tree.get(genre):
+        genre = tree[genre]
+        out.append(genre)
+    return out
+
+
+def _manifest() -> Manifest:
+    rows = [
+        # track_id, split, genre_top, genres
+        (1, "training", "Rock", ["Punk"]), (2, "training", "Rock", ["Post-Rock"]), (3, "training", None, ["Punk", "Techno"]),
+        (4, "training", "Electronic", ["Techno"]), (5, "validation", "Rock", ["Punk"]), (6, "test", None, []),
+        (7, "training", "Electronic", ["Electronic"]),
+    ]  # fmt: skip
+    df = pd.DataFrame(rows, columns=["track_id", "split", "genre_top", "genres"]).assign(path=lambda d: [f"{t}.mp3" for t in d["track_id"]])
+    return build(df, {}, "test", {"Punk": "Rock", "Post-Rock": "Rock", "Techno": "Electronic"})
+
+
+def test_a_multilabel_target_is_built_from_the_manifest_and_the_tree():
+    m = _manifest()
+    t = m.tracks.set_index("track_id")
+    assert t.loc[3, "genres_all"] == ["Electronic", "Punk", "Rock", "Techno"]  # ancestors added
+    assert t.loc[6, "genres_all"] == []
+    shards = m.tracks[["track_id", "split"]]
+    target = targets.build(m, "genres_all", shards, min_tracks=2)
+    # Post-Rock is on one training track: left out; its track keeps Rock.
+    assert target.classes == ["Electronic", "Punk", "Rock", "Techno"] and target.multilabel
+    assert target.parents == [-1, 2, -1, 0] and target.roots == [0, 2]
+    mask, y = target.lookup(np.array([2, 3, 6, 99]))
+    assert mask.tolist() == [True, True, False, False]
+    assert y.tolist() == [[0, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert target.tops(np.array([1, 3, 4])).tolist() == [2, -1, 0]
+    # sqrt(negatives / positives) over the 5 labelled training tracks: Punk on 2 of them
+    assert target.pos_weight(np.array([1, 2, 3, 4, 7]))[1] == pytest.approx(np.sqrt(3 / 2))
+    own = targets.build(m, "genres", shards, min_tracks=2)
+    assert own.classes == ["Punk", "Techno"] and own.roots == [0, 1]  # the listed genres only, FMA's `genres`
+    top = targets.build(m, "genre_top", shards)
+    assert top.classes == ["Electronic", "Rock"] and top.lookup(np.array([3, 4]))[1].tolist() == [-1, 0]
+    with pytest.raises(MgcError, match="no genre of --target genres_all is carried by 9 training tracks"):
+        targets.build(m, "genres_all", shards, min_tracks=9)
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end, on a synthetic corpus whose multi-genre tracks and sub-genres are audible
+
+# The plain recipe learns the synthetic corpus in fewer epochs (conftest.PLAIN_RECIPE says why).
+ML = dict(model="cnn", epochs=30, channels=(8, 16, 32, 32), dense=(64, 32), batch_size=16, lr=3e-3, dropout=0.2, num_workers=1,
+          cache_data=True, progress=False, min_genre_tracks=3, **PLAIN)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def blends(ray_connected, tmp_path_factory):
+    """A corpus with 30 % two-genre blends (no genre_top) and audible sub-genres, extracted: the
+    features folder and synth_truth.csv."""
+    from mgc.extract import ExtractConfig
+    from mgc.extract import run as extract
+    from mgc.synth import SynthConfig, generate
+
+    corpus = generate(SynthConfig(out=str(tmp_path_factory.mktemp("blends")), tracks=160, seconds=6.0, broken_share=0.0, unlabelled_share=0.0,
+                                  multi_genre=0.3, subgenres=True, seed=5), progress=False)  # fmt: skip
+    features = tmp_path_factory.mktemp("blend_features")
+    extract(fma.manifest(corpus), ExtractConfig(out=str(features), tracks_per_shard=16, progress=False))
+    return features, pd.read_csv(f"{corpus}/fma_metadata/synth_truth.csv")
+
+
+def _shard_state(features: Path) -> dict[str, tuple[int, str]]:
+    import hashlib
+
+    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in sorted((features / "features").glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def ml_runs(blends, tmp_path_factory):
+    """On the same shards: cnn with --target genres_all, with genre_top, and with genres_all from a
+    manifest whose training labels are permuted (the control); the shards' state before and after."""
+    from mgc.train import run as train
+
+    features, _ = blends
+    runs = tmp_path_factory.mktemp("ml_runs")
+    before = _shard_state(features)
+    out = {
+        "multi": train(TrainConfig(features=str(features), target="genres_all", name="multi", storage_path=str(runs), **ML)),
+        "single": train(TrainConfig(features=str(features), target="genre_top", name="single", storage_path=str(runs), **ML)),
+        "control": train(TrainConfig(features=str(features), target="genres_all", name="control", storage_path=str(runs),
+                                     manifest=shuffled_manifest(features, runs / "shuffled.parquet"), **{**ML, "patience": 4})),  # fmt: skip
+    }
+    return runs, out, before, _shard_state(features)
+
+
+def _prior_ap(features: Path, target: targets.Target) -> float:
+    """Validation track-level micro AP of a model that scores every track by the genres' frequencies in training."""
+    from sklearn.metrics import average_precision_score
+
+    m = pd.read_parquet(features / "_manifest.parquet")
+    ids = m["track_id"].to_numpy()
+    mask, y = target.lookup(ids)
+    train, val = mask & (m["split"] == "training").to_numpy(), mask & (m["split"] == "validation").to_numpy()
+    return float(average_precision_score(y[val], np.tile(y[train].mean(0), (val.sum(), 1)), average="micro"))
+
+
+def _blend_ranks(runs: Path, name: str, truth: pd.DataFrame) -> list[float]:
+    """For each blended test track (two genres audible, both listed), the share of the absent top
+    genres that the less probable of its two genres outranks: about 0.5 for a model that hears one
+    genre of a blend, 1 for one that hears both."""
+    saved = pq.read_table(runs / name / "test_predictions.parquet")
+    meta = json.loads((runs / name / "model" / "model.json").read_text())
+    ids, y, p = metrics.track_level_multilabel(saved["track_id"].to_numpy(), saved["target"].combine_chunks().to_numpy_ndarray(),
+                                               saved["logprobs"].combine_chunks().to_numpy_ndarray(), meta["temperature"])  # fmt: skip
+    p = targets.consistent(p, meta["parents"])
+    roots = [c for c, q in enumerate(meta["parents"]) if q < 0]
+    blended = truth.set_index("track_id").loc[ids, "genres"].str.contains("|", regex=False).to_numpy()
+    return [float((p[i, roots][y[i, roots] > 0].min() > p[i, roots][y[i, roots] == 0]).mean()) for i in np.flatnonzero(blended)]
+
+
+def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_runs):
+    """Validation micro-AP well above the label-frequency prior; both genres of blended tracks
+    ranked above the absent ones; a model trained on permuted labels stays near the prior and hears
+    one genre of a blend no better than chance."""
+    from mgc.train import check
+
+    features, truth = blends
+    runs, out, _, _ = ml_runs
+    multi, control = out["multi"], out["control"]
+    target = check(TrainConfig(features=str(features), target="genres_all", **ML)).target
+    assert len(target.classes) == 24  # 8 genres and their 16 sub-genres, all audible
+    prior = _prior_ap(features, target)
+    assert prior < 0.4 and multi["validation"]["val_track_ap_micro"] >= 0.9, (prior, multi["validation"])
+    assert control["validation"]["val_track_ap_micro"] < prior + 0.15 and control["stopped_early"], (prior, control["validation"])
+    ours, theirs = _blend_ranks(runs, "multi", truth), _blend_ranks(runs, "control", truth)
+    assert len(ours) >= 5 and np.mean(ours) >= 0.7 and np.mean(ours) >= np.mean(theirs) + 0.2, (ours, theirs)
+
+
+def test_the_multilabel_models_top_genre_is_at_least_the_single_label_models(ml_runs):
+    """It trains on the blends too (no genre_top); its top genre, read from the roots, is scored
+    on the tracks that have one, as the single-label model's is."""
+    _, out, _, _ = ml_runs
+    multi, single = out["multi"], out["single"]
+    assert multi["tracks"]["training"] > single["tracks"]["training"]
+    assert multi["test"]["track"]["n_top"] == single["test"]["track"]["n"]
+    assert multi["test"]["track"]["accuracy"] >= single["test"]["track"]["accuracy"], (multi["test"]["track"], single["test"]["track"])
+
+
+def test_relabelling_retrains_on_the_same_shards(ml_runs):
+    """Two manifests differing only in labels (the extraction's and a permuted one) gave two
+    models, and no shard was rewritten."""
+    runs, _, before, after = ml_runs
+    assert before == after and len(before) > 1
+    a = (runs / "multi" / "model" / "weights.pt").read_bytes()
+    assert a != (runs / "control" / "model" / "weights.pt").read_bytes()
+    assert json.loads((runs / "control" / "run_config.json").read_text())["manifest"].endswith("shuffled.parquet")
+
+
+def test_labelling_writes_tags_at_the_models_thresholds(ray_connected, ml_runs, tmp_path):
+    """A multi-label artifact's rows carry the genres at or above their thresholds, with their
+    ancestors, deepest first, tree-consistent probabilities and root top genres; a single-label
+    artifact's rows have no tags and a softmax."""
+    from mgc import label
+    from mgc.synth import uploads
+
+    runs, _, _, _ = ml_runs
+    folder = tmp_path / "uploads"
+    uploads(str(folder), n=8, seconds=6.0)
+    for name in ("multi", "single"):
+        assert main(["label", "--model", str(runs / name / "model"), "--input", str(folder), "--out", str(tmp_path / name), "--no-progress"]) == 0
+        rows = label.current(str(tmp_path / name))
+        ok = rows[rows["status"] == "ok"]
+        assert len(ok) == 8
+        meta = json.loads((runs / name / "model" / "model.json").read_text())
+        if name == "single":
+            assert ok["tags"].isna().all() and np.allclose([sum(p) for p in ok["probabilities"]], 1, atol=1e-4)
+            continue
+        cut, parents, labels = np.asarray(meta["thresholds"]), meta["parents"], meta["labels"]
+        depth = targets.depth(parents)
+        summary = pd.read_csv(tmp_path / name / "summary.csv")
+        for _, r in ok.iterrows():
+            p = np.asarray(r["probabilities"])
+            assert all(p[c] <= p[q] + 1e-6 for c, q in enumerate(parents) if q >= 0)
+            above = {c for c in range(len(p)) if p[c] >= cut[c]}
+            tags = [labels.index(t) for t in r["tags"]]
+            assert above <= set(tags) and all(parents[c] < 0 or parents[c] in tags for c in tags)
+            assert [depth[c] for c in tags] == sorted((depth[c] for c in tags), reverse=True)
+            np.testing.assert_allclose(r["tag_probs"], p[tags], rtol=1e-6)
+            assert all(parents[labels.index(g)] < 0 for g in r["top_genres"])
+        counted = summary[summary["kind"] == "tag"].set_index("name")["files"]
+        assert counted.to_dict() == pd.Series([t for ts in ok["tags"] for t in ts]).value_counts().to_dict()
+
+
+def test_the_multilabel_baseline_is_one_vs_rest_beside_the_network(blends, tmp_path):
+    """`mgc compare --target genres_all --models baseline,cnn`: one-vs-rest logistic regressions as
+    the multi-label baseline, in the table beside the network with the multi-label scores."""
+    features, _ = blends
+    flags = ["--epochs", "1", "--channels", "8,16,32,32", "--dense", "64,32", "--num-workers", "1", "--min-genre-tracks", "3", "--no-progress"]
+    assert main(["compare", "--models", "baseline,cnn", "--target", "genres_all", "--features", str(features), "--storage-path", str(tmp_path), *flags]) == 0
+    table = pd.read_csv(tmp_path / "comparison.csv").set_index("model")
+    assert list(table.index) == ["baseline", "cnn"] and (table["target"] == "genres_all").all()
+    from mgc.train import check
+
+    prior = _prior_ap(features, check(TrainConfig(features=str(features), target="genres_all", **ML)).target)
+    fitted = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
+    assert fitted["validation"]["val_track_ap_micro"] >= prior + 0.3, (prior, fitted["validation"])
+    assert table.loc["baseline", "track_ap_micro"] == round(fitted["test"]["track"]["ap_micro"], 4)
+    base = json.loads((tmp_path / "baseline" / "model" / "model.json").read_text())
+    assert base["multilabel"] and len(base["thresholds"]) == len(base["labels"]) == 24
