@@ -5,7 +5,8 @@ a softmax, cross-entropy), on the same shards.
 Measured two ways, both printed and written to bench/out/targets.json:
 - per training step, apart from Ray's noise: cnn at the mid size on one core, the same batch, a
   head of 8 classes with cross-entropy against heads of 24 and of 161 classes (FMA's genre tree)
-  with positive-weighted BCE, interleaved step by step;
+  with positive-weighted BCE, interleaved step by step; and the part that differs (the output
+  layer and the loss, forward and backward) timed alone, as a share of a step;
 - end to end, through `mgc train`: training segments/s (median over epochs after the first) of
   each target on one synthetic corpus with audible blends and sub-genres (`mgc synth
   --multi-genre 0.3 --subgenres`), the two targets' runs interleaved, and how many of the corpus's
@@ -63,7 +64,22 @@ def step_cost(batch_size: int = 32, steps: int = 40) -> dict[str, float]:
             if step >= 2:
                 times[k].append(time.perf_counter() - started)
     base = float(np.median(times["genre_top (8, CE)"]))
-    return {k: {"step_s": round(float(np.median(v)), 5), "vs_genre_top": round(float(np.median(v)) / base - 1, 4)} for k, v in times.items()}
+    out = {k: {"step_s": round(float(np.median(v)), 5), "vs_genre_top": round(float(np.median(v)) / base - 1, 4)} for k, v in times.items()}
+    # The part that differs, timed alone (a shared machine's noise swamps it in whole steps): the
+    # output layer over the head's last 32 units and the loss, forward and backward.
+    h = torch.randn(batch_size, cfg.dense[-1] if cfg.dense else 32, requires_grad=True)
+    for k, n in heads.items():
+        layer = torch.nn.Linear(h.shape[1], n)
+        y = torch.randint(0, n, (batch_size,)) if n == 8 else (torch.rand(batch_size, n) < 0.1).float()
+        w = torch.full((n,), 3.0)
+        reps, started = 2000, time.perf_counter()
+        for _ in range(reps):
+            z = layer(h)
+            loss = F.cross_entropy(z, y) if n == 8 else F.binary_cross_entropy_with_logits(z, y, pos_weight=w)
+            loss.backward()
+        out[k]["head_and_loss_s"] = round((time.perf_counter() - started) / reps, 7)
+        out[k]["head_and_loss_share_of_step"] = round(out[k]["head_and_loss_s"] / base, 5)
+    return out
 
 
 def main() -> None:
@@ -111,7 +127,8 @@ def main() -> None:
         print(f"{r['target']:<11} repeat {r['repeat']}: {r['classes']} classes, trains on {r['tracks']['training']} of {r['tracks']['in_shards']} tracks, {r['segments_per_s']} segments/s")
     print(f"training segments/s, genres_all / genre_top: {result['genres_all_vs_genre_top']:.3f} (mean of {args.repeats} runs each; target: above 0.95)")
     for k, v in cost.items():
-        print(f"one step, {k}: {v['step_s'] * 1000:.1f} ms ({v['vs_genre_top']:+.1%} vs genre_top)")
+        print(f"one step, {k}: {v['step_s'] * 1000:.1f} ms ({v['vs_genre_top']:+.1%} vs genre_top); its output layer and loss alone: "
+              f"{v['head_and_loss_s'] * 1e6:.0f} us, {v['head_and_loss_share_of_step']:.3%} of a step")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Built from FMA metadata (`mgc.fma`), a CSV of paths and labels, or a folder with
 per genre (GTZAN's layout). Columns: track_id (int64), path (str), split (training / validation /
 test), genre_top (str or None), label (int16, -1 when unlabelled), genres (the track's own genres,
 a list of names) and genres_all (those and their ancestors in the genre tree). `parents` is the
-tree (genre -> parent genre; roots absent), FMA's genres.csv or empty.
+tree (genre -> parent genre; roots absent), FMA's genres.csv or empty. A manifest without genre
+lists gives each labelled track its genre_top as its genres.
 
 Labels live here, not in the feature shards: extraction writes the manifest beside the shards
 (`write`, `_manifest.parquet`) and training joins a manifest's labels on track_id (mgc.targets),
@@ -107,15 +108,20 @@ def write(m: Manifest, path: str) -> None:
 
 def read(path: str) -> Manifest:
     """A manifest that `write` wrote (extraction's _manifest.parquet). One written before labels
-    left the shards lacks genres and genres_all: its tracks' genres are their genre_top."""
+    left the shards lacks genres and genres_all: its source says so (`genre_lists` false), and
+    multi-label targets refuse it (mgc.targets)."""
     table = storage.read_parquet(path)
     meta = table.schema.metadata or {}
     df = table.to_pandas()
-    df = df.drop(columns=[c for c in ("genres", "genres_all") if c in df.columns and df[c].isna().all()])
+    missing = [c for c in ("track_id", "path", "split", "genre_top") if c not in df.columns]
+    if missing:
+        raise MgcError(f"{path}: not an mgc manifest (no column(s) {missing})")
     for c in ("genres", "genres_all"):
         if c in df.columns:
             df[c] = [list(v) if v is not None else [] for v in df[c]]
     source = json.loads(meta.get(b"mgc.source", b"{}"))
+    if "genres_all" not in df.columns:
+        source["genre_lists"] = False
     return build(df, source, path, json.loads(meta.get(TREE_KEY, b"{}")))
 
 
@@ -165,10 +171,10 @@ def from_csv(path: str, seed: int = 0) -> Manifest:
         df["track_id"] = np.arange(len(df))
     elif df["track_id"].isna().any() or not pd.api.types.is_integer_dtype(df["track_id"]):
         raise MgcError(f"{path}: track_id must be an integer in every row")
-    df["genre_top"] = df["label"].where(df["label"].notna() & (df["label"].astype(str).str.strip() != ""), None)
+    df["genre_top"] = df["label"].astype(object).where(df["label"].notna() & (df["label"].astype(str).str.strip() != ""), None)
     if "genres" in df.columns:
         listed = [[g.strip() for g in v.split(GENRE_SEPARATOR) if g.strip()] if isinstance(v, str) else [] for v in df["genres"]]
-        df["genres"] = [list(dict.fromkeys(g + ([t] if t is not None else []))) for g, t in zip(listed, df["genre_top"])]
+        df["genres"] = [list(dict.fromkeys(g + ([t] if pd.notna(t) else []))) for g, t in zip(listed, df["genre_top"])]
     source: dict[str, Any] = {"kind": "csv", "path": path}
     if "split" not in df.columns:
         df["split"] = stratified_split(df["track_id"], df["genre_top"], seed)

@@ -101,8 +101,9 @@ def models(run_dir: str) -> Section:
         rows = [{"model": run, "temperature": round(c["temperature"], 3), **{f"test {k.replace('_', ' ')}": round(v, 4) for k, v in c["test"].items()}} for run, c in calibrated]
         section.tables.append(("Calibration, test tracks", pd.DataFrame(rows)))
     for path, m in runs:
-        section.images += [(f"{m['run']}: confusion matrix (test, track level)", os.path.join(path, "confusion_matrix.png")),
-                           (f"{m['run']}: learning curves", os.path.join(path, "learning_curves.png"))]  # fmt: skip
+        if os.path.exists(os.path.join(path, "confusion_matrix.png")):
+            section.images.append((f"{m['run']}: confusion matrix (test, track level)", os.path.join(path, "confusion_matrix.png")))
+        section.images.append((f"{m['run']}: learning curves", os.path.join(path, "learning_curves.png")))
         if os.path.exists(os.path.join(path, "reliability.png")):
             section.images.append((f"{m['run']}: reliability (test tracks)", os.path.join(path, "reliability.png")))
         if os.path.exists(os.path.join(path, "genre_ap.png")):

@@ -6,9 +6,10 @@ shards and joined on track_id when training reads them.
     genres_all   multi-label: those and all their ancestors in the genre tree (FMA's genres.csv)
 
 A multi-label target is a multi-hot vector over the genres that at least `min_tracks` tracks of
-the training split carry. Its classes keep the tree (each class's nearest kept ancestor), so that
-predictions are made consistent with it (`consistent`) and a track's top genre is read from the
-root genres' scores (`Target.roots`).
+the training split carry. genres_all's classes keep the tree (each class's nearest kept
+ancestor), so that predictions are made consistent with it (`consistent`) and a track's top genre
+is read from the root genres' scores (`Target.roots`). `genres` lists a chosen genre without its
+parent (Punk, not Rock), so its classes keep no tree: each is a root.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ class Target:
         y = np.unpackbits(self.labels[idx], axis=1, count=len(self.classes)).astype(np.float32)
         y[~present] = 0
         return y.any(1), y
+
+    def labelled(self, track_ids: np.ndarray) -> np.ndarray:
+        """Which of these tracks carry a class (`lookup`'s mask, without unpacking the rows)."""
+        idx, present = self._rows(np.asarray(track_ids, dtype=np.int64))
+        return present & (self.labels[idx] >= 0 if not self.multilabel else self.labels[idx].any(1))
 
     def tops(self, track_ids: np.ndarray) -> np.ndarray:
         """The class of each track's genre_top (-1: none)."""
@@ -135,7 +141,7 @@ def build(m: Manifest, kind: str, shard_tracks: pd.DataFrame, min_tracks: int = 
         y = np.array([index[g] if g is not None else -1 for g in genre_top], dtype=np.int16)
         return Target(kind, classes, [-1] * len(classes), ids, y, y.copy())
     lists = [v if isinstance(v, list) else [] for v in tracks[kind]]
-    if not any(lists):
+    if m.source.get("genre_lists") is False or not any(lists):
         raise MgcError(f"the manifest lists no {kind} for these tracks (a manifest from an older mgc, or a CSV without a genres column): "
                        "pass --manifest with the FMA's tracks.csv (genres.csv beside it) or a CSV whose genres column lists each file's genres")  # fmt: skip
     training = tracks["split"].to_numpy() == "training"
@@ -148,7 +154,8 @@ def build(m: Manifest, kind: str, shard_tracks: pd.DataFrame, min_tracks: int = 
     for row, gs in enumerate(lists):
         hot[row, [index[g] for g in gs if g in index]] = True
     top = np.array([index.get(g, -1) if g is not None else -1 for g in genre_top], dtype=np.int16)
-    return Target(kind, classes, _kept_parents(classes, m.parents), ids, np.packbits(hot, axis=1), top)
+    parents = _kept_parents(classes, m.parents) if kind == "genres_all" else [-1] * len(classes)
+    return Target(kind, classes, parents, ids, np.packbits(hot, axis=1), top)
 
 
 def _kept_parents(classes: list[str], parents: dict[str, str]) -> list[int]:
@@ -184,14 +191,16 @@ def load_manifest(source: str, features: str) -> Manifest:
     if os.path.basename(source) == "tracks.csv" and storage.exists(storage.join(folder, "genres.csv")):
         return fma.from_metadata(source, storage.join(folder, "genres.csv"), audio_root=folder, subset="full")
     m = manifests.from_csv(source)
+    known = manifests.read(extracted) if storage.exists(extracted) else None
+    df = m.tracks
     if "track_id" not in _csv_columns(source):  # ids by path, as the extraction numbered them
-        known = manifests.read(extracted).tracks if storage.exists(extracted) else None
         if known is None:
             raise MgcError(f"{source}: no track_id column, and {features} has no _manifest.parquet to match its paths to")
-        ids = dict(zip(known["path"], known["track_id"]))
-        m.tracks["track_id"] = [ids.get(p, -1 - i) for i, p in enumerate(m.tracks["path"])]  # unknown paths: ids no shard has
-        m.tracks = m.tracks.sort_values("track_id", ignore_index=True)
-    return m
+        ids = dict(zip(known.tracks["path"], known.tracks["track_id"]))
+        df = df.assign(track_id=[ids.get(p, -1 - i) for i, p in enumerate(df["path"])])  # unknown paths: ids no shard has
+    # A CSV has no genre tree: the extraction's (FMA's genres.csv) gives genres_all its ancestors.
+    # Built again, so that duplicate ids (a path listed twice) are refused too.
+    return manifests.build(df, m.source, source, known.parents if known is not None else {})
 
 
 def _csv_columns(path: str) -> list[str]:

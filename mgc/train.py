@@ -17,7 +17,7 @@ validation track-level micro average precision, with per-genre thresholds chosen
 
 Run directory (<storage_path>/<name>/): Ray Train's checkpoints, plus model/ (the artifact),
 metrics.json, history.json, confusion_matrix.png, learning_curves.png, reliability.png,
-test_predictions.parquet.
+genre_ap.png (multi-label), test_predictions.parquet.
 """
 
 from __future__ import annotations
@@ -109,6 +109,8 @@ class TrainConfig:
             raise MgcError("--epochs, --batch-size and --min-genre-tracks must be at least 1, --num-workers at least 0")
         if self.target not in targets.TARGETS:
             raise MgcError(f"unknown --target {self.target!r}; choose one of {', '.join(targets.TARGETS)}")
+        if self.label_smoothing and self.target in targets.MULTILABEL:
+            raise MgcError(f"--label-smoothing spreads one genre's target over the others: --target {self.target} has no one genre")
         if not self.lr > 0:
             raise MgcError(f"learning rate {self.lr} must be positive")
         if self.schedule not in SCHEDULES:
@@ -204,7 +206,7 @@ def check(cfg: TrainConfig) -> Prepared:
     if (leaks > 1).any():
         raise MgcError(f"{cfg.features}: track {int(leaks.idxmax())} has segments in more than one split")
     target = targets.build(targets.load_manifest(cfg.manifest, cfg.features), cfg.target, index.drop_duplicates("track_id"), cfg.min_genre_tracks)
-    labelled, y = target.lookup(index["track_id"].to_numpy())
+    labelled = target.labelled(index["track_id"].to_numpy())  # per segment: multi-hot rows would not fit at scale
     split = index["split"].to_numpy()
     segments = {s: int((labelled & (split == s)).sum()) for s in SPLITS}
     tracks = {s: int(index.loc[labelled & (split == s), "track_id"].nunique()) for s in SPLITS} | {"in_shards": int(index["track_id"].nunique())}
@@ -215,6 +217,7 @@ def check(cfg: TrainConfig) -> Prepared:
     if target.multilabel:
         weights = target.pos_weight(index.loc[training, "track_id"].drop_duplicates().to_numpy())
     else:
+        y = target.lookup(index["track_id"].to_numpy())[1]
         seen = set(y[training])
         for s in ("validation", "test"):
             missing = sorted(set(y[labelled & (split == s)]) - seen)
@@ -604,7 +607,8 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
         **{split: {"ece_before": before[split]["ece"], "ece_after": after[split]["ece"]} for split in ("validation", "test")},
     }
     calibration["test"] |= {"log_loss_before": before["test"]["log_loss"], "log_loss_after": after["test"]["log_loss"]}
-    predictions = pa.table({"track_id": ids, "target": _tensor(ys) if target.multilabel else ys, "logprobs": _tensor(lps)})
+    # Single-label: `label`, the class index, as before multi-label targets; multi-label: `target`, the multi-hot rows.
+    predictions = pa.table({"track_id": ids, **({"target": _tensor(ys)} if target.multilabel else {"label": ys}), "logprobs": _tensor(lps)})
     storage.write_parquet(predictions, storage.join(run_dir, "test_predictions.parquet"))
 
     out = {
@@ -627,7 +631,8 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
     storage.write_json(storage.join(run_dir, "metrics.json"), out)
     storage.write_json(storage.join(run_dir, "history.json"), history)
     tops = [prep.labels[r] for r in target.roots]  # a multi-label model's top genres: its roots
-    plots.confusion_matrix(test["track"]["confusion"], tops, storage.join(run_dir, "confusion_matrix.png"), f"{cfg.run_name}: test, track level" + (", top genres" if target.multilabel else ""))
+    if test["track"]["confusion"]:  # none where no test track's genre_top is a class (--target genres)
+        plots.confusion_matrix(test["track"]["confusion"], tops, storage.join(run_dir, "confusion_matrix.png"), f"{cfg.run_name}: test, track level" + (", top genres" if target.multilabel else ""))
     plots.learning_curves(history, storage.join(run_dir, "learning_curves.png"), cfg.run_name)
     plots.reliability(
         {"before": before["test"]["curve"], f"after (T = {temperature:.2f})": after["test"]["curve"]},
@@ -656,7 +661,7 @@ def absolute(cfg: TrainConfig) -> TrainConfig:
     def fix(path: str) -> str:
         return path if storage.is_uri(path) else os.path.abspath(path)
 
-    return dataclasses.replace(cfg, features=fix(cfg.features), storage_path=fix(cfg.storage_path))
+    return dataclasses.replace(cfg, features=fix(cfg.features), storage_path=fix(cfg.storage_path), manifest=cfg.manifest and fix(cfg.manifest))
 
 
 @contextlib.contextmanager

@@ -215,7 +215,7 @@ def _absolute(sweep: SweepConfig, storage_path: str | None = None) -> SweepConfi
 
     # One worker per trial unless asked: trials, not workers, use the cluster's width.
     train = dataclasses.replace(
-        sweep.train, features=fix(sweep.train.features), storage_path=fix(storage_path or sweep.train.storage_path), num_workers=sweep.train.num_workers or 1
+        training.absolute(sweep.train), storage_path=fix(storage_path or sweep.train.storage_path), num_workers=sweep.train.num_workers or 1
     )  # fmt: skip
     return dataclasses.replace(sweep, train=train)
 

@@ -108,6 +108,26 @@ def test_a_multilabel_target_is_built_from_the_manifest_and_the_tree():
         targets.build(m, "genres_all", shards, min_tracks=9)
 
 
+def test_a_csv_of_several_genres_per_file_relabels_and_an_old_manifest_refuses_multilabel(tmp_path):
+    """A CSV manifest lists several genres per file ("|"), some files with no top genre; a
+    manifest written before labels left the shards (no genre lists) still gives genre_top, and a
+    multi-label target is refused with what to pass instead."""
+    from mgc import manifest
+
+    pd.DataFrame({"path": ["a.mp3", "b.mp3", "c.mp3"], "label": ["Rock", "", "Rock"], "genres": ["Punk", "Techno|Punk", ""],
+                  "split": ["training"] * 3, "track_id": [1, 2, 3]}).to_csv(tmp_path / "new.csv", index=False)  # fmt: skip
+    m = targets.load_manifest(str(tmp_path / "new.csv"), str(tmp_path))
+    assert m.tracks["genres"].tolist() == [["Punk", "Rock"], ["Techno", "Punk"], ["Rock"]] and m.tracks["genre_top"].tolist() == ["Rock", None, "Rock"]
+    t = targets.build(m, "genres", m.tracks[["track_id", "split"]], min_tracks=1)
+    assert t.classes == ["Punk", "Rock", "Techno"] and t.lookup(np.array([2]))[1].tolist() == [[1, 0, 1]]
+    old = pd.DataFrame({"track_id": [1, 2], "path": ["a.mp3", "b.mp3"], "split": ["training", "training"], "genre_top": ["Rock", None], "label": [0, -1]})
+    old.to_parquet(tmp_path / "_manifest.parquet")
+    legacy = manifest.read(str(tmp_path / "_manifest.parquet"))
+    assert targets.build(legacy, "genre_top", old[["track_id", "split"]]).classes == ["Rock"]
+    with pytest.raises(MgcError, match="lists no genres_all .* pass --manifest with the FMA's tracks.csv"):
+        targets.build(legacy, "genres_all", old[["track_id", "split"]], min_tracks=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end, on a synthetic corpus whose multi-genre tracks and sub-genres are audible
 
@@ -269,3 +289,9 @@ def test_the_multilabel_baseline_is_one_vs_rest_beside_the_network(blends, tmp_p
     assert table.loc["baseline", "track_ap_micro"] == round(fitted["test"]["track"]["ap_micro"], 4)
     base = json.loads((tmp_path / "baseline" / "model" / "model.json").read_text())
     assert base["multilabel"] and len(base["thresholds"]) == len(base["labels"]) == 24
+    # --target genres: the chosen genres, no tree (a sub-genre is listed without its parent), so
+    # no top genre to read; the run still ends with its metrics and plots.
+    assert main(["train", "--model", "baseline", "--target", "genres", "--features", str(features), "--storage-path", str(tmp_path), "--name", "own", *flags]) == 0
+    own = json.loads((tmp_path / "own" / "metrics.json").read_text())
+    assert len(own["labels"]) == 16 and own["test"]["track"]["n_top"] == 0 and own["test"]["track"]["ap_micro"] > 0.5
+    assert (tmp_path / "own" / "genre_ap.png").is_file() and not (tmp_path / "own" / "confusion_matrix.png").exists()

@@ -163,7 +163,7 @@ def test_validation_never_sees_the_augmentation(features, tmp_path):
     for k in ("val_segment_accuracy", "val_segment_log_loss", "val_track_log_loss", "val_track_f1_macro"):
         assert again[k] == pytest.approx(out["validation"][k], abs=1e-5), k
     saved = pq.read_table(tmp_path / "cnn" / "test_predictions.parquet")
-    ours = metrics.track_level(saved["track_id"].to_numpy(), saved["target"].to_numpy(), saved["logprobs"].combine_chunks().to_numpy_ndarray())
+    ours = metrics.track_level(saved["track_id"].to_numpy(), saved["label"].to_numpy(), saved["logprobs"].combine_chunks().to_numpy_ndarray())
     theirs = metrics.track_level(*scored("test"))
     assert np.array_equal(ours[0], theirs[0]) and np.allclose(ours[2], theirs[2], atol=1e-4)
 
