@@ -291,7 +291,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from mgc import train
 
-    configs = [train.absolute(_train_config(args, m, f"{args.name}{m}" if args.name else m)) for m in args.models.split(",")]
+    # One run per model and target; a target other than genre_top names its runs, so both fit one --storage-path.
+    configs = [
+        train.absolute(dataclasses.replace(_train_config(args, m, f"{args.name}{m}{'' if t == 'genre_top' else '-' + t}", skip=("target",)), target=t))
+        for t in args.targets.split(",")
+        for m in args.models.split(",")
+    ]
     for cfg in configs:  # every model's checks before the first trains
         train.check(cfg)
     _use_ray_address(args)
@@ -438,7 +443,10 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     c.add_argument("--models", type=model_list, default="baseline,cnn,cnn_lstm",
                    help="comma-separated, from the list below; keep baseline among them to see what a network adds (default: baseline,cnn,cnn_lstm)")
     c.add_argument("--name", default="", help="prefix of the run names")
-    add_train_options(c, TrainConfig)
+    c.add_argument("--targets", type=target_list, default="genre_top",
+                   help="comma-separated --target values, each model trained for each; a multi-label run's accuracy is its top genre's, "
+                        "on the tracks that have one, as a genre_top run's (default: genre_top)")  # fmt: skip
+    add_train_options(c, TrainConfig, skip=("target",))
     c.set_defaults(func=_cmd_compare)
 
     from mgc.tune import PER_TRIAL, SweepConfig
@@ -521,6 +529,16 @@ def model_list(text: str) -> str:
         return ",".join(architecture(m).name for m in text.split(","))
     except MgcError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def target_list(text: str) -> str:
+    """--targets: comma-separated names of mgc.targets' targets."""
+    from mgc.targets import TARGETS
+
+    bad = [t for t in text.split(",") if t not in TARGETS]
+    if bad or not text:
+        raise argparse.ArgumentTypeError(f"unknown target(s) {bad}; choose from {', '.join(TARGETS)}")
+    return text
 
 
 def add_train_options(parser: argparse.ArgumentParser, cls, features_required: bool = True, skip: tuple[str, ...] = ()) -> None:

@@ -94,9 +94,10 @@ def search_plane(lr, dropout, score, early, best: int, path: str, metric: str, d
     _save(fig, path)
 
 
-def reliability(curves: dict[str, dict[str, np.ndarray]], path: str, title: str) -> None:
+def reliability(curves: dict[str, dict[str, np.ndarray]], path: str, title: str, multilabel: bool = False) -> None:
     """Reliability diagram: accuracy against confidence per bin (mgc.metrics.reliability), one
-    line per named curve, beside the diagonal of perfect calibration."""
+    line per named curve, beside the diagonal of perfect calibration; `multilabel`: every
+    track-genre probability against how often that genre is listed."""
     fig, ax = plt.subplots(figsize=(4.6, 4.4))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="calibrated")
     for name, r in curves.items():
@@ -104,8 +105,8 @@ def reliability(curves: dict[str, dict[str, np.ndarray]], path: str, title: str)
         ax.plot(r["confidence"][seen], r["accuracy"][seen], marker="o", label=name)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("confidence (top probability)")
-    ax.set_ylabel("accuracy")
+    ax.set_xlabel("probability of a genre" if multilabel else "confidence (top probability)")
+    ax.set_ylabel("share of tracks listing it" if multilabel else "accuracy")
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title)
     _save(fig, path)

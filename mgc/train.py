@@ -636,7 +636,7 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
     plots.learning_curves(history, storage.join(run_dir, "learning_curves.png"), cfg.run_name)
     plots.reliability(
         {"before": before["test"]["curve"], f"after (T = {temperature:.2f})": after["test"]["curve"]},
-        storage.join(run_dir, "reliability.png"), f"{cfg.run_name}: test tracks" + (", every genre" if target.multilabel else ""),
+        storage.join(run_dir, "reliability.png"), f"{cfg.run_name}: test tracks", target.multilabel,
     )  # fmt: skip
     if target.multilabel:
         plots.genre_ap(test["track"]["per_genre"], storage.join(run_dir, "genre_ap.png"), f"{cfg.run_name}: test AP per genre (top-genre accuracy {test['track']['accuracy']:.3f})")

@@ -274,20 +274,25 @@ def test_labelling_writes_tags_at_the_models_thresholds(ray_connected, ml_runs, 
 
 
 def test_the_multilabel_baseline_is_one_vs_rest_beside_the_network(blends, tmp_path):
-    """`mgc compare --target genres_all --models baseline,cnn`: one-vs-rest logistic regressions as
-    the multi-label baseline, in the table beside the network with the multi-label scores."""
+    """`mgc compare --targets genre_top,genres_all --models baseline,cnn`: one-vs-rest logistic
+    regressions as the multi-label baseline, in one table with the network and with the
+    single-label runs: top-genre accuracy for all four, the multi-label scores for two."""
     features, _ = blends
     flags = ["--epochs", "1", "--channels", "8,16,32,32", "--dense", "64,32", "--num-workers", "1", "--min-genre-tracks", "3", "--no-progress"]
-    assert main(["compare", "--models", "baseline,cnn", "--target", "genres_all", "--features", str(features), "--storage-path", str(tmp_path), *flags]) == 0
-    table = pd.read_csv(tmp_path / "comparison.csv").set_index("model")
-    assert list(table.index) == ["baseline", "cnn"] and (table["target"] == "genres_all").all()
+    assert main(["compare", "--models", "baseline,cnn", "--targets", "genre_top,genres_all", "--features", str(features), "--storage-path", str(tmp_path), *flags]) == 0
+    table = pd.read_csv(tmp_path / "comparison.csv").set_index("run")
+    assert list(table.index) == ["baseline", "cnn", "baseline-genres_all", "cnn-genres_all"]
+    assert table["target"].tolist() == ["genre_top"] * 2 + ["genres_all"] * 2 and table["track_accuracy"].notna().all()
+    assert table["track_ap_micro"].isna().tolist() == [True, True, False, False]
     from mgc.train import check
 
     prior = _prior_ap(features, check(TrainConfig(features=str(features), target="genres_all", **ML)).target)
-    fitted = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
+    fitted = json.loads((tmp_path / "baseline-genres_all" / "metrics.json").read_text())
     assert fitted["validation"]["val_track_ap_micro"] >= prior + 0.3, (prior, fitted["validation"])
-    assert table.loc["baseline", "track_ap_micro"] == round(fitted["test"]["track"]["ap_micro"], 4)
-    base = json.loads((tmp_path / "baseline" / "model" / "model.json").read_text())
+    assert table.loc["baseline-genres_all", "track_ap_micro"] == round(fitted["test"]["track"]["ap_micro"], 4)
+    single = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
+    assert fitted["test"]["track"]["n_top"] == single["test"]["track"]["n"]  # the same tracks scored for the top genre
+    base = json.loads((tmp_path / "baseline-genres_all" / "model" / "model.json").read_text())
     assert base["multilabel"] and len(base["thresholds"]) == len(base["labels"]) == 24
     # --target genres: the chosen genres, no tree (a sub-genre is listed without its parent), so
     # no top genre to read; the run still ends with its metrics and plots.
