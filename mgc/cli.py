@@ -271,11 +271,12 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace, model: str, name: str, skip: tuple[str, ...] = ()):
+def _train_config(args: argparse.Namespace, model: str, name: str, skip: tuple[str, ...] = (), **given):
+    """A TrainConfig from the parsed options, less `skip`, with `given` fields set as passed."""
     from mgc.train import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "name", "progress", *skip}
-    return TrainConfig(model=model, name=name, progress=not args.no_progress, **{k: getattr(args, k) for k in fields})
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "name", "progress", *skip, *given}
+    return TrainConfig(model=model, name=name, progress=not args.no_progress, **{k: getattr(args, k) for k in fields}, **given)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -293,7 +294,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     # One run per model and target; a target other than genre_top names its runs, so both fit one --storage-path.
     configs = [
-        train.absolute(dataclasses.replace(_train_config(args, m, f"{args.name}{m}{'' if t == 'genre_top' else '-' + t}", skip=("target",)), target=t))
+        train.absolute(_train_config(args, m, f"{args.name}{m}{'' if t == 'genre_top' else '-' + t}", target=t))
         for t in args.targets.split(",")
         for m in args.models.split(",")
     ]
@@ -536,7 +537,7 @@ def target_list(text: str) -> str:
     from mgc.targets import TARGETS
 
     bad = [t for t in text.split(",") if t not in TARGETS]
-    if bad or not text:
+    if bad:
         raise argparse.ArgumentTypeError(f"unknown target(s) {bad}; choose from {', '.join(TARGETS)}")
     return text
 
