@@ -18,6 +18,7 @@ Sweep directory (<storage_path>/<name>/), besides Tune's own state and trial fol
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -264,6 +265,58 @@ def _trial_bar(sweep: SweepConfig):
     return TrialBar()
 
 
+def free_finished_worker_groups() -> int:
+    """Remove this job's placement groups whose Ray Train workers are all dead; returns how many.
+
+    Ray Train V2 leaves a trial's worker group reserved when Tune ends the trial's actor before
+    its controller has released it (ray-project/ray#54305); on a small cluster the next trial's
+    Ray Data reads then wait forever for the CPU it holds. A group that never held a worker
+    (one being started) is left alone."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.state import list_actors, list_placement_groups
+
+    job = ray.get_runtime_context().get_job_id()
+    created = {g.placement_group_id for g in list_placement_groups(filters=[("state", "=", "CREATED"), ("creator_job_id", "=", job)], limit=10_000)}
+    if not created:
+        return 0
+    states: dict[str, set[str]] = {}
+    for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("job_id", "=", job)], detail=True, limit=10_000):
+        if a.placement_group_id in created:
+            states.setdefault(a.placement_group_id, set()).add(a.state)
+    freed = 0
+    for group, seen in states.items():
+        if seen == {"DEAD"}:
+            with contextlib.suppress(Exception):  # its controller may be removing it too
+                remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group))))
+                freed += 1
+    return freed
+
+
+def _worker_group_reaper(every_s: float = 2.0):
+    """A Tune callback (on the driver) that runs free_finished_worker_groups as trials end and
+    every `every_s` seconds of Tune's loop (a trial's workers die a moment after it ends)."""
+    from ray import tune
+
+    from ray.util.state.exception import RayStateApiException
+
+    class Reaper(tune.Callback):
+        last = 0.0
+
+        def on_step_begin(self, iteration, trials, **info) -> None:
+            if time.monotonic() - self.last >= every_s:
+                self.on_trial_complete(iteration, trials, None)
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.last = time.monotonic()
+            with contextlib.suppress(RayStateApiException):  # the state API busy: the next step tries again
+                free_finished_worker_groups()
+
+        on_trial_error = on_trial_complete
+
+    return Reaper()
+
+
 def _fit(sweep: SweepConfig, resume: bool) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -293,7 +346,7 @@ def _fit(sweep: SweepConfig, resume: bool) -> dict[str, Any]:
                 scheduler=ASHAScheduler(time_attr="epoch", max_t=sweep.train.epochs, grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor),
             ),  # fmt: skip
             # Tune's own tables stay off (verbose 0): the bar shows finished trials and the best score.
-            run_config=tune.RunConfig(name=sweep.train.run_name, failure_config=tune.FailureConfig(max_failures=1), verbose=0, callbacks=[_trial_bar(sweep)], **where),
+            run_config=tune.RunConfig(name=sweep.train.run_name, failure_config=tune.FailureConfig(max_failures=1), verbose=0, callbacks=[_trial_bar(sweep), _worker_group_reaper()], **where),
         )
     return summarise(sweep, prep, tuner.fit())
 

@@ -138,14 +138,16 @@ ML = dict(model="cnn", epochs=30, channels=(8, 16, 32, 32), dense=(64, 32), batc
 
 @pytest.fixture(scope="module")
 def blends(ray_connected, tmp_path_factory):
-    """A corpus with 30 % two-genre blends (no genre_top) and audible sub-genres, extracted: the
-    features folder and synth_truth.csv."""
+    """A corpus with half its tracks two-genre blends (no genre_top, as for over half of FMA
+    large) and audible sub-genres, extracted: the features folder and synth_truth.csv. (With 30 %
+    blends the single-label model lost nothing by skipping them, and the multi-label model, on 34
+    training blends, ranked a blend's two genres above the others hardly better than the control.)"""
     from mgc.extract import ExtractConfig
     from mgc.extract import run as extract
     from mgc.synth import SynthConfig, generate
 
     corpus = generate(SynthConfig(out=str(tmp_path_factory.mktemp("blends")), tracks=160, seconds=6.0, broken_share=0.0, unlabelled_share=0.0,
-                                  multi_genre=0.3, subgenres=True, seed=5), progress=False)  # fmt: skip
+                                  multi_genre=0.5, subgenres=True, seed=5), progress=False)  # fmt: skip
     features = tmp_path_factory.mktemp("blend_features")
     extract(fma.manifest(corpus), ExtractConfig(out=str(features), tracks_per_shard=16, progress=False))
     return features, pd.read_csv(f"{corpus}/fma_metadata/synth_truth.csv")
@@ -186,24 +188,31 @@ def _prior_ap(features: Path, target: targets.Target) -> float:
     return float(average_precision_score(y[val], np.tile(y[train].mean(0), (val.sum(), 1)), average="micro"))
 
 
-def _blend_ranks(runs: Path, name: str, truth: pd.DataFrame) -> list[float]:
-    """For each blended test track (two genres audible, both listed), the share of the absent top
-    genres that the less probable of its two genres outranks: about 0.5 for a model that hears one
-    genre of a blend, 1 for one that hears both."""
+def _blends(runs: Path, name: str, truth: pd.DataFrame) -> tuple[list[float], list[bool]]:
+    """For each blended test track (two genres audible, both listed): the share of the absent top
+    genres that the less probable of its two genres outranks (about 0.5 for a model that hears one
+    genre of a blend, 1 for one that hears both), and whether its two most probable top genres
+    are its two (by chance 1 in 28 of 8 top genres)."""
     saved = pq.read_table(runs / name / "test_predictions.parquet")
     meta = json.loads((runs / name / "model" / "model.json").read_text())
     ids, y, p = metrics.track_level_multilabel(saved["track_id"].to_numpy(), saved["target"].combine_chunks().to_numpy_ndarray(),
                                                saved["logprobs"].combine_chunks().to_numpy_ndarray(), meta["temperature"])  # fmt: skip
     p = targets.consistent(p, meta["parents"])
-    roots = [c for c, q in enumerate(meta["parents"]) if q < 0]
+    roots = np.array([c for c, q in enumerate(meta["parents"]) if q < 0])
     blended = truth.set_index("track_id").loc[ids, "genres"].str.contains("|", regex=False).to_numpy()
-    return [float((p[i, roots][y[i, roots] > 0].min() > p[i, roots][y[i, roots] == 0]).mean()) for i in np.flatnonzero(blended)]
+    ranks, top_two = [], []
+    for i in np.flatnonzero(blended):
+        listed = y[i, roots] > 0
+        ranks.append(float((p[i, roots][listed].min() > p[i, roots][~listed]).mean()))
+        top_two.append(set(np.argsort(-p[i, roots])[:2]) == set(np.flatnonzero(listed)))
+    return ranks, top_two
 
 
 def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_runs):
-    """Validation micro-AP well above the label-frequency prior; both genres of blended tracks
-    ranked above the absent ones; a model trained on permuted labels stays near the prior and hears
-    one genre of a blend no better than chance."""
+    """Validation micro-AP far above the label-frequency prior (measured 0.88 over a prior of
+    0.15: half the tracks blends make this corpus harder than the issue's "0.9 over < 0.4"
+    example); both genres of blended tracks ranked above the absent ones and, often, the two
+    most probable; a model trained on permuted labels stays near the prior and does neither."""
     from mgc.train import check
 
     features, truth = blends
@@ -212,10 +221,11 @@ def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_
     target = check(TrainConfig(features=str(features), target="genres_all", **ML)).target
     assert len(target.classes) == 24  # 8 genres and their 16 sub-genres, all audible
     prior = _prior_ap(features, target)
-    assert prior < 0.4 and multi["validation"]["val_track_ap_micro"] >= 0.9, (prior, multi["validation"])
+    assert prior < 0.25 and multi["validation"]["val_track_ap_micro"] >= 0.8, (prior, multi["validation"])
     assert control["validation"]["val_track_ap_micro"] < prior + 0.15 and control["stopped_early"], (prior, control["validation"])
-    ours, theirs = _blend_ranks(runs, "multi", truth), _blend_ranks(runs, "control", truth)
-    assert len(ours) >= 5 and np.mean(ours) >= 0.7 and np.mean(ours) >= np.mean(theirs) + 0.2, (ours, theirs)
+    (ours, our_two), (theirs, their_two) = _blends(runs, "multi", truth), _blends(runs, "control", truth)
+    assert len(ours) >= 10 and np.mean(ours) >= 0.7 and np.mean(ours) >= np.mean(theirs) + 0.2, (ours, theirs)
+    assert np.mean(our_two) >= 0.3 and np.mean(our_two) > np.mean(their_two), (our_two, their_two)
 
 
 def test_the_multilabel_models_top_genre_is_at_least_the_single_label_models(ml_runs):
@@ -300,3 +310,28 @@ def test_the_multilabel_baseline_is_one_vs_rest_beside_the_network(blends, tmp_p
     own = json.loads((tmp_path / "own" / "metrics.json").read_text())
     assert len(own["labels"]) == 16 and own["test"]["track"]["n_top"] == 0 and own["test"]["track"]["ap_micro"] > 0.5
     assert (tmp_path / "own" / "genre_ap.png").is_file() and not (tmp_path / "own" / "confusion_matrix.png").exists()
+
+
+def test_a_sweep_on_genres_all_optimises_validation_map(blends, tmp_path):
+    """`mgc tune --target genres_all`: ASHA and the best trial judge validation micro AP (the
+    target's score, by default), the exported best model is multi-label with its thresholds, and
+    its validation micro AP is the sweep's best."""
+    features, _ = blends
+    plain = [f"--{k.replace('_', '-')}={v}" for k, v in PLAIN.items()]
+    argv = ["tune", "--features", str(features), "--target", "genres_all", "--min-genre-tracks", "3", "--storage-path", str(tmp_path), "--name", "ml",
+            "--model", "cnn", "--epochs", "1", "--num-samples", "2", "--max-concurrent", "1", "--num-workers", "1", "--cpus-per-worker", "1",
+            "--grace-period", "1", "--lr-min", "1e-3", "--lr-max", "1e-2", "--channels", "8,16,32,32", "--dense", "64,32", "--batch-size", "16",
+            "--seed", "1", "--no-progress", *plain]  # fmt: skip
+    assert main(argv) == 0
+    sweep = tmp_path / "ml"
+    best = json.loads((sweep / "best.json").read_text())
+    assert (best["metric"], best["mode"]) == ("val_track_ap_micro", "max")
+    trials = pd.read_csv(sweep / "trials.csv")
+    assert len(trials) == 2 and trials["best_val_track_ap_micro"].notna().all()
+    top = trials.loc[trials["best_val_track_ap_micro"].idxmax()]
+    assert best["trial_id"] == top["trial_id"] and best["score"] == pytest.approx(top["best_val_track_ap_micro"])
+    exported = json.loads((sweep / "best" / "metrics.json").read_text())
+    assert exported["validation"]["val_track_ap_micro"] == pytest.approx(best["score"]) and "ap_micro" in best["test"]["track"]
+    meta = json.loads((sweep / "best" / "model" / "model.json").read_text())
+    assert meta["multilabel"] and len(meta["thresholds"]) == len(meta["labels"]) == 24
+    assert (sweep / "best" / "genre_ap.png").is_file()
