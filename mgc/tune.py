@@ -297,7 +297,6 @@ def _worker_group_reaper(every_s: float = 2.0):
     """A Tune callback (on the driver) that runs free_finished_worker_groups as trials end and
     every `every_s` seconds of Tune's loop (a trial's workers die a moment after it ends)."""
     from ray import tune
-
     from ray.util.state.exception import RayStateApiException
 
     class Reaper(tune.Callback):
