@@ -265,8 +265,8 @@ def _trial_bar(sweep: SweepConfig):
     return TrialBar()
 
 
-def free_finished_worker_groups() -> int:
-    """Remove this job's placement groups whose Ray Train workers are all dead; returns how many.
+def free_finished_worker_groups() -> None:
+    """Remove this job's placement groups whose Ray Train workers are all dead.
 
     Ray Train V2 leaves a trial's worker group reserved when Tune ends the trial's actor before
     its controller has released it (ray-project/ray#54305); on a small cluster the next trial's
@@ -279,18 +279,15 @@ def free_finished_worker_groups() -> int:
     job = ray.get_runtime_context().get_job_id()
     created = {g.placement_group_id for g in list_placement_groups(filters=[("state", "=", "CREATED"), ("creator_job_id", "=", job)], limit=10_000)}
     if not created:
-        return 0
+        return
     states: dict[str, set[str]] = {}
     for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("job_id", "=", job)], detail=True, limit=10_000):
         if a.placement_group_id in created:
             states.setdefault(a.placement_group_id, set()).add(a.state)
-    freed = 0
     for group, seen in states.items():
         if seen == {"DEAD"}:
             with contextlib.suppress(Exception):  # its controller may be removing it too
                 remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group))))
-                freed += 1
-    return freed
 
 
 def _worker_group_reaper(every_s: float = 2.0):
@@ -302,14 +299,17 @@ def _worker_group_reaper(every_s: float = 2.0):
     class Reaper(tune.Callback):
         last = 0.0
 
-        def on_step_begin(self, iteration, trials, **info) -> None:
-            if time.monotonic() - self.last >= every_s:
-                self.on_trial_complete(iteration, trials, None)
-
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        def free(self) -> None:
             self.last = time.monotonic()
             with contextlib.suppress(RayStateApiException):  # the state API busy: the next step tries again
                 free_finished_worker_groups()
+
+        def on_step_begin(self, iteration, trials, **info) -> None:
+            if time.monotonic() - self.last >= every_s:
+                self.free()
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.free()
 
         on_trial_error = on_trial_complete
 

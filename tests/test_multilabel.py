@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from conftest import PLAIN_RECIPE
 from helpers import shuffled_manifest
 from mgc import fma, metrics, targets
 from mgc.cli import main
@@ -317,11 +318,10 @@ def test_a_sweep_on_genres_all_optimises_validation_map(blends, tmp_path):
     target's score, by default), the exported best model is multi-label with its thresholds, and
     its validation micro AP is the sweep's best."""
     features, _ = blends
-    plain = [f"--{k.replace('_', '-')}={v}" for k, v in PLAIN.items()]
     argv = ["tune", "--features", str(features), "--target", "genres_all", "--min-genre-tracks", "3", "--storage-path", str(tmp_path), "--name", "ml",
             "--model", "cnn", "--epochs", "1", "--num-samples", "2", "--max-concurrent", "1", "--num-workers", "1", "--cpus-per-worker", "1",
             "--grace-period", "1", "--lr-min", "1e-3", "--lr-max", "1e-2", "--channels", "8,16,32,32", "--dense", "64,32", "--batch-size", "16",
-            "--seed", "1", "--no-progress", *plain]  # fmt: skip
+            "--seed", "1", "--no-progress", *PLAIN_RECIPE]  # fmt: skip
     assert main(argv) == 0
     sweep = tmp_path / "ml"
     best = json.loads((sweep / "best.json").read_text())
