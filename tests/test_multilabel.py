@@ -109,6 +109,32 @@ def test_a_multilabel_target_is_built_from_the_manifest_and_the_tree():
         targets.build(m, "genres_all", shards, min_tracks=9)
 
 
+def _best_cut(y: np.ndarray, probs: np.ndarray) -> float:
+    """The threshold among the scores themselves with the highest F1 (micro over every column), by brute force."""
+    from sklearn.metrics import f1_score
+
+    cuts = np.unique(probs)
+    return float(cuts[np.argmax([f1_score(y.ravel(), probs.ravel() >= c) for c in cuts])])
+
+
+def test_a_genre_with_few_validation_positives_leans_on_the_common_threshold():
+    """Genre 0 has 300 validation positives (separable at 0.3), genre 1 two (both at 0.95 and
+    above), genre 2 none: genre 0 keeps about its own F1-best threshold, genre 2 takes the
+    threshold best for all genres together, genre 1 is 2 parts its own to 10 parts that one."""
+    rng = np.random.default_rng(0)
+    n = 1000
+    y = np.zeros((n, 3), int)
+    y[:300, 0], y[:2, 1] = 1, 1
+    probs = np.where(y == 1, rng.uniform(0.3, 1, (n, 3)), rng.uniform(0, 0.3, (n, 3)))
+    probs[:, 1] = np.where(y[:, 1] == 1, [0.95, 0.97] + [0] * (n - 2), rng.uniform(0, 0.9, n))
+    cut = metrics.thresholds(y, probs)
+    common, own = _best_cut(y, probs), [_best_cut(y[:, c], probs[:, c]) for c in (0, 1)]
+    assert 0.28 < own[0] < 0.32 and own[1] == 0.95 and abs(common - own[0]) > 0.005  # the case is as built
+    assert cut[0] == pytest.approx((300 * own[0] + 10 * common) / 310) and abs(cut[0] - own[0]) < 0.01
+    assert cut[1] == pytest.approx((2 * 0.95 + 10 * common) / 12) and cut[2] == pytest.approx(common)
+    assert metrics.thresholds(np.zeros((4, 2), int), probs[:4, :2]) == [0.5, 0.5]
+
+
 def test_a_csv_of_several_genres_per_file_relabels_and_an_old_manifest_refuses_multilabel(tmp_path):
     """A CSV manifest lists several genres per file ("|"), some files with no top genre; a
     manifest written before labels left the shards (no genre lists) still gives genre_top, and a
