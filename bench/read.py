@@ -1,8 +1,8 @@
 """Reading shards through Ray Data: Ray 2.60's default Parquet reader (DataSource V2), which mgc
 uses, against Ray Data's first one (V1, `DataContext.use_datasource_v2 = False`), on the same
-files in one run, interleaved. What is timed is what training does with its shards, five times a
-run (the normalisation pass, the training and validation splits, validation and test
-predictions): one split's segments, filtered and projected, read whole. Then the same on a folder
+files in one run, interleaved. What is timed is what training does with its shards at least five
+times a run (the normalisation pass, the training and validation splits, validation and test
+predictions; without --cache-data the two splits are read again every epoch): one split's segments, filtered and projected, read whole. Then the same on a folder
 of many small shards (FMA large has 3,331), for the listing's cost.
 
     .venv/bin/python bench/read.py [--features bench/out/features] [--repeats 5] [--files 3331]
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+DEFAULT_FEATURES = str(HERE / "out" / "features")
 
 
 def one_read(path: str, v2: bool, columns: list[str]) -> tuple[float, int]:
@@ -70,12 +71,14 @@ def many_files(features: str, n: int, work: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--features", default=str(HERE / "out" / "features"))
+    ap.add_argument("--features", default=DEFAULT_FEATURES, help="an extraction's output folder (its _config.json and features/)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--files", type=int, default=3331, help="small shards in the listing case (0: skip it)")
     args = ap.parse_args()
 
     if not Path(args.features, "_config.json").exists():
+        if args.features != DEFAULT_FEATURES:
+            sys.exit(f"{args.features}: no _config.json: not the output of mgc extract")
         subprocess.run([sys.executable, str(HERE / "extract.py")], check=True)
     from mgc import session
 
@@ -87,7 +90,7 @@ def main() -> None:
     if args.files:
         with tempfile.TemporaryDirectory() as tmp:
             path = many_files(args.features, args.files, Path(tmp))
-            results["many_files"] = {"files": args.files, **compare(path, max(1, args.repeats // 2), ["track_id"])}
+            results["many_files"] = {"files": args.files, **compare(path, args.repeats, ["track_id"])}
         r = results["many_files"]
         print(f"{args.files} small shards, validation rows {r['rows']}: V1 {r['median_s']['v1']:.2f} s, "
               f"V2 (Ray's default, mgc's) {r['median_s']['v2']:.2f} s: {r['v2_over_v1']:.1f}x")  # fmt: skip

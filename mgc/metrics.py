@@ -171,11 +171,11 @@ def _best_f1_cut(y: np.ndarray, probs: np.ndarray) -> float:
     return float(cut[int(np.argmax(f1))])
 
 
-def thresholds(y: np.ndarray, probs: np.ndarray, prior: float = THRESHOLD_PRIOR) -> list[float]:
+def thresholds(y: np.ndarray, probs: np.ndarray) -> list[float]:
     """Per genre, a probability threshold chosen on these (validation) tracks: the one that
     maximises the genre's F1, shrunk towards the one that maximises micro F1 over every genre,
-    (n * own + prior * common) / (n + prior) for a genre with n positives here (the common one
-    where it has none; 0.5 where no genre has any)."""
+    (n * own + THRESHOLD_PRIOR * common) / (n + THRESHOLD_PRIOR) for a genre with n positives here
+    (the common one where it has none; 0.5 where no genre has any)."""
     if not y.any():
         return [0.5] * y.shape[1]
     common = _best_f1_cut(y.ravel(), probs.ravel())
@@ -183,7 +183,7 @@ def thresholds(y: np.ndarray, probs: np.ndarray, prior: float = THRESHOLD_PRIOR)
     for c in range(y.shape[1]):
         n = float(y[:, c].sum())
         own = _best_f1_cut(y[:, c], probs[:, c]) if n else common
-        out.append((n * own + prior * common) / (n + prior))
+        out.append((n * own + THRESHOLD_PRIOR * common) / (n + THRESHOLD_PRIOR))
     return out
 
 
