@@ -2,8 +2,9 @@
 uses, against Ray Data's first one (V1, `DataContext.use_datasource_v2 = False`), on the same
 files in one run, interleaved. What is timed is what training does with its shards at least five
 times a run (the normalisation pass, the training and validation splits, validation and test
-predictions; without --cache-data the two splits are read again every epoch): one split's segments, filtered and projected, read whole. Then the same on a folder
-of many small shards (FMA large has 3,331), for the listing's cost.
+predictions; without --cache-data the two splits are read again every epoch): one split's
+segments, filtered and projected, read whole. Then the same on a folder of many small shards (FMA
+large has 3,331, here a training and a validation row each), for the listing's cost.
 
     .venv/bin/python bench/read.py [--features bench/out/features] [--repeats 5] [--files 3331]
 
@@ -54,7 +55,7 @@ def compare(path: str, repeats: int, columns: list[str]) -> dict:
 
 
 def many_files(features: str, n: int, work: Path) -> str:
-    """`n` copies of a two-segment slice of one shard (one of each split's rows where it has them)."""
+    """`n` copies of two rows of one shard: its first training and its first validation row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
