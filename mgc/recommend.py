@@ -91,8 +91,7 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
     if missing:
         raise MgcError(f"{features} holds {', '.join(stored.inputs)}, not {', '.join(missing)}, which the model {model_path} reads")
     session.connect()
-    fs, path = storage.resolve(shards)
-    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["track_id", "split", *names])  # pushed down into the read
+    ds = storage.ray_read_parquet(shards).select_columns(["track_id", "split", *names])  # pushed down into the read
     total = ds.count()  # from the Parquet footers
     ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path}, batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy")
     # Per-track sums as batches arrive: the driver holds one vector per track, never one per

@@ -311,6 +311,23 @@ def read_parquet(path: str, columns: list[str] | None = None, schema: pa.Schema 
         )  # fmt: skip
 
 
+def ray_read_parquet(path: str):
+    """A directory of Parquet files (or one file) as a Ray Dataset, through our filesystems, with
+    Ray Data's first Parquet reader (DataSource V1). Ray 2.60's default reader lists files in a
+    task of its own and samples the first file on the driver: ~3 s more a read of one split, and
+    11x slower over FMA large's 3,331 shards (bench/README.md, "Reading shards through Ray Data");
+    training reads its shards at least five times a run."""
+    import ray.data
+
+    fs, p = resolve(path)
+    ctx = ray.data.DataContext.get_current()
+    v2, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        return ray.data.read_parquet(p, filesystem=fs)
+    finally:
+        ctx.use_datasource_v2 = v2
+
+
 def remove_stale_temporaries(directory: str) -> int:
     """Delete temporaries a killed writer left behind in a local directory; returns how many."""
     fs, p = resolve(directory)

@@ -274,18 +274,21 @@ def check_run_dir(cfg: TrainConfig, fcfg: FeatureConfig, model_cfg: ModelConfig)
 def dataset(features: str, split: str, target: targets.Target, columns: list[str], cache: bool = False):
     """The labelled segments of one split as a Ray Dataset: the inputs `columns`, track_id and
     the target joined from `target` (materialized in the object store if `cache`)."""
-    import ray
     from ray.data.expressions import col
 
-    fs, path = storage.resolve(storage.join(features, "features"))
-    ds = ray.data.read_parquet(path, filesystem=fs)
+    ds = storage.ray_read_parquet(storage.join(features, "features"))
     ds = ds.filter(expr=col("split") == split).select_columns([*columns, "track_id"])
     ds = ds.map_batches(target.join, batch_format="numpy")
     if cache:
         # Cached in read order, not in the order the reads finish: a seed's shuffle of the
         # cached blocks is then the same on every run.
         ds.context.execution_options.preserve_order = True
-        return ds.materialize()
+        cached = ds.materialize()
+        # materialize() was an execution of the copy whose context the cached dataset keeps:
+        # counted, it would give a seeded randomize_block_order other orders than the streamed
+        # dataset's (RandomSeedConfig(reseed_after_execution=True) seeds with the count).
+        cached.context._execution_idx = 0
+        return cached
     return ds
 
 
