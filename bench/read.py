@@ -1,5 +1,5 @@
-"""Reading shards through Ray Data: Ray 2.60's default Parquet reader (DataSource V2), which mgc
-uses, against Ray Data's first one (V1, `DataContext.use_datasource_v2 = False`), on the same
+"""Reading shards through Ray Data: Ray 2.60's default Parquet reader (DataSource V2) against Ray
+Data's first one (V1, `DataContext.use_datasource_v2 = False`, which mgc uses), on the same
 files in one run, interleaved. What is timed is what training does with its shards at least five
 times a run (the normalisation pass, the training and validation splits, validation and test
 predictions; without --cache-data the two splits are read again every epoch): one split's
