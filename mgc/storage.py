@@ -316,14 +316,19 @@ def ray_read_parquet(path: str):
     Ray Data's first Parquet reader (DataSource V1). Ray 2.60's default reader lists files in a
     task of its own and samples the first file on the driver: ~3 s more a read of one split, and
     11x slower over FMA large's 3,331 shards (bench/README.md, "Reading shards through Ray Data");
-    training reads its shards at least five times a run."""
+    training reads its shards at least five times a run.
+
+    One read task and block per file: left to itself, V1 cuts each file's rows into several
+    blocks to reach 200, and with `preserve_order` (cached splits) its read tasks then waited on
+    the consumer, idle, 10-40 s each (a small cnn's cached splits took 2 minutes to build)."""
     import ray.data
 
     fs, p = resolve(path)
+    files = len(list_files(path, ".parquet")) or 1  # a single file lists nothing
     ctx = ray.data.DataContext.get_current()
     v2, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
     try:
-        return ray.data.read_parquet(p, filesystem=fs)
+        return ray.data.read_parquet(p, filesystem=fs, override_num_blocks=files)
     finally:
         ctx.use_datasource_v2 = v2
 
