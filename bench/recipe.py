@@ -34,16 +34,16 @@ SMALL = dict(channels=(8, 16, 32, 32), dense=(64, 32))  # the tests' size
 NO_AUGMENTATION = {"time_shift": 0.0, "spec_mask": 0.0, "gain_db": 0.0, "mixup": 0.0}
 
 
-def noisy_features(work: Path, tracks: int, seconds: float, noise: float, upload: tuple[str, ...] = (), seed: int = 5) -> Path:
-    """A synthetic corpus with `noise` of its training labels flipped and its validation and test
-    tracks recorded under the `upload` conditions, extracted (made once)."""
+def noisy_features(work: Path, tracks: int, seconds: float, noise: float, upload: tuple[str, ...] = (), seed: int = 5, held_out: float = 0.1) -> Path:
+    """A synthetic corpus with `noise` of its training labels flipped, `held_out` of its tracks in
+    validation and in test, and those recorded under the `upload` conditions, extracted (made once)."""
     from mgc import fma
     from mgc.extract import ExtractConfig, run
     from mgc.synth import SynthConfig, generate
 
-    out = work / f"noisy_{tracks}x{seconds:g}s_{noise:g}{'_' + '+'.join(upload) if upload else ''}{f'_seed{seed}' if seed != 5 else ''}"
+    out = work / f"noisy_{tracks}x{seconds:g}s_{noise:g}{'_' + '+'.join(upload) if upload else ''}{f'_seed{seed}' if seed != 5 else ''}{f'_held{held_out:g}' if held_out != 0.1 else ''}"
     if not (out / "features" / "_summary.json").exists():
-        generate(SynthConfig(out=str(out / "corpus"), tracks=tracks, seconds=seconds, broken_share=0.0, label_noise=noise, upload_conditions=upload, seed=seed), progress=False)
+        generate(SynthConfig(out=str(out / "corpus"), tracks=tracks, seconds=seconds, broken_share=0.0, label_noise=noise, upload_conditions=upload, seed=seed, held_out=held_out), progress=False)
         run(fma.manifest(str(out / "corpus")), ExtractConfig(out=str(out / "features"), tracks_per_shard=16, progress=False))
     return out / "features"
 
@@ -89,10 +89,12 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.2)
     ap.add_argument("--upload-conditions", default="", help="validation and test recorded as uploads: any of offset,band,noise,level (default: none)")
     ap.add_argument("--corpus-seed", type=int, default=5)
+    ap.add_argument("--held-out", type=float, default=0.1, help="share of the tracks in validation and in test, each (default: 0.1)")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--sizes", choices=("mid", "small"), default="mid", help="small: the tests' channels 8-16-32-32, dense 64-32, lr 3e-3")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--model", default="cnn")
+    ap.add_argument("--recipes", default="plain,mgc,no-augmentation", help="which recipes to run (default: all three)")
     ap.add_argument("--speed-only", action="store_true", help="only the per-step cost of augmentation (no Ray, no corpus)")
     ap.add_argument("--workdir", default=str(HERE / "out"))
     args = ap.parse_args()
@@ -108,12 +110,13 @@ def main() -> None:
     work = Path(args.workdir)
     ray.init(include_dashboard=False, log_to_driver=False)
     upload = tuple(c for c in args.upload_conditions.split(",") if c)
-    features = noisy_features(work, args.tracks, args.seconds, args.noise, upload, args.corpus_seed)
+    features = noisy_features(work, args.tracks, args.seconds, args.noise, upload, args.corpus_seed, args.held_out)
     sizes, lr = (SMALL, 3e-3) if args.sizes == "small" else (SIZES, 1e-3)
     runs = work / "recipe_runs"
     shutil.rmtree(runs, ignore_errors=True)
     base = TrainConfig(features=str(features), model=args.model, epochs=args.epochs, batch_size=32, lr=lr, cache_data=True, storage_path=str(runs), progress=False, **sizes)
     recipes = {"plain": PLAIN, "mgc": {"patience": 0}, "mgc, no augmentation": {"patience": 0, **NO_AUGMENTATION}}
+    recipes = {name: options for name, options in recipes.items() if name.replace("mgc, ", "").replace(" ", "-") in args.recipes.split(",")}
     rows = []
     for seed in map(int, args.seeds.split(",")):
         for recipe, options in recipes.items():
@@ -136,7 +139,7 @@ def main() -> None:
         summary[recipe] = {k: round(float(np.mean([r[k] for r in mine])), 4) for k in
                            ("best_val_track_accuracy", "last3_val_track_accuracy", "test_track_accuracy", "test_ece_before", "test_ece_after", "segments_per_s")}  # fmt: skip
     cost = augmentation_cost(args.model)
-    result = {"corpus": {"tracks": args.tracks, "seconds": args.seconds, "label_noise": args.noise, "upload_conditions": list(upload), "seed": args.corpus_seed},
+    result = {"corpus": {"tracks": args.tracks, "seconds": args.seconds, "label_noise": args.noise, "upload_conditions": list(upload), "seed": args.corpus_seed, "held_out": args.held_out},
               "model": args.model, "sizes": sizes, "lr": lr,
               "epochs": args.epochs, "runs": rows, "summary": summary, "augmentation": cost}  # fmt: skip
     (work / "recipe.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -128,7 +128,7 @@ LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "gpus_per_trial": (0, None, True, False), "top_k": (1, None, True, False), "uncertain_below": (0, 1, True, True),
     "files_per_batch": (1, None, True, False), "actors": (0, None, True, False), "tracks": (1, None, True, False),
     "seconds": (3, None, True, False), "trials": (1, None, True, False), "sweep_epochs": (1, None, True, False),
-    "uploads": (0, None, True, False), "link_pool": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False), "label_noise": (0, 1, True, False), "multi_genre": (0, 1, True, True),
+    "uploads": (0, None, True, False), "link_pool": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False), "label_noise": (0, 1, True, False), "multi_genre": (0, 1, True, True), "held_out": (0, 0.4, False, True),
     "workers": (0, None, True, False), "k": (1, None, True, False), "weight_decay": (0, None, True, False),
     "warmup_epochs": (0, None, True, False), "label_smoothing": (0, 1, True, False), "time_shift": (0, 1, True, True),
     "spec_mask": (0, 1, True, True), "gain_db": (0, None, True, False), "mixup": (0, None, True, False), "patience": (0, None, True, False),
@@ -232,7 +232,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     cfg = SynthConfig(
         out=args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed, broken_share=args.broken_share,
         unlabelled_share=args.unlabelled_share, label_noise=args.label_noise, upload_conditions=args.upload_conditions,
-        audio_dir=args.audio_dir, workers=args.workers, link_pool=args.link_pool, fma_proportions=args.fma_proportions,
+        held_out=args.held_out, audio_dir=args.audio_dir, workers=args.workers, link_pool=args.link_pool, fma_proportions=args.fma_proportions,
         multi_genre=args.multi_genre, subgenres=args.subgenres,
     )  # fmt: skip
     print(generate(cfg, progress=not args.no_progress))
@@ -403,6 +403,8 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     s.add_argument("--upload-conditions", type=lambda v: tuple(x for x in v.split(",") if x), default="", metavar="LIST",
                    help="record the validation and test tracks as new uploads, unlike the catalogue training sees: any of offset (not starting on a bar), "
                    "band (band-limited, EQ tilt), noise (background noise), level (peak -30 to -1 dBFS), comma-separated (default: none)")
+    s.add_argument("--held-out", type=ranged(float, "held_out"), default=0.1, metavar="SHARE",
+                   help="share of the tracks in validation and in test, each, by artist (default: 0.1, as the FMA's split)")
     s.add_argument("--audio-dir", default="fma_large", help="audio folder name under --out (default: fma_large)")
     s.add_argument("--workers", type=ranged(int, "workers"), default=0, help="processes writing audio (default: 0 = one per core)")
     s.add_argument("--link-pool", type=ranged(int, "link_pool"), default=0, metavar="N",

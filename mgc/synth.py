@@ -129,6 +129,9 @@ class SynthConfig:
     # sees: any of UPLOAD_CONDITIONS (`record_upload`). Held-out recording conditions, on top of
     # the held-out artists every split has; empty: every split recorded alike.
     upload_conditions: tuple[str, ...] = ()
+    # Share of the artists' tracks in validation and in test, each (the FMA's split: 0.1). More
+    # held-out tracks make a comparison of two trainings tell smaller differences apart.
+    held_out: float = 0.1
     audio_dir: str = "fma_large"
     workers: int = 0
     # Render only this many clips (shared by the genres) and hard-link every track to one of its
@@ -160,6 +163,8 @@ class SynthConfig:
             )
         if self.link_pool < 0:
             raise MgcError("synth: --link-pool must be at least 0")
+        if not 0 < self.held_out <= 0.4:
+            raise MgcError("synth: --held-out must be in (0, 0.4]: validation and test take that share each, training the rest")
         if not 0 <= self.multi_genre <= 1:
             raise MgcError("synth: --multi-genre must be in [0, 1]")
         if self.link_pool and self.truthful:
@@ -671,7 +676,7 @@ def plan(cfg: SynthConfig) -> pd.DataFrame:
         sizes = g["artist_id"].value_counts()
         rng.shuffle(artists)
         counts = {"training": 0, "validation": 0, "test": 0}
-        target = {"training": 0.8, "validation": 0.1, "test": 0.1}
+        target = {"training": 1 - 2 * cfg.held_out, "validation": cfg.held_out, "test": cfg.held_out}
         for i, a in enumerate(artists):
             n = int(sizes[a])
             if len(artists) >= 3 and i < 2:
@@ -846,7 +851,7 @@ def stamp_of(cfg: SynthConfig) -> dict:
     at their defaults, so that a corpus written before they existed keeps its stamp (and is reused)."""
     wanted = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers")}
     wanted["upload_conditions"] = list(cfg.upload_conditions)
-    for k, unset in (("upload_conditions", []), ("multi_genre", 0.0), ("subgenres", False)):
+    for k, unset in (("upload_conditions", []), ("held_out", 0.1), ("multi_genre", 0.0), ("subgenres", False)):
         if wanted[k] == unset:
             del wanted[k]
     return wanted

@@ -16,13 +16,6 @@ from mgc.extract import ExtractConfig, run
 from mgc.features import FeatureConfig
 
 
-@pytest.fixture(scope="module")
-def extracted(ray_connected, corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("features")
-    summary = run(fma.manifest(str(corpus), "fma_large", "large"), ExtractConfig(out=str(out), tracks_per_shard=5, progress=False))
-    return out, summary
-
-
 def test_shards_hold_every_good_track_once_and_every_bad_one_as_a_reject(extracted, truth, corpus):
     out, summary = extracted
     feats, rejects = assert_complete_and_unique(out, truth, segments_per_track=3)

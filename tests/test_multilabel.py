@@ -219,11 +219,12 @@ def _prior_ap(features: Path, target: targets.Target) -> float:
     return float(average_precision_score(y[val], np.tile(y[train].mean(0), (val.sum(), 1)), average="micro"))
 
 
-def _blends(runs: Path, name: str, truth: pd.DataFrame) -> tuple[list[float], list[bool]]:
+def _blends(runs: Path, name: str, truth: pd.DataFrame) -> tuple[list[float], list[bool], list[bool]]:
     """For each blended test track (two genres audible, both listed): the share of the absent top
     genres that the less probable of its two genres outranks (about 0.5 for a model that hears one
-    genre of a blend, 1 for one that hears both), and whether its two most probable top genres
-    are its two (by chance 1 in 28 of 8 top genres)."""
+    genre of a blend, 1 for one that hears both), whether its two most probable top genres are its
+    two (by chance 1 in 28 of 8 top genres), and whether both are tagged (at or above the
+    artifact's thresholds, as `mgc label` tags)."""
     saved = pq.read_table(runs / name / "test_predictions.parquet")
     meta = json.loads((runs / name / "model" / "model.json").read_text())
     ids, y, p = metrics.track_level_multilabel(saved["track_id"].to_numpy(), saved["target"].combine_chunks().to_numpy_ndarray(),
@@ -231,19 +232,22 @@ def _blends(runs: Path, name: str, truth: pd.DataFrame) -> tuple[list[float], li
     p = targets.consistent(p, meta["parents"])
     roots = np.array([c for c, q in enumerate(meta["parents"]) if q < 0])
     blended = truth.set_index("track_id").loc[ids, "genres"].str.contains("|", regex=False).to_numpy()
-    ranks, top_two = [], []
+    tagged = p[:, roots] >= np.array(meta["thresholds"])[roots]
+    ranks, top_two, both = [], [], []
     for i in np.flatnonzero(blended):
         listed = y[i, roots] > 0
         ranks.append(float((p[i, roots][listed].min() > p[i, roots][~listed]).mean()))
         top_two.append(set(np.argsort(-p[i, roots])[:2]) == set(np.flatnonzero(listed)))
-    return ranks, top_two
+        both.append(bool(tagged[i, listed].all()))
+    return ranks, top_two, both
 
 
 def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_runs):
     """Validation micro-AP far above the label-frequency prior (measured 0.88 over a prior of
     0.15: half the tracks blends make this corpus harder than the issue's "0.9 over < 0.4"
     example); both genres of blended tracks ranked above the absent ones and, often, the two
-    most probable; a model trained on permuted labels stays near the prior and does neither."""
+    most probable and both tagged; a model trained on permuted labels stays near the prior and
+    does none of it."""
     from mgc.train import check
 
     features, truth = blends
@@ -254,9 +258,11 @@ def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_
     prior = _prior_ap(features, target)
     assert prior < 0.25 and multi["validation"]["val_track_ap_micro"] >= 0.8, (prior, multi["validation"])
     assert control["validation"]["val_track_ap_micro"] < prior + 0.15 and control["stopped_early"], (prior, control["validation"])
-    (ours, our_two), (theirs, their_two) = _blends(runs, "multi", truth), _blends(runs, "control", truth)
+    (ours, our_two, our_both), (theirs, their_two, their_both) = _blends(runs, "multi", truth), _blends(runs, "control", truth)
     assert len(ours) >= 10 and np.mean(ours) >= 0.7 and np.mean(ours) >= np.mean(theirs) + 0.2, (ours, theirs)
     assert np.mean(our_two) >= 0.3 and np.mean(our_two) > np.mean(their_two), (our_two, their_two)
+    # Both genres tagged: 7 of 14 test blends (2026-12-02), the control 1.
+    assert np.mean(our_both) >= 0.35 and np.mean(our_both) >= np.mean(their_both) + 0.2, (our_both, their_both)
 
 
 def test_the_multilabel_models_top_genre_is_at_least_the_single_label_models(ml_runs):

@@ -21,6 +21,23 @@ def test_plan_is_deterministic_artist_filtered_and_covers_every_genre_in_every_s
     assert not synth.plan(synth.SynthConfig(out="unused", tracks=160, seed=2)).equals(a)
 
 
+def test_held_out_sets_the_validation_and_test_shares_by_artist():
+    """--held-out 0.2 puts about a fifth of the tracks in each of validation and test, artist by
+    artist; the default (0.1, the FMA's) is the plan as it was, stamp included."""
+    default = synth.SynthConfig(out="unused", tracks=400, seed=3)
+    wide = dataclasses.replace(default, held_out=0.2)
+    a, b = synth.plan(default), synth.plan(wide)
+    assert b.groupby("artist_id")["split"].nunique().max() == 1
+    for df, share in ((a, 0.1), (b, 0.2)):
+        shares = df["split"].value_counts(normalize=True)
+        assert abs(shares["validation"] - share) < 0.03 and abs(shares["test"] - share) < 0.03, shares
+    pd.testing.assert_frame_equal(a.drop(columns="split"), b.drop(columns="split"))  # only the splits move
+    assert "held_out" not in synth.stamp_of(default) and synth.stamp_of(wide)["held_out"] == 0.2
+    for bad in (0.0, 0.5):
+        with pytest.raises(MgcError, match="--held-out"):
+            dataclasses.replace(default, held_out=bad)
+
+
 def test_corpus_metadata_is_in_the_real_fma_format(corpus, truth, fma_sample):
     ours = (corpus / "fma_metadata" / "tracks.csv").read_text().splitlines()[:3]
     real = (fma_sample / "tracks.csv").read_text().splitlines()[:3]

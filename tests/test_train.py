@@ -180,14 +180,15 @@ def test_a_killed_worker_resumes_from_the_checkpoint(ray_cluster, features, tmp_
 
 
 @pytest.mark.slow
-def test_the_readme_train_command_runs_with_its_defaults(features, tmp_path, capsys):
+def test_the_readme_train_command_runs_with_its_defaults(extracted, tmp_path, capsys):
     """The README's `mgc train --features F --model cnn_lstm --epochs 30 --storage-path runs/`, for one
-    epoch: with the default sizes and workers it runs on the suite's 2-CPU cluster (workers: every
-    CPU but the one Ray Data's reads keep), and says what it chose."""
+    epoch on the 48-track corpus (the default sizes are slow on 2 CPUs): with the default sizes and
+    workers it runs on the suite's 2-CPU cluster (workers: every CPU but the one Ray Data's reads
+    keep), and says what it chose."""
     from mgc.cli import main
 
     runs = tmp_path / "runs"
-    assert main(["train", "--features", str(features), "--model", "cnn_lstm", "--epochs", "1", "--storage-path", str(runs), "--no-progress"]) == 0
+    assert main(["train", "--features", str(extracted[0]), "--model", "cnn_lstm", "--epochs", "1", "--storage-path", str(runs), "--no-progress"]) == 0
     assert "mgc: train cnn_lstm: 1 worker(s) x 1 CPU" in capsys.readouterr().err
     m = json.loads((runs / "cnn_lstm" / "metrics.json").read_text())
     assert m["train"]["num_workers"] == 1 and m["model"]["channels"] == [64, 128, 256, 512] and m["epochs_run"] == 1
