@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest --durations=15 -m "not statistical" tests
+	$(BIN)/python -m pytest --durations=25 tests
 
 # `make demo ARGS=--fresh` starts again; a plain re-run reuses finished stages.
 demo: $(STAMP)
