@@ -98,13 +98,20 @@ def main() -> None:
     ap.add_argument("--speed-only", action="store_true", help="only the per-step cost of augmentation (no Ray, no corpus)")
     ap.add_argument("--workdir", default=str(HERE / "out"))
     args = ap.parse_args()
+
+    from mgc.train import PLAIN
+
+    known = {"plain": PLAIN, "mgc": {"patience": 0}, "no-augmentation": {"patience": 0, **NO_AUGMENTATION}}  # no-augmentation: mgc's, without it
+    if unknown := set(args.recipes.split(",")) - set(known):
+        ap.error(f"--recipes: no recipe {', '.join(sorted(unknown))} (choose from {', '.join(known)})")
+    recipes = {name: options for name, options in known.items() if name in args.recipes.split(",")}
     if args.speed_only:
         print(json.dumps(augmentation_cost(args.model)))
         return
 
     import ray
 
-    from mgc.train import PLAIN, TrainConfig
+    from mgc.train import TrainConfig
     from mgc.train import run as train
 
     work = Path(args.workdir)
@@ -115,12 +122,10 @@ def main() -> None:
     runs = work / "recipe_runs"
     shutil.rmtree(runs, ignore_errors=True)
     base = TrainConfig(features=str(features), model=args.model, epochs=args.epochs, batch_size=32, lr=lr, cache_data=True, storage_path=str(runs), progress=False, **sizes)
-    recipes = {"plain": PLAIN, "mgc": {"patience": 0}, "mgc, no augmentation": {"patience": 0, **NO_AUGMENTATION}}
-    recipes = {name: options for name, options in recipes.items() if name.replace("mgc, ", "").replace(" ", "-") in args.recipes.split(",")}
     rows = []
     for seed in map(int, args.seeds.split(",")):
         for recipe, options in recipes.items():
-            out = train(dataclasses.replace(base, seed=seed, name=f"{recipe.replace(', ', '_').replace(' ', '_')}-{seed}", **options))
+            out = train(dataclasses.replace(base, seed=seed, name=f"{recipe}-{seed}", **options))
             history = json.loads((runs / out["run"] / "history.json").read_text())
             rows.append({
                 "recipe": recipe, "seed": seed, "best_epoch": out["best_epoch"],
