@@ -45,11 +45,12 @@ def blend_scores(run: Path, genres: dict[int, str]) -> dict[str, float]:
     listed, p = y[:, roots] > 0, targets.consistent(p, meta["parents"])[:, roots]
     blend = np.array(["|" in genres[i] for i in ids]) & (listed.sum(1) >= 2)
     listed, p = listed[blend], p[blend]
+    if not blend.any():
+        return {"test_blends": 0, "all_tagged": None, "top_k_listed": None}
     tagged = p >= np.array(meta["thresholds"])[roots]
-    k = listed.sum(1, keepdims=True)
     top = np.argsort(-p, axis=1)
-    top_k = np.array([set(t[:n]) == set(np.flatnonzero(row)) for t, n, row in zip(top, k[:, 0], listed)])
-    return {"test_blends": int(blend.sum()), "all_tagged": round(float((tagged | ~listed).all(1).mean()), 3), "top_k_listed": round(float(top_k.mean()), 3)}
+    top_k = [set(t[: row.sum()]) == set(np.flatnonzero(row)) for t, row in zip(top, listed)]
+    return {"test_blends": int(blend.sum()), "all_tagged": round(float((tagged | ~listed).all(1).mean()), 3), "top_k_listed": round(float(np.mean(top_k)), 3)}
 
 
 def main() -> None:
@@ -66,7 +67,7 @@ def main() -> None:
 
     recipes = {"plain": PLAIN, "default": {"patience": 0}}
     if unknown := set(args.recipes.split(",")) - set(recipes):
-        ap.error(f"--recipes: no recipe {', '.join(sorted(unknown))} (choose from plain, default)")
+        ap.error(f"--recipes: no recipe {', '.join(sorted(unknown))} (choose from {', '.join(recipes)})")
 
     import pandas as pd
     import ray
@@ -102,7 +103,9 @@ def main() -> None:
     (work / "blends.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\n{'tracks':>6} {'recipe':>8} {'trained on':>10} {'val mAP':>8} {'test blends':>11} {'both tagged':>11} {'top 2 theirs':>12}")
     for r in rows:
-        print(f"{r['tracks']:>6} {r['recipe']:>8} {r['training_tracks']:>10} {r['val_track_ap_micro']:>8.3f} {r['test_blends']:>11} {r['all_tagged']:>11.3f} {r['top_k_listed']:>12.3f}")
+        share = {k: "-" if r[k] is None else f"{r[k]:.3f}" for k in ("all_tagged", "top_k_listed")}  # "-": no test blends
+        print(f"{r['tracks']:>6} {r['recipe']:>8} {r['training_tracks']:>10} {r['val_track_ap_micro']:>8.3f} {r['test_blends']:>11} "
+              f"{share['all_tagged']:>11} {share['top_k_listed']:>12}")  # fmt: skip
 
 
 if __name__ == "__main__":

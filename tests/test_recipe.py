@@ -192,9 +192,9 @@ MID = dict(model="cnn", epochs=12, channels=(16, 32, 64, 64), dense=(256, 64, 32
 def test_the_default_recipe_beats_the_plain_one_on_uploads_and_calibrates(ray_connected, tmp_path):
     """cnn trained by the default recipe (AdamW, warm-up and cosine, shifts, masks, mixup) gets
     more validation tracks right than by the plain one (Adam at a constant rate, nothing else) in
-    the same 12 epochs, on held-out artists recorded unlike the catalogue, from labels a fifth
-    wrong; the artifact carries the temperature fitted on validation, which lowers the test ECE,
-    and the reliability diagram is drawn."""
+    the same 12 epochs, and no fewer test tracks, on held-out artists recorded unlike the
+    catalogue, from labels a fifth wrong; the artifact carries the temperature fitted on
+    validation, which lowers the validation and test ECE, and the reliability diagram is drawn."""
     import dataclasses
 
     import pandas as pd
@@ -214,13 +214,15 @@ def test_the_default_recipe_beats_the_plain_one_on_uploads_and_calibrates(ray_co
     truth = pd.read_csv(f"{corpus}/fma_metadata/synth_truth.csv")
     assert truth["upload"].sum() == (truth["split"] != "training").sum()
     tracks = int((truth["split"] == "validation").sum())
-    histories = {k: json.loads((runs / k / "history.json").read_text()) for k in out}
-    right = {k: round(max(h["val_track_accuracy"] for h in hs) * tracks) for k, hs in histories.items()}  # validation tracks right, best epoch
+    right = {k: round(o["validation"]["val_track_accuracy"] * tracks) for k, o in out.items()}  # validation tracks the exported models get right
     assert right["default"] > right["plain"] and right["default"] >= 0.7 * tracks, (right, tracks)
-    history = histories["default"]
-    assert 0.66 * MID["lr"] < history[0]["lr"] <= MID["lr"] and history[-1]["lr"] < MID["lr"] / 30, [h["lr"] for h in history]  # warmed up, decayed
+    assert out["default"]["test"]["track"]["accuracy"] >= out["plain"]["test"]["track"]["accuracy"]
+    # The rate at each epoch's end: the peak after the one-epoch warm-up (test_the_schedule_warms_up_then_decays_to_zero
+    # checks the warm-up itself), then falling to zero.
+    rates = [h["lr"] for h in json.loads((runs / "default" / "history.json").read_text())]
+    assert rates[0] == pytest.approx(MID["lr"]) and all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < MID["lr"] / 1000, rates
     c = out["default"]["calibration"]
     assert json.loads((runs / "default" / "model" / "model.json").read_text())["temperature"] == c["temperature"] > 0
-    assert c["test"]["ece_after"] < c["test"]["ece_before"], c["test"]
+    assert c["validation"]["ece_after"] < c["validation"]["ece_before"] and c["test"]["ece_after"] < c["test"]["ece_before"], c
     assert out["default"]["test"]["track"]["ece"] == pytest.approx(c["test"]["ece_after"])
     assert (runs / "default" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
