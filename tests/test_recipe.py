@@ -199,15 +199,12 @@ def test_the_default_recipe_beats_the_plain_one_on_uploads_and_calibrates(ray_co
 
     import pandas as pd
 
-    from mgc import fma
-    from mgc.extract import ExtractConfig
-    from mgc.extract import run as extract
+    from conftest import _extract
     from mgc.synth import SynthConfig, generate
     from mgc.train import run as train
 
     corpus = generate(SynthConfig(out=str(tmp_path / "corpus"), **UPLOADS), progress=False)
-    features = tmp_path / "features"
-    extract(fma.manifest(corpus), ExtractConfig(out=str(features), tracks_per_shard=16, progress=False))
+    features = _extract(tmp_path / "corpus", tmp_path / "features")
     runs = tmp_path / "runs"
     base = TrainConfig(features=str(features), num_workers=1, cache_data=True, storage_path=str(runs), progress=False, seed=0, **MID)
     out = {recipe: train(dataclasses.replace(base, name=recipe, **options)) for recipe, options in (("plain", PLAIN), ("default", {"patience": 0}))}
