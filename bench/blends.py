@@ -10,7 +10,7 @@ with both genres tagged at the artifact's thresholds (as `mgc label` tags), the 
 most probable top genres are theirs, and validation micro-AP. Printed and written to
 bench/out/blends.json.
 
-    .venv/bin/python bench/blends.py [--tracks 160,320,640] [--recipes plain,default] [--seconds 6] [--epochs 30] [--seed 5]
+    .venv/bin/python bench/blends.py [--tracks 160,320,640] [--recipes plain,default] [--seconds 6] [--epochs 30] [--seed 5] [--train-seeds 0]
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--recipes", default="plain,default", help="plain: the test's (Adam, constant rate, no augmentation); default: mgc's")
     ap.add_argument("--seed", type=int, default=5, help="corpus seed (the test's: 5)")
+    ap.add_argument("--train-seeds", default="0", help="training seeds: each recipe trains once per seed (the spread says what one run can show)")
     ap.add_argument("--workdir", default=str(HERE / "out"))
     args = ap.parse_args()
 
@@ -92,18 +93,20 @@ def main() -> None:
         runs = base / "runs"
         shutil.rmtree(runs, ignore_errors=True)
         for recipe in args.recipes.split(","):
-            out = train(TrainConfig(features=str(features), target="genres_all", epochs=args.epochs, num_workers=1, cache_data=True, progress=False,
-                                    storage_path=str(runs), name=recipe, **SMALL, **recipes[recipe]))  # fmt: skip
-            rows.append({"tracks": tracks, "recipe": recipe, "training_tracks": out["tracks"]["training"], "classes": len(out["labels"]),
-                         "val_track_ap_micro": round(out["validation"]["val_track_ap_micro"], 3),
-                         **blend_scores(runs / recipe)})  # fmt: skip
-            print(rows[-1], flush=True)
+            for seed in map(int, args.train_seeds.split(",")):
+                name = f"{recipe}_seed{seed}"
+                out = train(TrainConfig(features=str(features), target="genres_all", epochs=args.epochs, num_workers=1, cache_data=True, progress=False,
+                                        storage_path=str(runs), name=name, seed=seed, **SMALL, **recipes[recipe]))  # fmt: skip
+                rows.append({"tracks": tracks, "recipe": recipe, "seed": seed, "training_tracks": out["tracks"]["training"], "classes": len(out["labels"]),
+                             "val_track_ap_micro": round(out["validation"]["val_track_ap_micro"], 3),
+                             **blend_scores(runs / name)})  # fmt: skip
+                print(rows[-1], flush=True)
     result = {"seconds": args.seconds, "epochs": args.epochs, "corpus_seed": args.seed, "sizes": SMALL, "recipes": args.recipes.split(","), "runs": rows}
     (work / "blends.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'tracks':>6} {'recipe':>8} {'trained on':>10} {'val mAP':>8} {'test blends':>11} {'both tagged':>11} {'top 2 theirs':>12}")
+    print(f"\n{'tracks':>6} {'recipe':>8} {'seed':>4} {'trained on':>10} {'val mAP':>8} {'test blends':>11} {'both tagged':>11} {'top 2 theirs':>12}")
     for r in rows:
         share = {k: "-" if r[k] is None else f"{r[k]:.3f}" for k in ("all_tagged", "top_k_listed")}  # "-": no test blends
-        print(f"{r['tracks']:>6} {r['recipe']:>8} {r['training_tracks']:>10} {r['val_track_ap_micro']:>8.3f} {r['test_blends']:>11} "
+        print(f"{r['tracks']:>6} {r['recipe']:>8} {r['seed']:>4} {r['training_tracks']:>10} {r['val_track_ap_micro']:>8.3f} {r['test_blends']:>11} "
               f"{share['all_tagged']:>11} {share['top_k_listed']:>12}")  # fmt: skip
 
 

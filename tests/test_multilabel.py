@@ -260,8 +260,9 @@ def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_
     assert control["validation"]["val_track_ap_micro"] < prior + 0.15 and control["stopped_early"], (prior, control["validation"])
     (ours, our_two, our_both), (theirs, their_two, their_both) = _blends(runs, "multi", truth), _blends(runs, "control", truth)
     assert len(ours) >= 10 and np.mean(ours) >= 0.7 and np.mean(ours) >= np.mean(theirs) + 0.2, (ours, theirs)
-    assert np.mean(our_two) >= 0.3 and np.mean(our_two) > np.mean(their_two), (our_two, their_two)
-    # Both genres tagged: 7 of 14 test blends (2026-12-02), the control 1.
+    # Its two genres the two most probable: 9, 9 and 11 of 14 test blends with training seeds 0-2;
+    # both tagged: 7, 7 and 8 (bench/blends.py, 2026-12-06); the control 1.
+    assert np.mean(our_two) >= 0.5 and np.mean(our_two) > np.mean(their_two), (our_two, their_two)
     assert np.mean(our_both) >= 0.35 and np.mean(our_both) >= np.mean(their_both) + 0.2, (our_both, their_both)
 
 
