@@ -70,6 +70,10 @@ def main() -> None:
     recipes = {"plain": PLAIN, "default": {"patience": 0}}
     if unknown := set(args.recipes.split(",")) - set(recipes):
         ap.error(f"--recipes: no recipe {', '.join(sorted(unknown))} (choose from {', '.join(recipes)})")
+    try:
+        seeds = sorted({int(s) for s in args.train_seeds.split(",")})
+    except ValueError:
+        ap.error(f"--train-seeds: integers joined by commas, not {args.train_seeds!r}")
 
     import ray
 
@@ -93,7 +97,7 @@ def main() -> None:
         runs = base / "runs"
         shutil.rmtree(runs, ignore_errors=True)
         for recipe in args.recipes.split(","):
-            for seed in map(int, args.train_seeds.split(",")):
+            for seed in seeds:
                 name = f"{recipe}_seed{seed}"
                 out = train(TrainConfig(features=str(features), target="genres_all", epochs=args.epochs, num_workers=1, cache_data=True, progress=False,
                                         storage_path=str(runs), name=name, seed=seed, **SMALL, **recipes[recipe]))  # fmt: skip

@@ -5,9 +5,9 @@ controller takes reports when it polls the workers: every 2 s by default. mgc's 
 every `mgc.train.POLL_INTERVAL_S` unless RAY_TRAIN_HEALTH_CHECK_INTERVAL_S is set. This trains
 one small cnn for a few short epochs with Ray's default and with mgc's interval, interleaved,
 and prints each run's wall time (the `mgc.train.run` call: start, epochs, scoring, artifact) and
-the ratio of the medians. Results go to bench/out/poll.json.
+the ratio of the medians. Results go to <workdir>/poll.json.
 
-    .venv/bin/python bench/poll.py [--tracks 80] [--seconds 6] [--epochs 6] [--repeats 2]
+    .venv/bin/python bench/poll.py [--tracks 80] [--seconds 6] [--epochs 6] [--repeats 2] [--workdir bench/out]
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ def main() -> None:
     from mgc.train import PLAIN, POLL_INTERVAL_S, TrainConfig
     from mgc.train import run as train
 
-    if os.environ.get(ENV):
-        ap.error(f"{ENV} is set: unset it, this benchmark sets it per run")
+    if args.repeats < 1:
+        ap.error("--repeats must be at least 1")
     ray.init(include_dashboard=False, log_to_driver=False)
     work = Path(args.workdir) / f"poll_{args.tracks}x{args.seconds:g}s"
     features = work / "features"
@@ -57,11 +57,12 @@ def main() -> None:
         extract(fma.manifest(str(work / "corpus")), ExtractConfig(out=str(features), tracks_per_shard=16, progress=False))
     runs = work / "runs"
     shutil.rmtree(runs, ignore_errors=True)
-    # One untimed run first: Ray's first training in a session starts its worker processes.
+    # One untimed round first: Ray's first trainings in a session start its worker processes.
+    # The order alternates by round, so that neither interval always runs second.
     intervals = {"ray": RAY_DEFAULT_S, "mgc": POLL_INTERVAL_S}
     times: dict[str, list[float]] = {k: [] for k in intervals}
     for repeat in range(-1, args.repeats):
-        for name, interval in intervals.items():
+        for name, interval in sorted(intervals.items(), reverse=repeat % 2 == 1):
             os.environ[ENV] = str(interval)  # read by fit(), which passes it to the run's controller
             started = time.perf_counter()
             train(TrainConfig(features=str(features), model="cnn", epochs=args.epochs, channels=(8, 16, 32, 32), dense=(64, 32), batch_size=16,

@@ -51,12 +51,12 @@ SCHEDULES = ("cosine", "constant")
 # The recipe before issue 15, as TrainConfig overrides: plain Adam at a constant rate, no
 # augmentation, no early stopping (bench/recipe.py and the tests compare the two).
 PLAIN = {"weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0, "time_shift": 0.0, "spec_mask": 0.0, "gain_db": 0.0, "mixup": 0.0, "patience": 0}
-# What every epoch reports (besides throughput): the metrics Tune and checkpoint ranking can use.
 # Ray Train's controller takes a worker's report when it polls the workers, every 2 s by default,
-# and the worker's next report waits until it has: on short epochs (a small catalogue, a sweep's
-# trials) that wait was most of the run (6 epochs of a small cnn: 37 s, 17 s at 0.5 s, 16 s at
-# 0.2 s; bench/README.md). Polls are cheap; a user's own RAY_TRAIN_HEALTH_CHECK_INTERVAL_S stands.
+# and the worker's next report waits until it has: short epochs (a small catalogue, a sweep's
+# trials) spent most of a run waiting (bench/poll.py). Polls are cheap; a user's own
+# RAY_TRAIN_HEALTH_CHECK_INTERVAL_S stands.
 POLL_INTERVAL_S = 0.25
+# What every epoch reports (besides throughput): the metrics Tune and checkpoint ranking can use.
 REPORTED = ("train_loss", *(f"val_{level}_{k}" for level in ("segment", "track") for k in metrics.SCALARS + metrics.MULTILABEL_SCALARS))
 
 

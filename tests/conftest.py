@@ -162,11 +162,10 @@ def stop_head(head: dict) -> None:
 def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """What the test cluster's nodes run with: token authentication, the project's venv first on
     PATH (jobs' `python` is the project's), a raylet that does not warn about worker start-up on
-    2 CPUs (as `mgc` configures the local Ray it starts), and a Ray Train controller that polls
-    its workers every 0.5 s, not 2 s: a worker's report waits for the last one to be collected,
-    and the tests' epochs last a second."""
+    2 CPUs (as `mgc` configures the local Ray it starts). (Ray Train's poll interval is mgc's
+    own: `mgc.train.POLL_INTERVAL_S`.)"""
     env = {**os.environ, **(extra or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_worker_maximum_startup_concurrency": "16", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}  # fmt: skip
+           "RAY_worker_maximum_startup_concurrency": "16"}  # fmt: skip
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("RAY_ADDRESS", None)
     return env
