@@ -120,6 +120,24 @@ def test_shuffled_labels_do_not_reach_high_accuracy_and_stop_early(all_inputs, t
     assert exported.keys() == best.keys() and all(torch.equal(exported[k], best[k]) for k in best)
 
 
+def test_training_polls_its_workers_often_unless_told_otherwise(features, monkeypatch):
+    """Ray Train's controller takes each epoch's report when it polls the workers (every 2 s by
+    default; bench/poll.py measures what that cost): the trainer has fit() pass the controller
+    mgc's interval, or the one set in the environment."""
+    from ray.train.v2._internal.constants import HEALTH_CHECK_INTERVAL_S_ENV_VAR, get_env_vars_to_propagate
+
+    from mgc.train import POLL_INTERVAL_S, trainer
+
+    cfg = TrainConfig(features=str(features), model="cnn", channels=(4, 8, 16, 16), dense=(32,), num_workers=1, progress=False)
+    prep = check(cfg)
+    monkeypatch.delenv(HEALTH_CHECK_INTERVAL_S_ENV_VAR, raising=False)
+    trainer(cfg, prep)
+    assert float(get_env_vars_to_propagate()[HEALTH_CHECK_INTERVAL_S_ENV_VAR]) == POLL_INTERVAL_S < 2.0
+    monkeypatch.setenv(HEALTH_CHECK_INTERVAL_S_ENV_VAR, "1.5")
+    trainer(cfg, prep)
+    assert get_env_vars_to_propagate()[HEALTH_CHECK_INTERVAL_S_ENV_VAR] == "1.5"
+
+
 def test_a_seed_gives_the_same_model_on_every_run(features, tmp_path):
     """One worker and one seed, streamed from the shards and cached in the object store: the same
     batches in the same order (the blocks in their seeded order, whatever order their reads
