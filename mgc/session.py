@@ -31,6 +31,17 @@ class _DropBelow(logging.Filter):
         return not (record.name == self.logger and record.levelno < self.level)
 
 
+# Ray Data warns that a dataset "will hang" whenever it starts while no CPU is free this instant:
+# when one training starts as the last one's worker is still giving its CPU back, it never hangs
+# (training keeps a CPU for Ray Data's reads: mgc.train.check_resources).
+NO_FREE_CPU = "Warning: The Ray cluster currently does not have any available CPUs"
+
+
+class _DropNoFreeCpu(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(NO_FREE_CPU)
+
+
 def _quiet_ray_data(loud: bool) -> None:
     """Ray Data logs to the session's ray-data.log and to the console at INFO: keep the file, show
     the console only warnings. Its progress bars are off (each stage shows its own), so its
@@ -46,6 +57,7 @@ def _quiet_ray_data(loud: bool) -> None:
             handler.setLevel(logging.WARNING)
             if not any(isinstance(f, _DropBelow) for f in handler.filters):
                 handler.addFilter(_DropBelow("ray.data._internal.progress", logging.ERROR))
+                handler.addFilter(_DropNoFreeCpu())
 
 
 def connect() -> dict[str, float]:

@@ -584,7 +584,7 @@ def _calibration(target: targets.Target, y: np.ndarray, probs: np.ndarray) -> di
     """ECE, log loss and the reliability curve of track probabilities."""
     if target.multilabel:
         return {"ece": metrics.binary_ece(y, probs), "log_loss": metrics.binary_log_loss(y, probs), "curve": metrics.binary_reliability(y, probs)}
-    lp = np.log(np.maximum(probs, 1e-300))
+    lp = np.log(np.maximum(probs.astype(np.float64), 1e-300))  # in float32 the floor would be 0
     return {"ece": metrics.ece(y, lp), "log_loss": metrics.scores(y, lp, len(target.classes))["log_loss"], "curve": metrics.reliability(y, lp)}
 
 

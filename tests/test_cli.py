@@ -105,7 +105,7 @@ def test_the_demo_runs_end_to_end_with_our_progress_not_rays_logs(ray_cluster, t
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert [int(k) for k in re.findall(r"^\[(\d)/7\]", proc.stdout, re.M)] == list(range(1, 8)), proc.stdout
-    noise = [line for line in out.splitlines() if re.search(r"\bINFO\b|\(raylet\)|Trial status|Execution plan", line)]
+    noise = [line for line in out.splitlines() if re.search(r"\bINFO\b|\(raylet\)|Trial status|Execution plan|RuntimeWarning", line)]
     assert not noise, "\n".join(noise[:10])
     assert re.search(r"extract: 100%.*48/48", proc.stderr) and re.search(r"train cnn: .*2/2", proc.stderr)  # our bars
     md = (work / "report" / "report.md").read_text()
@@ -114,3 +114,23 @@ def test_the_demo_runs_end_to_end_with_our_progress_not_rays_logs(ray_cluster, t
     assert "Not run" not in md and "Could not be rendered" not in md
     state = json.loads((work / "demo.json").read_text())
     assert set(state["stages"]) == {name for name, _, _ in demo.STAGES}
+
+
+def test_ray_datas_false_no_free_cpu_warning_is_dropped_and_its_other_warnings_shown(ray_cluster):
+    """Ray Data says a dataset "will hang" whenever it starts while no CPU is free that instant,
+    which the demo printed as one training's worker gave its CPU back to the next: a joined
+    session (not verbose) drops that line, and only that line."""
+    from mgc import session
+
+    script = f"""
+import logging
+from mgc import session
+session.connect()
+logging.getLogger("ray.data.dataset").warning({session.NO_FREE_CPU!r} + ". The Dataset job will hang unless more CPUs are freed up.")
+logging.getLogger("ray.data.dataset").warning("another warning of Ray Data's")
+"""
+    env = {**ray_cluster["env"], "RAY_ADDRESS": ray_cluster["address"]}
+    env.pop("MGC_LOG", None)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "another warning of Ray Data's" in proc.stderr and "will hang" not in proc.stderr, proc.stderr[-2000:]
