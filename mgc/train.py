@@ -55,7 +55,7 @@ PLAIN = {"weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0, "tim
 # and the worker's next report waits until it has: short epochs (a small catalogue, a sweep's
 # trials) spent most of a run waiting (bench/poll.py). Polls are cheap; a user's own
 # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S stands.
-POLL_INTERVAL_S = 0.25
+POLL_INTERVAL_S = 0.5
 # What every epoch reports (besides throughput): the metrics Tune and checkpoint ranking can use.
 REPORTED = ("train_loss", *(f"val_{level}_{k}" for level in ("segment", "track") for k in metrics.SCALARS + metrics.MULTILABEL_SCALARS))
 
