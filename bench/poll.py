@@ -25,8 +25,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-RAY_DEFAULT_S = 2.0  # ray.train.v2._internal.constants.DEFAULT_HEALTH_CHECK_INTERVAL_S in Ray 2.60
 
 
 def main() -> None:
@@ -39,6 +37,10 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
+
+    # Ray's own name and default for the interval, not copies that could drift with its version.
+    from ray.train.v2._internal.constants import DEFAULT_HEALTH_CHECK_INTERVAL_S as RAY_DEFAULT_S
+    from ray.train.v2._internal.constants import HEALTH_CHECK_INTERVAL_S_ENV_VAR as ENV
 
     from mgc import fma
     from mgc.extract import ExtractConfig
