@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from mgc import resources
+
 LOG_ENV = "MGC_LOG"
 ADDRESS_ENV = "RAY_ADDRESS"
 
@@ -81,6 +83,7 @@ def connect() -> dict[str, float]:
         # previous one is silent there (mgc shows a bar of trials instead).
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     _quiet_ray_data(loud)
+    resources.watch()
     return ray.cluster_resources()
 
 

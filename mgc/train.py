@@ -40,7 +40,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mgc import artifact, inputs, metrics, plots, storage, targets
+from mgc import artifact, inputs, metrics, plots, resources, storage, targets
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 from mgc.manifest import SPLITS
@@ -723,7 +723,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     check_resources(cfg, cluster)
     session.note(f"train {cfg.run_name}: {cfg.num_workers} worker(s) x {cfg.cpus_per_worker:g} CPU" + (f" + {cfg.gpus_per_worker:g} GPU" if cfg.use_gpu else ""))
     prep = prepare(cfg, checked)
-    with epoch_bar(cfg):
+    with resources.released(), epoch_bar(cfg):
         result = trainer(cfg, prep).fit()
     best_epoch, best_metrics = max(((m["epoch"], m) for _, m in result.best_checkpoints), key=lambda em: em[1][prep.target.score])
     return finish(cfg, prep, checkpoint_state(cfg.run_dir, best_epoch), best_metrics, checkpoint_state(cfg.run_dir, result.metrics["epoch"]))

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from mgc import metrics, plots, storage
+from mgc import metrics, plots, resources, storage
 from mgc import train as training
 from mgc.errors import MgcError
 from mgc.models import architecture
@@ -347,7 +347,9 @@ def _fit(sweep: SweepConfig, resume: bool) -> dict[str, Any]:
             # Tune's own tables stay off (verbose 0): the bar shows finished trials and the best score.
             run_config=tune.RunConfig(name=sweep.train.run_name, failure_config=tune.FailureConfig(max_failures=1), verbose=0, callbacks=[_trial_bar(sweep), _worker_group_reaper()], **where),
         )
-    return summarise(sweep, prep, tuner.fit())
+    with resources.released():  # trials' groups that Tune's ends of trials left behind
+        grid = tuner.fit()
+    return summarise(sweep, prep, grid)
 
 
 def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFrame:

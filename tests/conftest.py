@@ -333,21 +333,76 @@ SWEEP = ["--model", "cnn", "--epochs", "3", "--num-samples", "6", "--max-concurr
          "--mixup-max", "0.5", "--no-progress"]  # fmt: skip
 
 
-def wait_for_free_cpus(timeout: float = 120) -> None:
-    """Every CPU of the cluster free again, or a failure naming what holds them: a resumed sweep's
-    trial takes one CPU and its Ray Data reads another, so a CPU held elsewhere would leave it
+def wait_for_free_cpus(timeout: float = 120, after: str = "") -> None:
+    """Every CPU of the cluster free again within `timeout` s, or a failure naming what holds them
+    (`after`: what ran last): a CPU held by something that ended would leave the next stage
     waiting forever."""
     import ray
-    from ray.util.state import list_actors, list_placement_groups, list_tasks
+
+    from mgc import resources
 
     total, deadline = ray.cluster_resources().get("CPU", 0), time.time() + timeout
     while ray.available_resources().get("CPU", 0) < total:
         if time.time() > deadline:
-            actors = [(a.class_name, a.pid, a.job_id, a.required_resources) for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)]
-            tasks = [(t.name, t.job_id, t.required_resources) for t in list_tasks(filters=[("state", "=", "RUNNING")], detail=True)]
-            groups = [(g.name, g.bundles) for g in list_placement_groups(filters=[("state", "=", "CREATED")], detail=True)]
-            pytest.fail(f"{ray.available_resources().get('CPU', 0)} of {total} CPUs free {timeout:.0f} s on; alive actors {actors}; running tasks {tasks}; placement groups {groups}")
+            pytest.fail(f"CPUs still held {timeout:.0f} s after {after or 'the last stage'} ended:\n  {resources.holders()}")
         time.sleep(0.5)
+
+
+@pytest.fixture(autouse=True)
+def _cpus_free_after_each_test(request):
+    """After every test that joined Ray in this process, every CPU is free again: a leak fails
+    the test that made it rather than hanging a later one."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        wait_for_free_cpus(60, after=request.node.nodeid)
+
+
+# A fixture that runs Ray work fails with what holds the cluster after this long, not at CI's
+# limit (pytest-timeout bounds tests' own calls, not their fixtures).
+FIXTURE_LIMIT_S = 1200
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    """Bounds each fixture's own set-up (its dependencies are set up before, each bounded alone)."""
+    if signal.getitimer(signal.ITIMER_REAL)[0] or threading.current_thread() is not threading.main_thread():
+        yield  # inside a test's timed call (a fixture asked for by getfixturevalue): that bound holds
+        return
+
+    def expire(signum, frame):
+        import ray
+
+        from mgc import resources
+
+        held = resources.holders() if ray.is_initialized() else "(this process has not joined Ray)"
+        raise TimeoutError(f"fixture {fixturedef.argname} ran over {FIXTURE_LIMIT_S} s; the cluster now:\n  {held}")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, FIXTURE_LIMIT_S)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _free_groups_of_ended_jobs(after_s: float) -> None:
+    """What a user told by mgc's watchdog does: a placement group of a job that has ended (a driver
+    SIGKILLed while its trial's workers were being placed can leave one, a race in Ray) removed
+    once it has outlived its job `after_s` seconds."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.state import list_jobs, list_placement_groups
+
+    deadline = time.time() + after_s
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0) and time.time() < deadline:
+        time.sleep(0.5)
+    ended = {j.job_id for j in list_jobs(raise_on_missing_output=False) if j.status in ("SUCCEEDED", "FAILED", "STOPPED") and j.job_id}
+    for g in list_placement_groups(filters=[("state", "=", "CREATED")], limit=10_000, raise_on_missing_output=False):
+        if g.creator_job_id in ended:
+            print(f"removing placement group {g.placement_group_id} of ended job {g.creator_job_id}", file=sys.stderr)
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))))
 
 
 @pytest.fixture(scope="session")
@@ -371,7 +426,8 @@ def sweep(ray_connected, features, tmp_path_factory):
     started = sorted(runs.glob("*/attempts.json"), key=lambda p: json.loads(p.read_text())[0])
     assert len(started) == 3, f"not killed while the third trial ran: {len(started)} started\n" + (storage_path / "driver.log").read_text()[-3000:]
 
-    wait_for_free_cpus()
+    _free_groups_of_ended_jobs(after_s=60)
+    wait_for_free_cpus(after="the killed sweep")
     submit_job(ray_connected, "jobs/tune.py", "--resume", "--storage-path", str(storage_path), "--name", "sw")
     return storage_path / "sw", [p.parent.name for p in started[:-1]], started[-1].parent.name
 

@@ -1,0 +1,197 @@
+"""What a stage holds on the cluster, giving it back, and saying who holds it when a stage waits.
+
+Ray Train reserves a run's workers in a placement group that its controller removes when the run
+ends well. A controller that ends otherwise (Tune stopping its trial, a lost worker, an error)
+can leave the group reserved, and a placement group lives as long as the job that created it
+(ray-project/ray#54305, #58515): the next stage's work then waits for those CPUs forever. So
+every training and sweep gives back what it reserved (`released`), and while a process is joined
+to Ray a watchdog names what holds the cluster's CPUs whenever this job's work has waited for
+them a minute (`Watchdog`).
+
+Everything here reads Ray's state API (the dashboard); where it cannot be reached, nothing is
+released or watched and the stage runs as it would without.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+WATCHDOG = "mgc-watchdog"  # the thread's name: one per process
+# Work of this job waiting for resources (the state API's names for it).
+_PENDING = {"task": "PENDING_NODE_ASSIGNMENT", "actor": "PENDING_CREATION", "group": "PENDING"}
+
+
+def _state_api_errors() -> tuple[type[BaseException], ...]:
+    from ray.util.state.exception import RayStateApiException
+
+    return (RayStateApiException, ConnectionError, TimeoutError, OSError)
+
+
+def _job() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_job_id()
+
+
+def _compute(resources: dict[str, float] | None) -> dict[str, float]:
+    """The CPUs and GPUs of a resource request (memory and custom resources aside)."""
+    return {k: v for k, v in (resources or {}).items() if k in ("CPU", "GPU") and v}
+
+
+def _bundles(group: Any) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for bundle in group.bundles or []:
+        for k, v in _compute(bundle.get("unit_resources")).items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    return " + ".join(f"{v:g} {k}" for k, v in resources.items()) or "nothing"
+
+
+def our_groups() -> set[str]:
+    """Ids of this job's placement groups that are not removed."""
+    from ray.util.state import list_placement_groups
+
+    groups = list_placement_groups(filters=[("creator_job_id", "=", _job())], limit=10_000, raise_on_missing_output=False)
+    return {g.placement_group_id for g in groups if g.state != "REMOVED"}
+
+
+def release(before: set[str], timeout_s: float = 60.0) -> list[str]:
+    """Remove this job's placement groups made since `before` (an `our_groups()`) that are still
+    reserved, and wait until none is; returns the ids of those it had to remove."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    leaked = sorted(our_groups() - before)
+    for group in leaked:
+        with contextlib.suppress(Exception):  # removed meanwhile by its controller
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group))))
+    deadline = time.monotonic() + timeout_s
+    while leaked and our_groups() & set(leaked) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return leaked
+
+
+@contextlib.contextmanager
+def released() -> Iterator[None]:
+    """Around Ray Train's `fit()` (or a sweep of them): on the way out, whatever ended the block,
+    this job's placement groups made inside it are removed, and the SIGINT handler that `fit()`
+    installs is put back as it was (it holds the run's controller, which then stays alive, and it
+    would answer a later Ctrl-C by aborting the finished run instead of stopping the process)."""
+    try:
+        before = our_groups()
+    except _state_api_errors():
+        before = None
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, handler)
+        if before is not None:
+            with contextlib.suppress(*_state_api_errors()):
+                release(before)
+
+
+def holders() -> str:
+    """What holds the cluster's CPUs and GPUs now: placement groups (with the actors in them),
+    actors and tasks outside them, each with its job; one line each."""
+    import ray
+    from ray.util.state import list_actors, list_placement_groups, list_tasks
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    lines = [f"{free.get('CPU', 0):g} of {total.get('CPU', 0):g} CPUs free" + (f", {free.get('GPU', 0):g} of {total['GPU']:g} GPUs" if total.get("GPU") else "")]
+    actors = list_actors(filters=[("state", "!=", "DEAD")], detail=True, limit=10_000, raise_on_missing_output=False)
+    in_group: dict[str, list[str]] = {}
+    for a in actors:
+        if a.placement_group_id:
+            in_group.setdefault(a.placement_group_id, []).append(f"{a.class_name} ({a.state.lower()}, pid {a.pid})")
+    groups = list_placement_groups(filters=[("state", "=", "CREATED")], detail=True, limit=10_000, raise_on_missing_output=False)
+    for g in groups:
+        held = _bundles(g)
+        if held:
+            inside = ", ".join(in_group.get(g.placement_group_id, [])) or "no live actor: a leak unless its job is starting one"
+            name = f" {g.name!r}" if g.name else ""
+            lines.append(f"placement group {g.placement_group_id[:12]}{name} of job {g.creator_job_id}: {_fmt(held)}; in it: {inside}")
+    for a in actors:
+        held = _compute(a.required_resources)
+        if held and not a.placement_group_id and a.state == "ALIVE":
+            lines.append(f"actor {a.class_name} (pid {a.pid}) of job {a.job_id}: {_fmt(held)}")
+    tasks = list_tasks(filters=[("state", "=", "RUNNING")], detail=True, limit=10_000, raise_on_missing_output=False)
+    for t in tasks:
+        held = _compute(t.required_resources)
+        if held and not t.placement_group_id and t.type == "NORMAL_TASK":
+            lines.append(f"task {t.name} of job {t.job_id}: {_fmt(held)}")
+    return "\n  ".join(lines)
+
+
+def waiting() -> list[str]:
+    """This job's tasks, actors and placement groups waiting for CPUs or GPUs, one phrase each."""
+    from ray.util.state import list_actors, list_placement_groups, list_tasks
+
+    job = _job()
+    out = []
+    for t in list_tasks(filters=[("job_id", "=", job), ("state", "=", _PENDING["task"])], detail=True, limit=1000, raise_on_missing_output=False):
+        if _compute(t.required_resources):
+            out.append(f"task {t.name} ({_fmt(_compute(t.required_resources))})")
+    for a in list_actors(filters=[("job_id", "=", job), ("state", "=", _PENDING["actor"])], detail=True, limit=1000, raise_on_missing_output=False):
+        if _compute(a.required_resources):
+            out.append(f"actor {a.class_name} ({_fmt(_compute(a.required_resources))})")
+    groups = list_placement_groups(filters=[("creator_job_id", "=", job), ("state", "=", _PENDING["group"])], detail=True, limit=1000, raise_on_missing_output=False)
+    for g in groups:
+        if _bundles(g):
+            out.append(f"placement group {g.placement_group_id[:12]} ({_fmt(_bundles(g))})")
+    return out
+
+
+HOW_TO_FREE = (
+    "A placement group with no live actor is held until the process of its job ends: end that process "
+    "(`ray job stop JOB_ID` for a submitted job), or remove it (`ray.util.remove_placement_group`)."
+)
+
+
+class Watchdog(threading.Thread):
+    """Checks every `every_s` whether this job's work waits for CPUs or GPUs; once it has waited
+    `after_s` without a pause, `say`s what waits and what holds the cluster (then again every
+    `repeat_s` while it still waits). Ends when the process leaves Ray."""
+
+    def __init__(self, after_s: float = 60.0, every_s: float = 10.0, repeat_s: float = 300.0, say: Callable[[str], None] | None = None):
+        super().__init__(name=WATCHDOG, daemon=True)
+        self.after_s, self.every_s, self.repeat_s = after_s, every_s, repeat_s
+        self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        import ray
+
+        since = said = None
+        while not self.stopped.wait(self.every_s) and ray.is_initialized():
+            try:
+                pending = waiting()
+                now = time.monotonic()
+                if not pending:
+                    since = said = None
+                    continue
+                since = since or now
+                if now - since >= self.after_s and (said is None or now - said >= self.repeat_s):
+                    said = now
+                    self.say(
+                        f"mgc: this job's work has waited {now - since:.0f} s for the cluster's resources: {'; '.join(pending[:6])}"
+                        f"{' ...' if len(pending) > 6 else ''}\n  {holders()}\n  {HOW_TO_FREE} Still waiting."
+                    )
+            except Exception:  # the state API busy or gone: the next round tries again  # noqa: BLE001
+                continue
+
+
+def watch() -> None:
+    """Start this process's watchdog unless one runs."""
+    if not any(t.name == WATCHDOG and t.is_alive() for t in threading.enumerate()):
+        Watchdog().start()
