@@ -301,7 +301,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for cfg in configs:  # every model's checks before the first trains
         train.check(cfg)
     _use_ray_address(args)
-    print(train.compare([train.run(cfg) for cfg in configs], args.storage_path).to_string(index=False))
+    runs = [train.run(cfg) for cfg in configs]
+    print(train.compare(runs, args.storage_path).to_string(index=False))
+    if args.export_best:
+        best = train.export_best(runs, args.storage_path, f"{args.name}best")
+        print(f"best on validation: {best['run']} ({best['metric']} {best['score']:.4f}), exported to {best['artifact']}")
     return 0
 
 
@@ -449,6 +453,8 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     c.add_argument("--targets", type=target_list, default="genre_top",
                    help="comma-separated --target values, each model trained for each; a multi-label run's accuracy is its top genre's, "
                         "on the tracks that have one, as a genre_top run's (default: genre_top)")  # fmt: skip
+    c.add_argument("--export-best", action="store_true",
+                   help="copy the model best on validation to <storage-path>/<name>best/model, with best.json (the artifact to label with)")  # fmt: skip
     add_train_options(c, TrainConfig, skip=("target",))
     c.set_defaults(func=_cmd_compare)
 

@@ -72,11 +72,12 @@ def _extract(cfg: DemoConfig) -> str:
 
 
 def _train(cfg: DemoConfig) -> str:
-    from mgc.train import compare, run
+    from mgc.train import compare, export_best, run
 
     results = [run(_train_config(cfg, m, epochs=cfg.epochs, storage_path=cfg.path("runs"))) for m in ("baseline", "cnn", "cnn_lstm")]
     table = compare(results, cfg.path("runs"))
-    return "\n" + table[["model", "track_accuracy", "track_f1_macro", "segment_accuracy", "segment_log_loss"]].to_string(index=False)
+    best = export_best(results, cfg.path("runs"))
+    return "\n" + table[["model", "track_accuracy", "track_f1_macro", "segment_accuracy", "segment_log_loss"]].to_string(index=False) + f"\nbest on validation: {best['run']}"
 
 
 def _tune(cfg: DemoConfig) -> str:
@@ -96,7 +97,6 @@ def _label(cfg: DemoConfig) -> str:
 
     if not os.path.isfile(cfg.path("uploads", "_truth.csv")):
         uploads(cfg.path("uploads"), n=cfg.uploads, seconds=15.0, long_seconds=120.0, seed=100 + cfg.seed)
-    # The model a nightly job would use: the sweep's best, chosen on validation.
     s = label.run(label.LabelConfig(model=best_model(cfg), input=cfg.path("uploads"), out=cfg.path("labels"), progress=cfg.progress))
     return f"{s['labelled']} files labelled, {s['errors']} errors"
 
@@ -110,7 +110,12 @@ def _embed(cfg: DemoConfig) -> str:
 
 
 def best_model(cfg: DemoConfig) -> str:
-    return storage.read_json(cfg.path("sweeps", "cnn-sweep", "best.json"))["artifact"]
+    """The model a nightly job would label with: the best on validation of the compared models
+    (`mgc compare --export-best`) and the sweep's best."""
+    compared, swept = (storage.read_json(p) for p in (cfg.path("runs", "best", "best.json"), cfg.path("sweeps", "cnn-sweep", "best.json")))
+    if compared["metric"] == swept["metric"] and compared["score"] > swept["score"]:
+        return compared["artifact"]
+    return swept["artifact"]
 
 
 STAGES: list[tuple[str, str, Callable[[DemoConfig], str]]] = [

@@ -38,6 +38,15 @@ class Section:
     images: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
+def _temperature_how(fit: dict | None) -> str:
+    """How a run's temperature was chosen, in a few words (runs from before the rule: fitted)."""
+    if not fit:
+        return "validation log loss"
+    if fit["floored"]:
+        return f"floor: {fit['right']}/{fit['n']} right on validation, mean confidence held at {fit['expected_accuracy']:.3f}"
+    return f"fitted on {fit['right']}/{fit['n']} right on validation (prior's MAP)"
+
+
 def _json(path: str) -> dict[str, Any] | None:
     return storage.read_json(path) if os.path.isfile(path) else None
 
@@ -98,8 +107,10 @@ def models(run_dir: str) -> Section:
         section.tables.append((f"Test metrics, {level} level", pd.DataFrame(rows)))
     calibrated = [(m["run"], m["calibration"]) for _, m in runs if "calibration" in m]
     if calibrated:
-        rows = [{"model": run, "temperature": round(c["temperature"], 3), **{f"test {k.replace('_', ' ')}": round(v, 4) for k, v in c["test"].items()}} for run, c in calibrated]
+        rows = [{"model": run, "temperature": round(c["temperature"], 3), "how": _temperature_how(c.get("temperature_fit")),
+                 **{f"test {k.replace('_', ' ')}": round(v, 4) for k, v in c["test"].items()}} for run, c in calibrated]  # fmt: skip
         section.tables.append(("Calibration, test tracks", pd.DataFrame(rows)))
+        section.lines.append(f"The temperature: {metrics.TEMPERATURE_RULE}.")
     for path, m in runs:
         if os.path.exists(os.path.join(path, "confusion_matrix.png")):
             section.images.append((f"{m['run']}: confusion matrix (test, track level)", os.path.join(path, "confusion_matrix.png")))

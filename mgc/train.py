@@ -601,11 +601,12 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
     run_dir = cfg.run_dir
     val = _split_predictions(cfg, prep, net, "validation")
     if target.multilabel:
-        temperature = metrics.fit_temperature_multilabel(*val)
-        cut = metrics.thresholds(*_track_probs(target, *val, temperature))
+        fitted = metrics.fit_temperature_multilabel(*val)
+        cut = metrics.thresholds(*_track_probs(target, *val, fitted["temperature"]))
         extra = {**target.meta(), "thresholds": cut}
     else:
-        temperature, cut, extra = metrics.fit_temperature(*metrics.track_level(*val)[1:]), None, {}
+        fitted, cut, extra = metrics.fit_temperature(*metrics.track_level(*val)[1:]), None, {}
+    temperature = fitted["temperature"]
     artifact.save(storage.join(run_dir, "model"), net, prep.features, prep.labels, {"epoch": best["epoch"], "run": cfg.run_name, "temperature": temperature, **extra})
 
     ids, ys, lps = _split_predictions(cfg, prep, net, "test")
@@ -614,6 +615,7 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
     after = {split: _calibration(target, *_track_probs(target, *p, temperature)) for split, p in (("validation", val), ("test", (ids, ys, lps)))}
     calibration = {
         "temperature": temperature,
+        "temperature_fit": {k: v for k, v in fitted.items() if k != "temperature"},  # how T was chosen
         **{split: {"ece_before": before[split]["ece"], "ece_after": after[split]["ece"]} for split in ("validation", "test")},
     }
     calibration["test"] |= {"log_loss_before": before["test"]["log_loss"], "log_loss_after": after["test"]["log_loss"]}
@@ -744,6 +746,24 @@ def fit(cfg: TrainConfig, prep: Prepared) -> dict[str, Any]:
     row.update(metrics.flat(evaluate(prep.target, *_split_predictions(cfg, prep, net, "validation")), "val"))
     state = {"model": net.state_dict(), "epoch": 1, "history": [row], "resumed_at": []}
     return finish(cfg, prep, state, row, state)
+
+
+def export_best(runs: list[dict[str, Any]], storage_path: str, name: str = "best") -> dict[str, Any]:
+    """Copy the artifact of the run with the best validation score (the target's: macro F1 of
+    tracks, micro AP multi-label) to <storage_path>/<name>/model, with best.json beside it
+    (the run, its score, every candidate's); returns best.json."""
+    kinds = {r.get("target", "genre_top") in targets.MULTILABEL for r in runs}
+    if len(kinds) > 1:
+        raise MgcError("--export-best compares one validation score: single-label and multi-label targets have none in common")
+    score = "val_track_ap_micro" if kinds.pop() else SCORE
+    top = max(runs, key=lambda r: r["validation"][score])
+    src, dest = storage.join(storage_path, top["run"]), storage.join(storage_path, name)
+    for f in storage.list_files(storage.join(src, "model")):
+        storage.write_bytes(storage.join(dest, "model", f), storage.read_bytes(storage.join(src, "model", f)))
+    best = {"run": top["run"], "model": top["model"]["name"], "metric": score, "score": top["validation"][score],
+            "artifact": storage.join(dest, "model"), "candidates": {r["run"]: r["validation"][score] for r in runs}}  # fmt: skip
+    storage.write_json(storage.join(dest, "best.json"), best)
+    return best
 
 
 def compare(runs: list[dict[str, Any]], storage_path: str | None = None) -> pd.DataFrame:

@@ -243,13 +243,14 @@ MUSICNN_HEAD = dict(epochs=12, batch_size=32, lr=3e-3, num_workers=1, cache_data
 
 @pytest.fixture(scope="session")
 def musicnn_runs(tagged, tmp_path_factory) -> Path:
-    """`mgc compare --models baseline,head` on `tagged`: the transfer model (on the musicnn input)
-    beside the baseline (on the statistics); the runs folder (baseline/, head/, comparison.csv)."""
+    """`mgc compare --models baseline,head --export-best` on `tagged`: the transfer model (on the
+    musicnn input) beside the baseline (on the statistics); the runs folder (baseline/, head/,
+    comparison.csv, best/)."""
     from mgc.cli import main
 
     runs = tmp_path_factory.mktemp("musicnn_runs")
     flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in MUSICNN_HEAD.items() if k != "progress"]
-    assert main(["compare", "--models", "baseline,head", "--features", str(tagged), "--storage-path", str(runs), *flags, "--no-progress"]) == 0
+    assert main(["compare", "--models", "baseline,head", "--features", str(tagged), "--storage-path", str(runs), *flags, "--no-progress", "--export-best"]) == 0
     return runs
 
 

@@ -111,6 +111,17 @@ def test_the_head_learns_the_genres_from_the_embedding_and_not_shuffled_labels(m
     assert base["validation"]["val_track_accuracy"] >= 0.9, base["validation"]
 
 
+def test_compare_exports_the_model_best_on_validation(musicnn_runs):
+    """`mgc compare --export-best`: best/model is the artifact of the run whose validation score is
+    the highest, byte for byte, and best.json says which and by what."""
+    best = json.loads((musicnn_runs / "best" / "best.json").read_text())
+    scores = {run: json.loads((musicnn_runs / run / "metrics.json").read_text())["validation"]["val_track_f1_macro"] for run in ("baseline", "head")}
+    assert best["metric"] == "val_track_f1_macro" and best["candidates"] == scores
+    assert best["run"] == max(scores, key=scores.get) and best["score"] == max(scores.values())
+    for f in ("model.json", "weights.pt"):
+        assert (musicnn_runs / "best" / "model" / f).read_bytes() == (musicnn_runs / best["run"] / "model" / f).read_bytes()
+
+
 def test_the_head_reads_the_embedding_beside_the_statistics():
     import torch
 

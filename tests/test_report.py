@@ -77,6 +77,8 @@ def test_the_report_has_every_section_with_the_runs_figures(run_dir, capsys):
         c = json.loads((run_dir / "runs" / run / "metrics.json").read_text())["calibration"]
         assert float(calibration.loc[run, "temperature"]) == pytest.approx(c["temperature"], abs=1e-3)
         assert float(calibration.loc[run, "test ece after"]) == pytest.approx(c["test"]["ece_after"], abs=1e-4)
+        fit = c["temperature_fit"]  # how T was chosen, in metrics.json and in the report
+        assert calibration.loc[run, "how"].startswith("floor" if fit["floored"] else "fitted") and f"{fit['right']}/{fit['n']}" in calibration.loc[run, "how"]
 
     best = json.loads((run_dir / "sweeps" / "sw" / "best.json").read_text())
     config = dict(tables["sw: best configuration"].values)
