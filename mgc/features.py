@@ -13,7 +13,6 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import librosa
 import numpy as np
 import scipy.fft
 import scipy.sparse
@@ -90,12 +89,16 @@ class FeatureConfig:
 
 @functools.lru_cache(maxsize=8)
 def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> scipy.sparse.csr_matrix:
+    import librosa  # here, not at the top: the networks import without it (bench/gpu.py on a bare GPU machine)
+
     # The mel filterbank is ~98% zeros: a sparse product is 5x cheaper than librosa's dense one.
     return scipy.sparse.csr_matrix(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32))
 
 
 @functools.lru_cache(maxsize=8)
 def _window(n_fft: int) -> np.ndarray:
+    import librosa  # as in _mel_basis
+
     return librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import librosa
 import numpy as np
 
 from mgc.errors import MgcError
@@ -102,6 +101,8 @@ class LogMel(Spectrum):
 
     @staticmethod
     def decibels(segments, cfg, cache) -> np.ndarray:
+        import librosa  # here, not at the top: the networks import without it (bench/gpu.py on a bare GPU machine)
+
         if "logmel" not in cache:
             # Absolute dB with no per-clip reference or top_db clipping: each segment's values
             # depend on that segment alone, whatever else was decoded with it.
@@ -118,6 +119,8 @@ class Mfcc(Spectrum):
         return (cfg.n_mfcc, cfg.frames)
 
     def compute(self, segments, cfg, cache):
+        import librosa  # as in LogMel.decibels
+
         return librosa.feature.mfcc(S=LogMel.decibels(segments, cfg, cache), n_mfcc=cfg.n_mfcc).astype(np.float16)
 
 

@@ -17,7 +17,6 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,6 +39,8 @@ def logmel(y: np.ndarray, sr: int = SR) -> np.ndarray:
     """The network's input [..., frames, 96] for audio [..., samples] at `sr` (resampled to 16 kHz):
     the package's mel spectrogram, rounded to float16 as it does, then its log in float32 (values
     beyond float16's range are clipped, not made infinite)."""
+    import librosa  # here, not at the top: the networks import without it (bench/gpu.py on a bare GPU machine)
+
     if sr != SR:
         y = librosa.resample(y, orig_sr=sr, target_sr=SR, axis=-1)
     mel = librosa.feature.melspectrogram(y=y, sr=SR, hop_length=HOP, n_fft=N_FFT, n_mels=N_MELS)

@@ -297,12 +297,14 @@ def dataset(features: str, split: str, target: targets.Target, columns: list[str
     return ds
 
 
-def batch_dtypes(mc: ModelConfig, multilabel: bool) -> dict[str, Any]:
-    """iter_torch_batches' dtypes for a model: its inputs as float32, track ids and class targets
-    as int64, multi-hot targets as float32."""
+def batch_dtypes(mc: ModelConfig, multilabel: bool, half: bool = False) -> dict[str, Any]:
+    """iter_torch_batches' dtypes for a model: its inputs as float32 (`half`: float16, as the
+    shards hold them, for a GPU to convert after the copy: half the bytes over the bus), track
+    ids and class targets as int64, multi-hot targets as float32."""
     import torch
 
-    return {"dtypes": {**{n: torch.float32 for n in mc.inputs}, "target": torch.float32 if multilabel else torch.int64, "track_id": torch.int64}}
+    x = torch.float16 if half else torch.float32
+    return {"dtypes": {**{n: x for n in mc.inputs}, "target": torch.float32 if multilabel else torch.int64, "track_id": torch.int64}}
 
 
 def predict(model, batches, device, multilabel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -313,7 +315,7 @@ def predict(model, batches, device, multilabel: bool) -> tuple[np.ndarray, np.nd
     predictor = Predictor(model, device, {"multilabel": multilabel})
     ids, ys, lps = [], [], []
     for batch in batches:
-        lps.append(predictor({n: batch[n] for n in model.cfg.inputs})[0])
+        lps.append(predictor({n: batch[n].float() for n in model.cfg.inputs})[0])
         ids.append(batch["track_id"].cpu().numpy())
         ys.append(batch["target"].cpu().numpy())
     y = np.concatenate(ys)
@@ -365,7 +367,7 @@ def train_loop(config: dict[str, Any]) -> None:
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
     else:
         loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing)
-    batch_columns = {**batch_dtypes(mc, target.multilabel), "device": device}
+    batch_columns = {**batch_dtypes(mc, target.multilabel, half=device.type == "cuda"), "device": device}
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
 
@@ -382,7 +384,7 @@ def train_loop(config: dict[str, Any]) -> None:
             y = batch["target"]
             # Targets as distributions (multi-hot rows, multi-label), so that mixup can blend them.
             hot = y if target.multilabel else torch.nn.functional.one_hot(y, mc.n_classes).float()
-            x, mixed = aug.mix({n: batch[n] for n in mc.inputs}, hot, batch["track_id"])
+            x, mixed = aug.mix({n: batch[n].float() for n in mc.inputs}, hot, batch["track_id"])  # float16 on a GPU until here
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = loss_fn(model(x, augment=aug).float(), mixed)
             opt.zero_grad(set_to_none=True)
