@@ -298,13 +298,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         for t in args.targets.split(",")
         for m in args.models.split(",")
     ]
+    if args.export_best and "," in args.targets:
+        raise MgcError("--export-best compares models on one target's validation score: give one --targets")
     for cfg in configs:  # every model's checks before the first trains
         train.check(cfg)
     _use_ray_address(args)
     runs = [train.run(cfg) for cfg in configs]
     print(train.compare(runs, args.storage_path).to_string(index=False))
     if args.export_best:
-        best = train.export_best(runs, args.storage_path, f"{args.name}best")
+        best = train.export_best(runs, configs[0].storage_path, f"{args.name}best")
         print(f"best on validation: {best['run']} ({best['metric']} {best['score']:.4f}), exported to {best['artifact']}")
     return 0
 

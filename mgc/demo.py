@@ -112,10 +112,10 @@ def _embed(cfg: DemoConfig) -> str:
 def best_model(cfg: DemoConfig) -> str:
     """The model a nightly job would label with: the best on validation of the compared models
     (`mgc compare --export-best`) and the sweep's best."""
-    compared, swept = (storage.read_json(p) for p in (cfg.path("runs", "best", "best.json"), cfg.path("sweeps", "cnn-sweep", "best.json")))
-    if compared["metric"] == swept["metric"] and compared["score"] > swept["score"]:
-        return compared["artifact"]
-    return swept["artifact"]
+    swept = storage.read_json(cfg.path("sweeps", "cnn-sweep", "best.json"))
+    exported = cfg.path("runs", "best", "best.json")  # absent from a demo folder trained before --export-best
+    compared = storage.read_json(exported) if storage.exists(exported) else swept
+    return compared["artifact"] if compared["metric"] == swept["metric"] and compared["score"] > swept["score"] else swept["artifact"]
 
 
 STAGES: list[tuple[str, str, Callable[[DemoConfig], str]]] = [

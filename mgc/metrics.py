@@ -70,7 +70,7 @@ def ece(y: np.ndarray, logprobs: np.ndarray, bins: int = ECE_BINS) -> float:
 # alone falls without end as T -> 0 wherever the model gets every validation track right, and a
 # small split says little: T is the most probable given the validation tracks under a log-normal
 # prior centred on 1, and no lower than keeps their mean confidence at the accuracy Laplace's rule
-# of succession expects of them (bench/README.md, "Calibration").
+# of succession expects of them (bench/README.md, "Calibration": the rules compared).
 TEMPERATURE_RULE = "MAP of the validation tracks' log loss, log T ~ N(0, 0.5^2); mean confidence <= (right + 1) / (n + 2)"
 LOG_T_PRIOR_SD = 0.5
 LOG_T_BOUNDS = (-3.0, 3.0)  # T in [0.05, 20]
@@ -78,23 +78,25 @@ LOG_T_BOUNDS = (-3.0, 3.0)  # T in [0.05, 20]
 
 def _choose_temperature(loss, confidence, tracks: int, right: int, n: int) -> dict[str, Any]:
     """T in LOG_T_BOUNDS minimising tracks x `loss(T)` (a mean log loss) + the prior's
-    (log T)^2 / (2 sd^2), raised where needed so that `confidence(T)` (the mean confidence,
-    falling as T rises) is at most (right + 1) / (n + 2) of the n predictions scored."""
+    (log T)^2 / (2 sd^2), raised where needed so that `confidence(T)` (the mean confidence) is at
+    most (right + 1) / (n + 2) of the n predictions scored, at T and every higher T tried (a
+    pooled mean of sigmoids need not fall as T rises everywhere)."""
     from scipy.optimize import brentq, minimize_scalar
-
-    lo, hi = LOG_T_BOUNDS
 
     def objective(s: float) -> float:
         return tracks * loss(float(np.exp(s))) + s * s / (2 * LOG_T_PRIOR_SD**2)
 
     fitted = float(np.exp(minimize_scalar(objective, bounds=LOG_T_BOUNDS, method="bounded").x))
     expected = (right + 1) / (n + 2)
-    if confidence(float(np.exp(lo))) <= expected:
-        floor = float(np.exp(lo))
-    elif confidence(float(np.exp(hi))) > expected:
-        floor = float(np.exp(hi))
+    grid = np.linspace(*LOG_T_BOUNDS, 121)  # log T in steps of 0.05
+    over = np.array([confidence(float(np.exp(s))) > expected for s in grid])
+    if not over.any():
+        floor = float(np.exp(grid[0]))
+    elif over[-1]:
+        floor = float(np.exp(grid[-1]))
     else:
-        floor = float(np.exp(brentq(lambda s: confidence(float(np.exp(s))) - expected, lo, hi, xtol=1e-6)))
+        i = int(np.flatnonzero(over)[-1])  # the last grid T still too confident; the floor is past it
+        floor = float(np.exp(brentq(lambda s: confidence(float(np.exp(s))) - expected, grid[i], grid[i + 1], xtol=1e-6)))
     return {"temperature": max(fitted, floor), "fitted": fitted, "floor": floor, "floored": floor > fitted,
             "expected_accuracy": expected, "right": int(right), "n": int(n), "rule": TEMPERATURE_RULE}  # fmt: skip
 

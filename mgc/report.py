@@ -110,7 +110,8 @@ def models(run_dir: str) -> Section:
         rows = [{"model": run, "temperature": round(c["temperature"], 3), "how": _temperature_how(c.get("temperature_fit")),
                  **{f"test {k.replace('_', ' ')}": round(v, 4) for k, v in c["test"].items()}} for run, c in calibrated]  # fmt: skip
         section.tables.append(("Calibration, test tracks", pd.DataFrame(rows)))
-        section.lines.append(f"The temperature: {metrics.TEMPERATURE_RULE}.")
+        if any(c.get("temperature_fit") for _, c in calibrated):
+            section.lines.append(f"The temperature: {metrics.TEMPERATURE_RULE}.")
     for path, m in runs:
         if os.path.exists(os.path.join(path, "confusion_matrix.png")):
             section.images.append((f"{m['run']}: confusion matrix (test, track level)", os.path.join(path, "confusion_matrix.png")))

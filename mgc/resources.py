@@ -8,13 +8,14 @@ every training and sweep gives back what it reserved (`released`), and while a p
 to Ray a watchdog names what holds the cluster's CPUs whenever this job's work has waited for
 them a minute (`Watchdog`).
 
-Everything here reads Ray's state API (the dashboard); where it cannot be reached, nothing is
-released or watched and the stage runs as it would without.
+Everything here reads Ray's state API (the dashboard, part of `ray[default]`); a cluster without
+it is found out once per process, and then nothing is released or watched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import sys
 import threading
@@ -26,10 +27,33 @@ WATCHDOG = "mgc-watchdog"  # the thread's name: one per process
 _PENDING = {"task": "PENDING_NODE_ASSIGNMENT", "actor": "PENDING_CREATION", "group": "PENDING"}
 
 
-def _state_api_errors() -> tuple[type[BaseException], ...]:
-    from ray.util.state.exception import RayStateApiException
+@functools.lru_cache(maxsize=4)
+def _state_api(gcs_address: str) -> bool:
+    """Whether the cluster at this address answers Ray's state API (it has a dashboard); asked
+    once per process and cluster, as a cluster without one makes each call wait ~40 s."""
+    from ray.util.state import list_placement_groups
 
-    return (RayStateApiException, ConnectionError, TimeoutError, OSError)
+    try:
+        list_placement_groups(limit=1, timeout=10, raise_on_missing_output=False)
+        return True
+    except Exception:  # no dashboard, or Ray without its `default` extra
+        return False
+
+
+def available() -> bool:
+    """Whether this process is joined to a cluster that answers the state API."""
+    import ray
+
+    return ray.is_initialized() and _state_api(ray.get_runtime_context().gcs_address)
+
+
+def remove_group(group_id: str) -> None:
+    """Remove a placement group by its id (hex), if it is not already removed."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    with contextlib.suppress(Exception):  # removed meanwhile (by its controller, or its job's end)
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id))))
 
 
 def _job() -> str:
@@ -66,13 +90,9 @@ def our_groups() -> set[str]:
 def release(before: set[str], timeout_s: float = 60.0) -> list[str]:
     """Remove this job's placement groups made since `before` (an `our_groups()`) that are still
     reserved, and wait until none is; returns the ids of those it had to remove."""
-    import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
-
     leaked = sorted(our_groups() - before)
     for group in leaked:
-        with contextlib.suppress(Exception):  # removed meanwhile by its controller
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group))))
+        remove_group(group)
     deadline = time.monotonic() + timeout_s
     while leaked and our_groups() & set(leaked) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -82,13 +102,13 @@ def release(before: set[str], timeout_s: float = 60.0) -> list[str]:
 @contextlib.contextmanager
 def released() -> Iterator[None]:
     """Around Ray Train's `fit()` (or a sweep of them): on the way out, whatever ended the block,
-    this job's placement groups made inside it are removed, and the SIGINT handler that `fit()`
+    this job's placement groups made inside it are removed (so a process runs one such block at a
+    time: another thread's training would lose its group), and the SIGINT handler that `fit()`
     installs is put back as it was (it holds the run's controller, which then stays alive, and it
     would answer a later Ctrl-C by aborting the finished run instead of stopping the process)."""
-    try:
-        before = our_groups()
-    except _state_api_errors():
-        before = None
+    before = None
+    with contextlib.suppress(Exception):  # giving back is best effort: never the reason a run fails
+        before = our_groups() if available() else None
     main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT) if main else None
     try:
@@ -97,7 +117,7 @@ def released() -> Iterator[None]:
         if main:
             signal.signal(signal.SIGINT, handler)
         if before is not None:
-            with contextlib.suppress(*_state_api_errors()):
+            with contextlib.suppress(Exception):
                 release(before)
 
 
@@ -105,7 +125,7 @@ def holders() -> str:
     """What holds the cluster's CPUs and GPUs now: placement groups (with the actors in them),
     actors and tasks outside them, each with its job; one line each."""
     import ray
-    from ray.util.state import list_actors, list_placement_groups, list_tasks
+    from ray.util.state import list_actors, list_jobs, list_placement_groups, list_tasks
 
     total, free = ray.cluster_resources(), ray.available_resources()
     lines = [f"{free.get('CPU', 0):g} of {total.get('CPU', 0):g} CPUs free" + (f", {free.get('GPU', 0):g} of {total['GPU']:g} GPUs" if total.get("GPU") else "")]
@@ -114,11 +134,14 @@ def holders() -> str:
     for a in actors:
         if a.placement_group_id:
             in_group.setdefault(a.placement_group_id, []).append(f"{a.class_name} ({a.state.lower()}, pid {a.pid})")
+    ended = {j.job_id for j in list_jobs(raise_on_missing_output=False) if j.job_id and j.status in ("SUCCEEDED", "FAILED", "STOPPED")}
     groups = list_placement_groups(filters=[("state", "=", "CREATED")], detail=True, limit=10_000, raise_on_missing_output=False)
     for g in groups:
         held = _bundles(g)
         if held:
             inside = ", ".join(in_group.get(g.placement_group_id, [])) or "no live actor: a leak unless its job is starting one"
+            if g.creator_job_id in ended:
+                inside += f"; its job has ended (a leak in Ray): remove it, `ray.util.remove_placement_group` of id {g.placement_group_id}"
             name = f" {g.name!r}" if g.name else ""
             lines.append(f"placement group {g.placement_group_id[:12]}{name} of job {g.creator_job_id}: {_fmt(held)}; in it: {inside}")
     for a in actors:
@@ -133,22 +156,22 @@ def holders() -> str:
     return "\n  ".join(lines)
 
 
-def waiting() -> list[str]:
-    """This job's tasks, actors and placement groups waiting for CPUs or GPUs, one phrase each."""
+def waiting() -> dict[str, str]:
+    """This job's tasks, actors and placement groups waiting for CPUs or GPUs: {id: a phrase}."""
     from ray.util.state import list_actors, list_placement_groups, list_tasks
 
     job = _job()
-    out = []
+    out = {}
     for t in list_tasks(filters=[("job_id", "=", job), ("state", "=", _PENDING["task"])], detail=True, limit=1000, raise_on_missing_output=False):
         if _compute(t.required_resources):
-            out.append(f"task {t.name} ({_fmt(_compute(t.required_resources))})")
+            out[t.task_id] = f"task {t.name} ({_fmt(_compute(t.required_resources))})"
     for a in list_actors(filters=[("job_id", "=", job), ("state", "=", _PENDING["actor"])], detail=True, limit=1000, raise_on_missing_output=False):
         if _compute(a.required_resources):
-            out.append(f"actor {a.class_name} ({_fmt(_compute(a.required_resources))})")
+            out[a.actor_id] = f"actor {a.class_name} ({_fmt(_compute(a.required_resources))})"
     groups = list_placement_groups(filters=[("creator_job_id", "=", job), ("state", "=", _PENDING["group"])], detail=True, limit=1000, raise_on_missing_output=False)
     for g in groups:
         if _bundles(g):
-            out.append(f"placement group {g.placement_group_id[:12]} ({_fmt(_bundles(g))})")
+            out[g.placement_group_id] = f"placement group {g.placement_group_id[:12]} ({_fmt(_bundles(g))})"
     return out
 
 
@@ -159,9 +182,10 @@ HOW_TO_FREE = (
 
 
 class Watchdog(threading.Thread):
-    """Checks every `every_s` whether this job's work waits for CPUs or GPUs; once it has waited
-    `after_s` without a pause, `say`s what waits and what holds the cluster (then again every
-    `repeat_s` while it still waits). Ends when the process leaves Ray."""
+    """Checks every `every_s` whether this job's work waits for CPUs or GPUs; once a task, actor
+    or placement group has waited `after_s`, `say`s what waits and what holds the cluster (then
+    again every `repeat_s` while something still waits that long). Ends when the process leaves
+    Ray; never runs where the state API does not answer."""
 
     def __init__(self, after_s: float = 60.0, every_s: float = 10.0, repeat_s: float = 300.0, say: Callable[[str], None] | None = None):
         super().__init__(name=WATCHDOG, daemon=True)
@@ -170,24 +194,21 @@ class Watchdog(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        import ray
-
-        since = said = None
-        while not self.stopped.wait(self.every_s) and ray.is_initialized():
+        first_seen: dict[str, float] = {}
+        said = None
+        while not self.stopped.wait(self.every_s) and available():
             try:
-                pending = waiting()
-                now = time.monotonic()
-                if not pending:
-                    since = said = None
-                    continue
-                since = since or now
-                if now - since >= self.after_s and (said is None or now - said >= self.repeat_s):
+                pending, now = waiting(), time.monotonic()
+                first_seen = {k: first_seen.get(k, now) for k in pending}
+                stalled = [pending[k] for k, t in first_seen.items() if now - t >= self.after_s]
+                if stalled and (said is None or now - said >= self.repeat_s):
                     said = now
+                    waited = now - min(first_seen.values())
                     self.say(
-                        f"mgc: this job's work has waited {now - since:.0f} s for the cluster's resources: {'; '.join(pending[:6])}"
-                        f"{' ...' if len(pending) > 6 else ''}\n  {holders()}\n  {HOW_TO_FREE} Still waiting."
+                        f"mgc: this job's work has waited {waited:.0f} s for the cluster's resources: {'; '.join(stalled[:6])}"
+                        f"{' ...' if len(stalled) > 6 else ''}\n  {holders()}\n  {HOW_TO_FREE} Still waiting."
                     )
-            except Exception:  # the state API busy or gone: the next round tries again  # noqa: BLE001
+            except Exception:  # the state API busy or gone: the next round tries again
                 continue
 
 

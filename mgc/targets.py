@@ -30,6 +30,12 @@ TARGETS = ("genre_top", "genres", "genres_all")
 MULTILABEL = ("genres", "genres_all")
 
 
+def score(kind: str) -> str:
+    """The validation score of a target that ranks checkpoints, trials and compared models: macro
+    F1 of tracks; multi-label, micro average precision."""
+    return "val_track_ap_micro" if kind in MULTILABEL else "val_track_f1_macro"
+
+
 @dataclass
 class Target:
     """One target over a corpus's tracks. `labels` per track of `track_ids` (sorted): the class
@@ -54,8 +60,8 @@ class Target:
 
     @property
     def score(self) -> str:
-        """The validation score that ranks checkpoints."""
-        return "val_track_ap_micro" if self.multilabel else "val_track_f1_macro"
+        """The validation score that ranks checkpoints (`score`)."""
+        return score(self.kind)
 
     def _rows(self, track_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         idx = np.searchsorted(self.track_ids, track_ids)

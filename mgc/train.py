@@ -754,16 +754,19 @@ def export_best(runs: list[dict[str, Any]], storage_path: str, name: str = "best
     """Copy the artifact of the run with the best validation score (the target's: macro F1 of
     tracks, micro AP multi-label) to <storage_path>/<name>/model, with best.json beside it
     (the run, its score, every candidate's); returns best.json."""
-    kinds = {r.get("target", "genre_top") in targets.MULTILABEL for r in runs}
+    kinds = {r.get("target", "genre_top") for r in runs}
     if len(kinds) > 1:
-        raise MgcError("--export-best compares one validation score: single-label and multi-label targets have none in common")
-    score = "val_track_ap_micro" if kinds.pop() else SCORE
-    top = max(runs, key=lambda r: r["validation"][score])
+        raise MgcError(f"--export-best compares models on one target's validation score; these runs have {', '.join(sorted(kinds))}")
+    score = targets.score(kinds.pop())
+    scored = [r for r in runs if not math.isnan(r["validation"][score])]
+    if not scored:
+        raise MgcError(f"--export-best: no run has a {score} to compare (no validation positives?)")
+    top = max(scored, key=lambda r: r["validation"][score])
     src, dest = storage.join(storage_path, top["run"]), storage.join(storage_path, name)
-    for f in storage.list_files(storage.join(src, "model")):
+    for f in ("weights.pt", "model.json"):  # the description last: a reader between the two sees the old model whole
         storage.write_bytes(storage.join(dest, "model", f), storage.read_bytes(storage.join(src, "model", f)))
     best = {"run": top["run"], "model": top["model"]["name"], "metric": score, "score": top["validation"][score],
-            "artifact": storage.join(dest, "model"), "candidates": {r["run"]: r["validation"][score] for r in runs}}  # fmt: skip
+            "artifact": storage.join(dest, "model"), "candidates": {r["run"]: r["validation"][score] for r in scored}}  # fmt: skip
     storage.write_json(storage.join(dest, "best.json"), best)
     return best
 

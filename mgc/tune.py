@@ -27,12 +27,12 @@ from typing import Any
 
 import pandas as pd
 
-from mgc import metrics, plots, resources, storage
+from mgc import metrics, plots, resources, storage, targets
 from mgc import train as training
 from mgc.errors import MgcError
 from mgc.models import architecture
 from mgc.targets import MULTILABEL
-from mgc.train import SCORE, TrainConfig
+from mgc.train import TrainConfig
 
 SEARCHERS = ("random", "optuna", "hyperopt")
 STOPPED_EARLY = "stopped early by ASHA"  # trials.csv stop reasons
@@ -72,7 +72,7 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         if not self.metric:
-            object.__setattr__(self, "metric", "val_track_ap_micro" if self.train.target in MULTILABEL else SCORE)
+            object.__setattr__(self, "metric", targets.score(self.train.target))
 
     @property
     def mode(self) -> str:
@@ -273,7 +273,6 @@ def free_finished_worker_groups() -> None:
     Ray Data reads then wait forever for the CPU it holds. A group that never held a worker
     (one being started) is left alone."""
     import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
     from ray.util.state import list_actors, list_placement_groups
 
     job = ray.get_runtime_context().get_job_id()
@@ -286,8 +285,7 @@ def free_finished_worker_groups() -> None:
             states.setdefault(a.placement_group_id, set()).add(a.state)
     for group, seen in states.items():
         if seen == {"DEAD"}:
-            with contextlib.suppress(Exception):  # its controller may be removing it too
-                remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group))))
+            resources.remove_group(group)
 
 
 def _worker_group_reaper(every_s: float = 2.0):

@@ -361,7 +361,7 @@ def _cpus_free_after_each_test(request):
 
 # A fixture that runs Ray work fails with what holds the cluster after this long, not at CI's
 # limit (pytest-timeout bounds tests' own calls, not their fixtures).
-FIXTURE_LIMIT_S = 1200
+FIXTURE_LIMIT_S = 1800
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -389,12 +389,13 @@ def pytest_fixture_setup(fixturedef, request):
 
 
 def _free_groups_of_ended_jobs(after_s: float) -> None:
-    """What a user told by mgc's watchdog does: a placement group of a job that has ended (a driver
-    SIGKILLed while its trial's workers were being placed can leave one, a race in Ray) removed
-    once it has outlived its job `after_s` seconds."""
+    """What a user told by mgc's watchdog does: once the cluster's CPUs have not all come back
+    within `after_s` seconds, placement groups of jobs that have ended (a driver SIGKILLed while
+    its trial's workers were being placed can leave one, a race in Ray) are removed."""
     import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
     from ray.util.state import list_jobs, list_placement_groups
+
+    from mgc import resources
 
     deadline = time.time() + after_s
     while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0) and time.time() < deadline:
@@ -403,7 +404,7 @@ def _free_groups_of_ended_jobs(after_s: float) -> None:
     for g in list_placement_groups(filters=[("state", "=", "CREATED")], limit=10_000, raise_on_missing_output=False):
         if g.creator_job_id in ended:
             print(f"removing placement group {g.placement_group_id} of ended job {g.creator_job_id}", file=sys.stderr)
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(g.placement_group_id))))
+            resources.remove_group(g.placement_group_id)
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,14 @@ def test_the_gpu_benchmark_runs_on_the_cpu_with_torch_and_pyarrow_alone(all_inpu
     """`bench/gpu.py --device cpu` over shards with the waveform, then shards with the musicnn
     input: every trainable model of the registry takes its training steps once, and every figure
     is there and positive."""
+    import pyarrow.parquet as pq
+
     trained = set()
     for features in (all_inputs, tagged):
+        # Every input is stored as float16: what the training loop sends a GPU as it is.
+        schema = pq.read_schema(next((features / "features").glob("*.parquet")))
+        stored = {f.name: str(f.type.value_type) for f in schema if hasattr(f.type, "value_type")}
+        assert stored and set(stored.values()) == {"halffloat"}, stored
         out = tmp_path / f"{features.name}.json"
         proc = subprocess.run([sys.executable, "-c", BARE, "--features", str(features), "--device", "cpu", "--out", str(out)],
                               cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
