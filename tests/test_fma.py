@@ -1,4 +1,4 @@
-"""mgc.fma against genuine FMA metadata (../shared/fma_sample) and broken variants of it."""
+"""mgc.fma against genuine FMA metadata (tests/data/fma) and broken variants of it."""
 
 import shutil
 
