@@ -163,6 +163,8 @@ def from_csv(path: str, seed: int = 0) -> Manifest:
     missing = [c for c in ("path", "label") if c not in df.columns]
     if missing:
         raise MgcError(f"{path}: manifest lacks column(s) {missing}; it needs path and label (split, track_id optional)")
+    if df.empty:
+        raise MgcError(f"{path}: the manifest has a header but no rows: no tracks to read")
     if df["path"].isna().any():
         raise MgcError(f"{path}: row {int(df['path'].isna().idxmax()) + 2} has an empty path")
     base = posixpath.dirname(path) if storage.is_uri(path) else os.path.dirname(os.path.abspath(path))

@@ -47,8 +47,22 @@ def _temperature_how(fit: dict | None) -> str:
     return f"fitted on {fit['right']}/{fit['n']} right on validation (prior's MAP)"
 
 
+class _Fields(dict):
+    """A JSON file's object whose missing field is an MgcError naming the file and the field."""
+
+    def __init__(self, path: str, fields: dict[str, Any]):
+        super().__init__(fields)
+        self.path = path
+
+    def __missing__(self, key: str):
+        raise MgcError(f"{self.path}: no field {key!r} (cut short, or written by another tool?)")
+
+
 def _json(path: str) -> dict[str, Any] | None:
-    return storage.read_json(path) if os.path.isfile(path) else None
+    if not os.path.isfile(path):
+        return None
+    data = storage.read_json(path)
+    return _Fields(path, data) if isinstance(data, dict) else data
 
 
 def _csv(path: str) -> pd.DataFrame:

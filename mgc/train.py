@@ -210,14 +210,20 @@ def check(cfg: TrainConfig) -> Prepared:
     leaks = index.groupby("track_id")["split"].nunique()
     if (leaks > 1).any():
         raise MgcError(f"{cfg.features}: track {int(leaks.idxmax())} has segments in more than one split")
-    target = targets.build(targets.load_manifest(cfg.manifest, cfg.features), cfg.target, index.drop_duplicates("track_id"), cfg.min_genre_tracks)
+    labels = targets.load_manifest(cfg.manifest, cfg.features)
+    target = targets.build(labels, cfg.target, index.drop_duplicates("track_id"), cfg.min_genre_tracks)
     labelled = target.labelled(index["track_id"].to_numpy())  # per segment: multi-hot rows would not fit at scale
     split = index["split"].to_numpy()
     segments = {s: int((labelled & (split == s)).sum()) for s in SPLITS}
     tracks = {s: int(index.loc[labelled & (split == s), "track_id"].nunique()) for s in SPLITS} | {"in_shards": int(index["track_id"].nunique())}
     for s, n in segments.items():
         if n == 0:
-            raise MgcError(f"{cfg.features}: the {s} split has no segments labelled for --target {cfg.target}")
+            listed = labels.tracks["track_id"].to_numpy()
+            matched = int(np.isin(listed, index["track_id"].to_numpy()).sum())
+            raise MgcError(
+                f"{cfg.features}: the {s} split has no segments labelled for --target {cfg.target}; {matched} of the {len(listed)} "
+                f"tracks in {cfg.manifest or 'its _manifest.parquet'} are among the shards' {tracks['in_shards']}"
+            )
     training = labelled & (split == "training")
     if target.multilabel:
         weights = target.pos_weight(index.loc[training, "track_id"].drop_duplicates().to_numpy())

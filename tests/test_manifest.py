@@ -46,6 +46,7 @@ def test_csv_with_its_own_split_and_track_ids_is_kept(tmp_path):
         (pd.DataFrame({"file": ["a.mp3"], "label": ["x"]}), "lacks column"),
         (pd.DataFrame({"path": ["a.mp3", "b.mp3"], "label": ["x", "y"], "split": ["train", "test"]}), "unknown split"),
         (pd.DataFrame({"path": ["a.mp3", "b.mp3"], "label": ["x", "y"], "track_id": [1, 1]}), "track_id 1 appears"),
+        (pd.DataFrame({"path": [], "label": [], "track_id": []}), "a header but no rows"),
     ],
 )
 def test_bad_csv_manifests_name_the_file(tmp_path, frame, message):

@@ -134,3 +134,14 @@ def test_a_report_of_an_empty_folder_says_what_was_not_run(tmp_path):
     for title in SECTIONS:
         assert f"## {title}\n" in text
     assert text.count("Not run") == 5
+
+
+def test_a_summary_missing_a_field_names_the_file_and_the_field(tmp_path):
+    """An extraction's _summary.json that is `{}`: its section says which file lacks which field;
+    the other sections render as ever."""
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "_summary.json").write_text("{}")
+    html, md = report.write(str(tmp_path))
+    text = open(md).read()
+    assert f"Could not be rendered: {tmp_path / 'features' / '_summary.json'}: no field 'tracks_ok'" in text, text[:2000]
+    assert "KeyError" not in text and text.count("Not run") == 4

@@ -291,3 +291,13 @@ def test_real_fma_splits_are_by_track_and_artist(fma_sample, tmp_path):
     by_split = {s: set(artist[m.tracks["split"].to_numpy() == s]) for s in ("training", "validation", "test")}
     assert not by_split["training"] & by_split["test"] and not by_split["training"] & by_split["validation"]
     assert storage.exists(str(tmp_path / "fma_large"))
+
+
+def test_a_manifest_of_other_tracks_is_refused_naming_it_and_how_many_matched(features, tmp_path):
+    """`mgc train --manifest relabel.csv` whose track ids are none of the shards': the message
+    names the manifest and how many of its tracks the shards hold, before any Ray work."""
+    relabel = tmp_path / "relabel.csv"
+    pd.DataFrame({"path": ["a.mp3", "b.mp3"], "label": ["Rock", "Pop"], "track_id": [10**9, 10**9 + 1]}).to_csv(relabel, index=False)
+    with pytest.raises(MgcError, match="has no segments labelled") as e:
+        check(TrainConfig(features=str(features), manifest=str(relabel)))
+    assert f"0 of the 2 tracks in {relabel} are among the shards'" in str(e.value)
