@@ -53,10 +53,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports: every socket is held until all are chosen (probing one at a time,
+    the OS can hand out the same port twice, and Ray then refuses to start)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free_ports(1)[0]
 
 
 @contextlib.contextmanager
@@ -113,12 +121,12 @@ def start_head(env: dict[str, str], gpus: bool = False) -> dict:
     Returns what `stop_head` and the clients need."""
     ray_bin = shutil.which("ray", path=str(BIN)) or shutil.which("ray")
     temp = tempfile.mkdtemp(prefix="mgcray", dir="/tmp")  # short: Ray's socket paths live under it
-    port, dash = _free_port(), _free_port()
+    port, dash, *others = _free_ports(6)
     cmd = [
         ray_bin, "start", "--head", "--block", f"--port={port}", f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1",
         "--node-ip-address=127.0.0.1", "--num-cpus=2", "--object-store-memory=500000000", "--include-dashboard=true",
         "--disable-usage-stats", f"--temp-dir={temp}", *([] if gpus else ["--num-gpus=0"]),
-        *(f"--{p}={_free_port()}" for p in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")),
+        *(f"--{p}={n}" for p, n in zip(("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port"), others)),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen = []

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import _free_port, submit_job
+from conftest import _free_ports, submit_job
 from helpers import assert_complete_and_unique
 
 EXTRACTION = "FlatMap(process_chunk)"
@@ -24,8 +24,8 @@ def second_node(ray_connected):
     id and the process group to kill. Stopped (the whole group) at the end."""
     import ray
 
-    ports = {f"--{p}": str(_free_port()) for p in ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-                                                   "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")}  # fmt: skip
+    names = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
+    ports = {f"--{p}": str(n) for p, n in zip(names, _free_ports(len(names)))}
     cmd = [ray_connected["ray"], "start", f"--address={ray_connected['address']}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
            "--resources", json.dumps({"second_node": 1}), "--disable-usage-stats", "--block", *(f"{k}={v}" for k, v in ports.items())]  # fmt: skip
     proc = subprocess.Popen(cmd, env=ray_connected["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
