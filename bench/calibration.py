@@ -49,7 +49,9 @@ def nll(y: np.ndarray, lp: np.ndarray, t: float) -> float:
 
 def plain(y, lp) -> float:
     """The log loss's minimum alone (mgc before: it collapses to the bound on separable splits)."""
-    return float(np.exp(minimize_scalar(lambda s: nll(y, lp, np.exp(s)), bounds=metrics.LOG_T_BOUNDS, method="bounded").x))
+    return float(
+        np.exp(minimize_scalar(lambda s: nll(y, lp, np.exp(s)), bounds=metrics.LOG_T_BOUNDS, method="bounded").x)
+    )
 
 
 def floored(y, lp, quantile: float | None) -> float:
@@ -98,7 +100,9 @@ def main() -> None:
                 losses.append(nll(ty, tlp, t))
                 eces.append(metrics.ece(ty, calibrated))
                 ts.append(t)
-            cells.append(f"T {np.median(ts):.2f}, log loss {np.mean(losses):.2f} (worst {max(losses):.2f}), ECE {np.mean(eces):.3f}")
+            cells.append(
+                f"T {np.median(ts):.2f}, log loss {np.mean(losses):.2f} (worst {max(losses):.2f}), ECE {np.mean(eces):.3f}"
+            )
         print(f"| {n}, {val_acc:.0%} -> {test_acc:.0%}, {margin:g} | " + " | ".join(cells) + " |")
 
 

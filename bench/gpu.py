@@ -75,7 +75,9 @@ class Clock:
         return (end - start) * 1000
 
 
-def host_batch(segments: dict[str, np.ndarray], names: tuple[str, ...], batch: int, pin: bool, rng) -> dict[str, torch.Tensor]:
+def host_batch(
+    segments: dict[str, np.ndarray], names: tuple[str, ...], batch: int, pin: bool, rng
+) -> dict[str, torch.Tensor]:
     """`batch` float16 rows of each input (drawn with replacement from the segments read)."""
     rows = rng.integers(0, len(next(iter(segments.values()))), batch)
     out = {n: torch.from_numpy(np.ascontiguousarray(segments[n][rows])) for n in names}
@@ -92,15 +94,27 @@ def copy_rate(segments: dict[str, np.ndarray], device: torch.device, repeats: in
             start = clock.mark()
             x.to(device, non_blocking=pinned)
             times.append(clock.ms(start, clock.mark()))
-        out["pinned_gb_s" if pinned else "pageable_gb_s"] = x.numel() * x.element_size() / statistics.median(times[1:]) / 1e6
+        out["pinned_gb_s" if pinned else "pageable_gb_s"] = (
+            x.numel() * x.element_size() / statistics.median(times[1:]) / 1e6
+        )
     out["batch_mb"] = x.numel() * x.element_size() / 1e6
     return out
 
 
-def train_steps(name: str, fcfg: FeatureConfig, segments: dict[str, np.ndarray], batch: int, device: torch.device, warmup: int, steps: int) -> dict:
+def train_steps(
+    name: str,
+    fcfg: FeatureConfig,
+    segments: dict[str, np.ndarray],
+    batch: int,
+    device: torch.device,
+    warmup: int,
+    steps: int,
+) -> dict:
     """Training steps of `name` at its default size, as mgc's loop takes them."""
     names = reads(name)
-    cfg = ModelConfig(name=name, n_classes=16, inputs=names, shapes=tuple(input_kinds.get(n).shape(fcfg) for n in names))
+    cfg = ModelConfig(
+        name=name, n_classes=16, inputs=names, shapes=tuple(input_kinds.get(n).shape(fcfg) for n in names)
+    )
     torch.manual_seed(0)
     net = build(cfg).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
@@ -150,13 +164,19 @@ def musicnn_rates(device: torch.device, batch: int, repeats: int) -> dict[str, f
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--features", required=True, type=Path, help="an extraction output (with every input the models read)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--features", required=True, type=Path, help="an extraction output (with every input the models read)"
+    )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     p.add_argument("--batch-sizes", help="comma-separated (default: 64,256; on CPU 2)")
     p.add_argument("--steps", type=int, help="timed training steps per model and batch size (default: 20; on CPU 1)")
     p.add_argument("--warmup", type=int, help="untimed steps first (default: 3; on CPU 0)")
-    p.add_argument("--models", default=",".join(ARCHITECTURES), help="comma-separated (default: every model of the registry)")
+    p.add_argument(
+        "--models", default=",".join(ARCHITECTURES), help="comma-separated (default: every model of the registry)"
+    )
     p.add_argument("--musicnn-batch", type=int, help="patches per musicnn pass (default: 256; on CPU 4)")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "gpu.json")
     args = p.parse_args(argv)
@@ -177,7 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.models.split(","):
         missing = [n for n in reads(name) if n not in segments]
         if ARCHITECTURES[name].fit or missing:  # the baseline has no training step
-            result["skipped"][name] = "fitted in closed form" if ARCHITECTURES[name].fit else f"the shards lack {', '.join(missing)}"
+            result["skipped"][name] = (
+                "fitted in closed form" if ARCHITECTURES[name].fit else f"the shards lack {', '.join(missing)}"
+            )
             continue
         for batch in (int(b) for b in args.batch_sizes.split(",")):
             result["training"].append(train_steps(name, fcfg, segments, batch, device, args.warmup, args.steps))
@@ -191,11 +213,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'model':<11} {'inputs':<22} {'batch':>5} {'step ms':>8} {'segments/s':>11} {'copy':>6} {'peak MiB':>9}")
     for r in result["training"]:
         memory = f"{r['peak_memory_mb']:9.0f}" if r["peak_memory_mb"] is not None else f"{'-':>9}"
-        print(f"{r['model']:<11} {r['inputs']:<22} {r['batch']:>5} {r['step_ms']:8.1f} {r['segments_per_s']:11.0f} {r['copy_share']:6.1%} {memory}")
+        print(
+            f"{r['model']:<11} {r['inputs']:<22} {r['batch']:>5} {r['step_ms']:8.1f} {r['segments_per_s']:11.0f} {r['copy_share']:6.1%} {memory}"
+        )
     for name, why in result["skipped"].items():
         print(f"{name}: skipped ({why})")
     m = result["musicnn"]
-    print(f"musicnn at batch {args.musicnn_batch}: {m['fp32_patches_per_s']:.0f} patches/s fp32, {m['bf16_patches_per_s']:.0f} bf16")
+    print(
+        f"musicnn at batch {args.musicnn_batch}: {m['fp32_patches_per_s']:.0f} patches/s fp32, {m['bf16_patches_per_s']:.0f} bf16"
+    )
     print(f"{result['wall_s']:.0f} s in all; written to {args.out}")
     return result
 

@@ -83,7 +83,9 @@ def our_groups() -> set[str]:
     """Ids of this job's placement groups that are not removed."""
     from ray.util.state import list_placement_groups
 
-    groups = list_placement_groups(filters=[("creator_job_id", "=", _job())], limit=10_000, raise_on_missing_output=False)
+    groups = list_placement_groups(
+        filters=[("creator_job_id", "=", _job())], limit=10_000, raise_on_missing_output=False
+    )
     return {g.placement_group_id for g in groups if g.state != "REMOVED"}
 
 
@@ -128,22 +130,36 @@ def holders() -> str:
     from ray.util.state import list_actors, list_jobs, list_placement_groups, list_tasks
 
     total, free = ray.cluster_resources(), ray.available_resources()
-    lines = [f"{free.get('CPU', 0):g} of {total.get('CPU', 0):g} CPUs free" + (f", {free.get('GPU', 0):g} of {total['GPU']:g} GPUs" if total.get("GPU") else "")]
+    lines = [
+        f"{free.get('CPU', 0):g} of {total.get('CPU', 0):g} CPUs free"
+        + (f", {free.get('GPU', 0):g} of {total['GPU']:g} GPUs" if total.get("GPU") else "")
+    ]
     actors = list_actors(filters=[("state", "!=", "DEAD")], detail=True, limit=10_000, raise_on_missing_output=False)
     in_group: dict[str, list[str]] = {}
     for a in actors:
         if a.placement_group_id:
             in_group.setdefault(a.placement_group_id, []).append(f"{a.class_name} ({a.state.lower()}, pid {a.pid})")
-    ended = {j.job_id for j in list_jobs(raise_on_missing_output=False) if j.job_id and j.status in ("SUCCEEDED", "FAILED", "STOPPED")}
-    groups = list_placement_groups(filters=[("state", "=", "CREATED")], detail=True, limit=10_000, raise_on_missing_output=False)
+    ended = {
+        j.job_id
+        for j in list_jobs(raise_on_missing_output=False)
+        if j.job_id and j.status in ("SUCCEEDED", "FAILED", "STOPPED")
+    }
+    groups = list_placement_groups(
+        filters=[("state", "=", "CREATED")], detail=True, limit=10_000, raise_on_missing_output=False
+    )
     for g in groups:
         held = _bundles(g)
         if held:
-            inside = ", ".join(in_group.get(g.placement_group_id, [])) or "no live actor: a leak unless its job is starting one"
+            inside = (
+                ", ".join(in_group.get(g.placement_group_id, []))
+                or "no live actor: a leak unless its job is starting one"
+            )
             if g.creator_job_id in ended:
                 inside += f"; its job has ended (a leak in Ray): remove it, `ray.util.remove_placement_group` of id {g.placement_group_id}"
             name = f" {g.name!r}" if g.name else ""
-            lines.append(f"placement group {g.placement_group_id[:12]}{name} of job {g.creator_job_id}: {_fmt(held)}; in it: {inside}")
+            lines.append(
+                f"placement group {g.placement_group_id[:12]}{name} of job {g.creator_job_id}: {_fmt(held)}; in it: {inside}"
+            )
     for a in actors:
         held = _compute(a.required_resources)
         if held and not a.placement_group_id and a.state == "ALIVE":
@@ -162,13 +178,28 @@ def waiting() -> dict[str, str]:
 
     job = _job()
     out = {}
-    for t in list_tasks(filters=[("job_id", "=", job), ("state", "=", _PENDING["task"])], detail=True, limit=1000, raise_on_missing_output=False):
+    for t in list_tasks(
+        filters=[("job_id", "=", job), ("state", "=", _PENDING["task"])],
+        detail=True,
+        limit=1000,
+        raise_on_missing_output=False,
+    ):
         if _compute(t.required_resources):
             out[t.task_id] = f"task {t.name} ({_fmt(_compute(t.required_resources))})"
-    for a in list_actors(filters=[("job_id", "=", job), ("state", "=", _PENDING["actor"])], detail=True, limit=1000, raise_on_missing_output=False):
+    for a in list_actors(
+        filters=[("job_id", "=", job), ("state", "=", _PENDING["actor"])],
+        detail=True,
+        limit=1000,
+        raise_on_missing_output=False,
+    ):
         if _compute(a.required_resources):
             out[a.actor_id] = f"actor {a.class_name} ({_fmt(_compute(a.required_resources))})"
-    groups = list_placement_groups(filters=[("creator_job_id", "=", job), ("state", "=", _PENDING["group"])], detail=True, limit=1000, raise_on_missing_output=False)
+    groups = list_placement_groups(
+        filters=[("creator_job_id", "=", job), ("state", "=", _PENDING["group"])],
+        detail=True,
+        limit=1000,
+        raise_on_missing_output=False,
+    )
     for g in groups:
         if _bundles(g):
             out[g.placement_group_id] = f"placement group {g.placement_group_id[:12]} ({_fmt(_bundles(g))})"
@@ -187,7 +218,13 @@ class Watchdog(threading.Thread):
     again every `repeat_s` while something still waits that long). Ends when the process leaves
     Ray; never runs where the state API does not answer."""
 
-    def __init__(self, after_s: float = 60.0, every_s: float = 10.0, repeat_s: float = 300.0, say: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        after_s: float = 60.0,
+        every_s: float = 10.0,
+        repeat_s: float = 300.0,
+        say: Callable[[str], None] | None = None,
+    ):
         super().__init__(name=WATCHDOG, daemon=True)
         self.after_s, self.every_s, self.repeat_s = after_s, every_s, repeat_s
         self.say = say or (lambda text: print(text, file=sys.stderr, flush=True))

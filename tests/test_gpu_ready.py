@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import REPO
 from mgc.models import ARCHITECTURES
@@ -39,7 +38,12 @@ def test_the_gpu_benchmark_runs_on_the_cpu_with_torch_and_pyarrow_alone(all_inpu
         result = json.loads(out.read_text())
         assert result["device"] == "cpu" and result["copy"]["pinned_gb_s"] > 0 and result["copy"]["batch_mb"] > 0
         for row in result["training"]:
-            assert row["step_ms"] > 0 and row["segments_per_s"] > 0 and 0 <= row["copy_share"] < 1 and row["parameters"] > 0, row
+            assert (
+                row["step_ms"] > 0
+                and row["segments_per_s"] > 0
+                and 0 <= row["copy_share"] < 1
+                and row["parameters"] > 0
+            ), row
             trained.add(row["model"])
         assert result["musicnn"]["fp32_patches_per_s"] > 0 and result["musicnn"]["bf16_patches_per_s"] > 0
         assert "segments/s" in proc.stdout and "musicnn at batch" in proc.stdout

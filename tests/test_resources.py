@@ -13,7 +13,18 @@ from conftest import PLAIN_RECIPE, wait_for_free_cpus
 from mgc import resources
 from mgc.cli import main
 
-TINY = ["--channels", "4,8,8,8", "--dense", "16", "--lstm-units", "16", "--batch-size", "32", "--no-progress", *PLAIN_RECIPE]
+TINY = [
+    "--channels",
+    "4,8,8,8",
+    "--dense",
+    "16",
+    "--lstm-units",
+    "16",
+    "--batch-size",
+    "32",
+    "--no-progress",
+    *PLAIN_RECIPE,
+]
 
 
 def _held_by_this_job() -> tuple[set[str], list[str]]:
@@ -22,7 +33,10 @@ def _held_by_this_job() -> tuple[set[str], list[str]]:
     from ray.util.state import list_actors
 
     job = ray.get_runtime_context().get_job_id()
-    alive = list_actors(filters=[("job_id", "=", job), ("class_name", "=", "TrainController"), ("state", "!=", "DEAD")], raise_on_missing_output=False)
+    alive = list_actors(
+        filters=[("job_id", "=", job), ("class_name", "=", "TrainController"), ("state", "!=", "DEAD")],
+        raise_on_missing_output=False,
+    )
     return resources.our_groups(), [a.actor_id for a in alive]
 
 
@@ -30,7 +44,9 @@ def _assert_all_given_back(stage: str) -> None:
     wait_for_free_cpus(30, after=stage)
     deadline = time.time() + 30
     while (held := _held_by_this_job()) != (set(), []):  # a released controller dies a moment later
-        assert time.time() < deadline, f"after {stage}: placement groups {held[0]}, Ray Train controllers {held[1]} left behind"
+        assert time.time() < deadline, (
+            f"after {stage}: placement groups {held[0]}, Ray Train controllers {held[1]} left behind"
+        )
         time.sleep(0.5)
 
 
@@ -47,13 +63,88 @@ def test_the_demos_stages_again_and_again_leave_every_cpu_free(ray_connected, fe
     for i in range(2):
         runs = tmp_path / f"runs{i}"
         stages = [
-            ("train", ["train", "--model", "cnn", "--epochs", "2", "--storage-path", str(runs), "--cpus-per-worker", "1", *common]),
-            ("compare", ["compare", "--models", "baseline,cnn_lstm", "--epochs", "1", "--storage-path", str(runs / "compared"), "--cpus-per-worker", "1", *common]),
+            (
+                "train",
+                [
+                    "train",
+                    "--model",
+                    "cnn",
+                    "--epochs",
+                    "2",
+                    "--storage-path",
+                    str(runs),
+                    "--cpus-per-worker",
+                    "1",
+                    *common,
+                ],
+            ),
+            (
+                "compare",
+                [
+                    "compare",
+                    "--models",
+                    "baseline,cnn_lstm",
+                    "--epochs",
+                    "1",
+                    "--storage-path",
+                    str(runs / "compared"),
+                    "--cpus-per-worker",
+                    "1",
+                    *common,
+                ],
+            ),
             # Half a CPU per trial, two at once: ASHA stops some of the three trials after their first epoch.
-            ("tune", ["tune", "--model", "cnn", "--epochs", "2", "--num-samples", "3", "--max-concurrent", "2", "--grace-period", "1",
-                      "--reduction-factor", "2", "--storage-path", str(tmp_path / f"sweeps{i}"), "--name", "sw", "--cpus-per-worker", "0.5", *common]),  # fmt: skip
-            ("label", ["label", "--model", str(runs / "cnn" / "model"), "--input", str(uploads), "--out", str(tmp_path / f"labels{i}"), "--no-progress"]),
-            ("embed", ["embed", "--features", str(features), "--model", str(runs / "cnn" / "model"), "--out", str(tmp_path / f"catalogue{i}"), "--no-progress"]),
+            (
+                "tune",
+                [
+                    "tune",
+                    "--model",
+                    "cnn",
+                    "--epochs",
+                    "2",
+                    "--num-samples",
+                    "3",
+                    "--max-concurrent",
+                    "2",
+                    "--grace-period",
+                    "1",
+                    "--reduction-factor",
+                    "2",
+                    "--storage-path",
+                    str(tmp_path / f"sweeps{i}"),
+                    "--name",
+                    "sw",
+                    "--cpus-per-worker",
+                    "0.5",
+                    *common,
+                ],
+            ),  # fmt: skip
+            (
+                "label",
+                [
+                    "label",
+                    "--model",
+                    str(runs / "cnn" / "model"),
+                    "--input",
+                    str(uploads),
+                    "--out",
+                    str(tmp_path / f"labels{i}"),
+                    "--no-progress",
+                ],
+            ),
+            (
+                "embed",
+                [
+                    "embed",
+                    "--features",
+                    str(features),
+                    "--model",
+                    str(runs / "cnn" / "model"),
+                    "--out",
+                    str(tmp_path / f"catalogue{i}"),
+                    "--no-progress",
+                ],
+            ),
         ]
         for name, argv in stages:
             started = time.time()
@@ -81,7 +172,9 @@ def test_a_placement_group_left_behind_is_released_and_an_earlier_one_kept(ray_c
         groups = resources.our_groups()
         assert earlier.id.hex() in groups and leaked.id.hex() not in groups
         deadline = time.time() + 10  # the cluster's resource view follows a removal within a second or so
-        while ray.available_resources().get("CPU", 0) != ray.cluster_resources()["CPU"] - 0.5 and time.time() < deadline:
+        while (
+            ray.available_resources().get("CPU", 0) != ray.cluster_resources()["CPU"] - 0.5 and time.time() < deadline
+        ):
             time.sleep(0.1)
         assert ray.available_resources().get("CPU", 0) == pytest.approx(ray.cluster_resources()["CPU"] - 0.5)
     finally:
@@ -113,7 +206,11 @@ def test_work_waiting_for_cpus_is_told_what_holds_them(ray_connected):
         assert said, "the watchdog said nothing"
         text = said[0]
         assert "task needs_a_cpu (1 CPU)" in text and f"placement group {group.id.hex()[:12]}" in text, text
-        assert "no live actor" in text and "ray job stop" in text and f"0 of {ray.cluster_resources()['CPU']:g} CPUs free" in text, text
+        assert (
+            "no live actor" in text
+            and "ray job stop" in text
+            and f"0 of {ray.cluster_resources()['CPU']:g} CPUs free" in text
+        ), text
     finally:
         dog.stopped.set()
         remove_placement_group(group)
