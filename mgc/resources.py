@@ -23,8 +23,6 @@ import time
 from typing import Any, Callable, Iterator
 
 WATCHDOG = "mgc-watchdog"  # the thread's name: one per process
-# Work of this job waiting for resources (the state API's names for it).
-_PENDING = {"task": "PENDING_NODE_ASSIGNMENT", "actor": "PENDING_CREATION", "group": "PENDING"}
 
 
 @functools.lru_cache(maxsize=4)
@@ -123,11 +121,18 @@ def released() -> Iterator[None]:
                 release(before)
 
 
+def ended_jobs() -> set[str]:
+    """Ids of the cluster's jobs that have ended (a placement group of one is a leak)."""
+    from ray.util.state import list_jobs
+
+    return {j.job_id for j in list_jobs(raise_on_missing_output=False) if j.job_id and j.status in ("SUCCEEDED", "FAILED", "STOPPED")}
+
+
 def holders() -> str:
     """What holds the cluster's CPUs and GPUs now: placement groups (with the actors in them),
     actors and tasks outside them, each with its job; one line each."""
     import ray
-    from ray.util.state import list_actors, list_jobs, list_placement_groups, list_tasks
+    from ray.util.state import list_actors, list_placement_groups, list_tasks
 
     total, free = ray.cluster_resources(), ray.available_resources()
     lines = [
@@ -139,11 +144,7 @@ def holders() -> str:
     for a in actors:
         if a.placement_group_id:
             in_group.setdefault(a.placement_group_id, []).append(f"{a.class_name} ({a.state.lower()}, pid {a.pid})")
-    ended = {
-        j.job_id
-        for j in list_jobs(raise_on_missing_output=False)
-        if j.job_id and j.status in ("SUCCEEDED", "FAILED", "STOPPED")
-    }
+    ended = ended_jobs()
     groups = list_placement_groups(
         filters=[("state", "=", "CREATED")], detail=True, limit=10_000, raise_on_missing_output=False
     )
@@ -176,33 +177,17 @@ def waiting() -> dict[str, str]:
     """This job's tasks, actors and placement groups waiting for CPUs or GPUs: {id: a phrase}."""
     from ray.util.state import list_actors, list_placement_groups, list_tasks
 
-    job = _job()
-    out = {}
-    for t in list_tasks(
-        filters=[("job_id", "=", job), ("state", "=", _PENDING["task"])],
-        detail=True,
-        limit=1000,
-        raise_on_missing_output=False,
-    ):
-        if _compute(t.required_resources):
-            out[t.task_id] = f"task {t.name} ({_fmt(_compute(t.required_resources))})"
-    for a in list_actors(
-        filters=[("job_id", "=", job), ("state", "=", _PENDING["actor"])],
-        detail=True,
-        limit=1000,
-        raise_on_missing_output=False,
-    ):
-        if _compute(a.required_resources):
-            out[a.actor_id] = f"actor {a.class_name} ({_fmt(_compute(a.required_resources))})"
-    groups = list_placement_groups(
-        filters=[("creator_job_id", "=", job), ("state", "=", _PENDING["group"])],
-        detail=True,
-        limit=1000,
-        raise_on_missing_output=False,
-    )
-    for g in groups:
-        if _bundles(g):
-            out[g.placement_group_id] = f"placement group {g.placement_group_id[:12]} ({_fmt(_bundles(g))})"
+    kinds = (  # how to list them, the filter naming this job, the state API's word for waiting, (id, phrase, resources)
+        (list_tasks, "job_id", "PENDING_NODE_ASSIGNMENT", lambda t: (t.task_id, f"task {t.name}", _compute(t.required_resources))),
+        (list_actors, "job_id", "PENDING_CREATION", lambda a: (a.actor_id, f"actor {a.class_name}", _compute(a.required_resources))),
+        (list_placement_groups, "creator_job_id", "PENDING", lambda g: (g.placement_group_id, f"placement group {g.placement_group_id[:12]}", _bundles(g))),
+    )  # fmt: skip
+    job, out = _job(), {}
+    for lister, by_job, state, describe in kinds:
+        for item in lister(filters=[(by_job, "=", job), ("state", "=", state)], detail=True, limit=1000, raise_on_missing_output=False):
+            key, what, held = describe(item)
+            if held:
+                out[key] = f"{what} ({_fmt(held)})"
     return out
 
 

@@ -769,7 +769,7 @@ def export_best(runs: list[dict[str, Any]], storage_path: str, name: str = "best
         raise MgcError(f"--export-best: no run has a {score} to compare (no validation positives?)")
     top = max(scored, key=lambda r: r["validation"][score])
     src, dest = storage.join(storage_path, top["run"]), storage.join(storage_path, name)
-    for f in ("weights.pt", "model.json"):  # the description last: a reader between the two sees the old model whole
+    for f in ("weights.pt", "model.json"):  # model.json last: it is what marks an artifact as there
         storage.write_bytes(storage.join(dest, "model", f), storage.read_bytes(storage.join(src, "model", f)))
     best = {"run": top["run"], "model": top["model"]["name"], "metric": score, "score": top["validation"][score],
             "artifact": storage.join(dest, "model"), "candidates": {r["run"]: r["validation"][score] for r in scored}}  # fmt: skip

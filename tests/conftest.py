@@ -399,14 +399,14 @@ def _free_groups_of_ended_jobs(after_s: float) -> None:
     within `after_s` seconds, placement groups of jobs that have ended (a driver SIGKILLed while
     its trial's workers were being placed can leave one, a race in Ray) are removed."""
     import ray
-    from ray.util.state import list_jobs, list_placement_groups
+    from ray.util.state import list_placement_groups
 
     from mgc import resources
 
     deadline = time.time() + after_s
     while ray.available_resources().get("CPU", 0) < ray.cluster_resources().get("CPU", 0) and time.time() < deadline:
         time.sleep(0.5)
-    ended = {j.job_id for j in list_jobs(raise_on_missing_output=False) if j.status in ("SUCCEEDED", "FAILED", "STOPPED") and j.job_id}
+    ended = resources.ended_jobs()
     for g in list_placement_groups(filters=[("state", "=", "CREATED")], limit=10_000, raise_on_missing_output=False):
         if g.creator_job_id in ended:
             print(f"removing placement group {g.placement_group_id} of ended job {g.creator_job_id}", file=sys.stderr)
