@@ -105,6 +105,7 @@ EXPLAIN = {
     "trials": "trials of the Tune sweep",
     "sweep_epochs": "epochs per sweep trial",
     "uploads": "synthetic new uploads to label (plus a long file and 3 broken ones)",
+    "easy": "the easy corpus (every genre apart, clean labels, uploads recorded as the catalogue): models score near 1.0",
     "fresh": "delete the workdir and start again instead of reusing finished stages",
     "ray_address": RAY_ADDRESS,
 }
@@ -128,7 +129,7 @@ LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "gpus_per_trial": (0, None, True, False), "top_k": (1, None, True, False), "uncertain_below": (0, 1, True, True),
     "files_per_batch": (1, None, True, False), "actors": (0, None, True, False), "tracks": (1, None, True, False),
     "seconds": (3, None, True, False), "trials": (1, None, True, False), "sweep_epochs": (1, None, True, False),
-    "uploads": (0, None, True, False), "link_pool": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False), "label_noise": (0, 1, True, False), "multi_genre": (0, 1, True, True), "held_out": (0, 0.4, False, True),
+    "uploads": (0, None, True, False), "link_pool": (0, None, True, False), "broken_share": (0, 1, True, False), "unlabelled_share": (0, 1, True, False), "label_noise": (0, 1, True, False), "multi_genre": (0, 1, True, True), "crossover": (0, 1, True, True), "held_out": (0, 0.4, False, True),
     "workers": (0, None, True, False), "k": (1, None, True, False), "weight_decay": (0, None, True, False),
     "warmup_epochs": (0, None, True, False), "label_smoothing": (0, 1, True, False), "time_shift": (0, 1, True, True),
     "spec_mask": (0, 1, True, True), "gain_db": (0, None, True, False), "mixup": (0, None, True, False), "patience": (0, None, True, False),
@@ -226,14 +227,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from mgc.synth import SynthConfig, generate, uploads
 
     if args.uploads:
-        truth = uploads(args.out, n=args.uploads, seconds=min(args.seconds, 30.0), long_seconds=120.0, seed=100 + args.seed)
+        truth = uploads(args.out, n=args.uploads, seconds=min(args.seconds, 30.0), long_seconds=120.0, seed=100 + args.seed,
+                        crossover=args.crossover, conditions=args.upload_conditions)
         print(f"{len(truth)} uploads in {args.out} ({(truth['status'] == 'error').sum()} broken); what each is: {args.out}/_truth.csv")
         return 0
     cfg = SynthConfig(
         out=args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed, broken_share=args.broken_share,
         unlabelled_share=args.unlabelled_share, label_noise=args.label_noise, upload_conditions=args.upload_conditions,
         held_out=args.held_out, audio_dir=args.audio_dir, workers=args.workers, link_pool=args.link_pool, fma_proportions=args.fma_proportions,
-        multi_genre=args.multi_genre, subgenres=args.subgenres,
+        multi_genre=args.multi_genre, subgenres=args.subgenres, crossover=args.crossover,
     )  # fmt: skip
     print(generate(cfg, progress=not args.no_progress))
     return 0
@@ -422,6 +424,9 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
                    "with it (or --subgenres) tracks.csv lists only genres the audio has (default: 0)")
     s.add_argument("--subgenres", action="store_true",
                    help="each artist plays one of its genre's two sub-genres, audibly (an extra low pad or high ostinato over the genre), and tracks.csv lists it")
+    s.add_argument("--crossover", type=ranged(float, "crossover"), default=0.0, metavar="SHARE",
+                   help="each artist also plays a second genre, in its tempo and key, mixed under its own at up to SHARE of its loudness (per track): "
+                   "genres that share instruments, tempi and keys; the label stays the artist's genre (default: 0; the demo's hard corpus: 0.8)")
     s.add_argument("--uploads", type=ranged(int, "uploads"), default=0, metavar="N",
                    help="instead of a corpus, write N 'new uploads' of mixed formats, rates and channels, a 2-minute file and 3 broken files, to label")
     s.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)

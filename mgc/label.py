@@ -448,6 +448,28 @@ def people_summary(labels: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["kind", "name", "files", "uncertain_share"])
 
 
+def accuracy_by_flag(labels: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """Of the files labelled ok whose genre `truth` knows (columns `file`, a path relative to the
+    labelled folder, and `genre`; an empty genre is unknown), those flagged uncertain and the rest:
+    files, right (top genre = the truth) and accuracy. A file is matched by its path's ending, so a
+    labelled folder that moved still matches."""
+    known = {str(f).replace(os.sep, "/"): g for f, g in zip(truth["file"], truth["genre"]) if isinstance(g, str) and g}
+
+    def genre_of(path: str) -> str | None:
+        parts = path.replace(os.sep, "/").split("/")
+        return next((known[k] for k in ("/".join(parts[-i:]) for i in range(1, len(parts) + 1)) if k in known), None)
+
+    ok = labels[labels["status"] == "ok"]
+    genre = ok["path"].map(genre_of)
+    right = ok["top_genres"].map(lambda g: g[0]) == genre
+    rows = []
+    for name, flagged in (("flagged uncertain", True), ("not flagged", False)):
+        chosen = genre.notna() & (ok["uncertain"].astype(bool) == flagged)
+        n = int(chosen.sum())
+        rows.append({"files": name, "n": n, "right": int(right[chosen].sum()), "accuracy": round(float(right[chosen].mean()), 3) if n else None})
+    return pd.DataFrame(rows)
+
+
 def label_file(path: str, model_path: str, max_seconds: float | None = 600.0, top_k: int = 3) -> dict[str, Any]:
     """Label one file in this process (no Ray): what a row of the output holds."""
     from mgc import artifact

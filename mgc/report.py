@@ -177,7 +177,22 @@ def labelling(run_dir: str) -> Section:
         f"{summary['skipped']} already labelled; model {summary['model_id']}."
     )
     tables = [("Files per predicted genre, and the share flagged uncertain", genres), ("Errors by reason", errors)]
-    return Section("Labelling", [line], tables)
+    lines = [line]
+    truth = os.path.join(run_dir, "uploads", "_truth.csv")  # the demo's uploads say what each file is
+    if os.path.isfile(truth):
+        from mgc import label
+
+        by_flag = label.accuracy_by_flag(label.current(path, columns=["status", "top_genres", "uncertain"]), pd.read_csv(truth, keep_default_na=False))
+        lines.append(
+            f"Where the genre is known ({truth}), the top genre is right for {_share(by_flag.iloc[0])} of the files flagged "
+            f"uncertain and {_share(by_flag.iloc[1])} of the rest."
+        )
+        tables.append(("Accuracy of the files flagged uncertain and of the rest, where the genre is known", by_flag))
+    return Section("Labelling", lines, tables)
+
+
+def _share(row: pd.Series) -> str:
+    return f"{row['right']} of {row['n']}" + (f" ({row['accuracy']:.0%})" if row["n"] else "")
 
 
 def recommendations(run_dir: str) -> Section:

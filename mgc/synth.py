@@ -147,6 +147,11 @@ class SynthConfig:
     # Each artist plays one of its genre's two SUBGENRES, audibly (SUBGENRE_VOICES), and
     # tracks.csv lists that sub-genre: sub-genre tags that can be learnt, not random ones.
     subgenres: bool = False
+    # Each artist also plays a second genre (drawn per artist), in the artist's tempo and key, mixed
+    # under its genre at up to this share of its RMS (drawn per track): genres that share
+    # instruments, tempi and keys, and artists whose sound carries across genres. The label stays
+    # the artist's genre. 0: off.
+    crossover: float = 0.0
 
     def __post_init__(self) -> None:
         if self.tracks < 1:
@@ -165,10 +170,10 @@ class SynthConfig:
             raise MgcError("synth: --link-pool must be at least 0")
         if not 0 < self.held_out <= 0.4:
             raise MgcError("synth: --held-out must be in (0, 0.4]: validation and test take that share each, training the rest")
-        if not 0 <= self.multi_genre <= 1:
-            raise MgcError("synth: --multi-genre must be in [0, 1]")
-        if self.link_pool and self.truthful:
-            raise MgcError("synth: --link-pool shares one clip per genre; it cannot be used with --multi-genre or --subgenres")
+        if not 0 <= self.multi_genre <= 1 or not 0 <= self.crossover <= 1:
+            raise MgcError("synth: --multi-genre and --crossover must be in [0, 1]")
+        if self.link_pool and (self.truthful or self.crossover):
+            raise MgcError("synth: --link-pool shares one clip per genre; it cannot be used with --multi-genre, --subgenres or --crossover")
 
     @property
     def truthful(self) -> bool:
@@ -533,6 +538,7 @@ GENRES = tuple(RENDERERS)
 def render(
     genre: str, artist_seed: int, track_seed: int, seconds: float, sr: int, upload: tuple[str, ...] = (),
     subgenre: int | None = None, blend: str | None = None, blend_subgenre: int | None = None,
+    crossover: str | None = None, crossover_level: float = 0.0,
 ) -> np.ndarray:
     """One clip [samples, 2] float32 of `genre` in the style of an artist, varied per track; as
     the catalogue holds it (mastered alike: clean, full band, peak-normalised to -10.5 to -0.9
@@ -540,8 +546,10 @@ def render(
 
     `subgenre` (a SUBGENRES id of `genre`) adds that sub-genre's voice (`_add_voice`). `blend` (another
     genre, with its own `blend_subgenre` if given) renders that genre too, in the artist's key and
-    its own tempo, and mixes the two at equal RMS give or take 3 dB. Without them the clip is the
-    one this function always gave: the extras draw from generators of their own."""
+    its own tempo, and mixes the two at equal RMS give or take 3 dB. `crossover` (the artist's second
+    genre) renders that genre in the artist's tempo and key, mixed under the clip at
+    `crossover_level` of its RMS. Without them the clip is the one this function always gave: the
+    extras draw from generators of their own."""
     for g, sub in ((genre, subgenre), (blend, blend_subgenre)):
         if sub is not None and (g is None or SUBGENRE_PARENT.get(sub) != g):
             raise ValueError(f"sub-genre {sub} is not one of {g}'s {SUBGENRES.get(g)}")
@@ -554,6 +562,12 @@ def render(
     RENDERERS[genre](mix, rng, style)
     if subgenre is not None:
         _add_voice(mix, subgenre, style, np.random.default_rng([track_seed, 2]))
+    if crossover is not None:
+        second_style = _style(crossover, np.random.default_rng([artist_seed, 5]))
+        second_style.update(bpm=style["bpm"], root=style["root"])
+        second = _Mix(mix.seconds, sr)
+        RENDERERS[crossover](second, np.random.default_rng([track_seed, 5]), second_style)
+        mix.buf = mix.buf / _rms(mix.buf) + second.buf / _rms(second.buf) * crossover_level
     if blend is not None:
         other_style = _style(blend, np.random.default_rng([artist_seed, 3]))
         other_rng = np.random.default_rng([track_seed, 3])
@@ -733,6 +747,12 @@ def plan(cfg: SynthConfig) -> pd.DataFrame:
         df.loc[chosen, "labelled"] = True
         df.loc[chosen, "listed_genre"] = df.loc[chosen, "genre"]
         df.loc[chosen, "listed_subgenre"] = df.loc[chosen, "subgenre"]
+    df["crossover"], df["crossover_level"] = "", 0.0
+    if cfg.crossover:
+        cx = np.random.default_rng(cfg.seed + 5)
+        second = {a: [g for g in GENRES if g != genre][int(cx.integers(len(GENRES) - 1))] for a, genre in df.groupby("artist_id")["genre"].first().items()}
+        df["crossover"] = df["artist_id"].map(second)
+        df["crossover_level"] = cfg.crossover * cx.uniform(0.2, 1.0, len(df))
     return df
 
 
@@ -841,8 +861,8 @@ def _link_pool(df: pd.DataFrame, paths: list[str], cfg: SynthConfig) -> tuple[li
 
 
 def _layers(r) -> dict:
-    """`render`'s keyword arguments for a plan row's sub-genre and blend, if any."""
-    layers = {"subgenre": int(r.subgenre), "blend": r.blend, "blend_subgenre": int(r.blend_subgenre)}
+    """`render`'s keyword arguments for a plan row's sub-genre, blend and crossover, if any."""
+    layers = {"subgenre": int(r.subgenre), "blend": r.blend, "blend_subgenre": int(r.blend_subgenre), "crossover": r.crossover, "crossover_level": float(r.crossover_level)}
     return {k: v for k, v in layers.items() if v}
 
 
@@ -851,7 +871,7 @@ def stamp_of(cfg: SynthConfig) -> dict:
     at their defaults, so that a corpus written before they existed keeps its stamp (and is reused)."""
     wanted = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers")}
     wanted["upload_conditions"] = list(cfg.upload_conditions)
-    for k, unset in (("upload_conditions", []), ("held_out", 0.1), ("multi_genre", 0.0), ("subgenres", False)):
+    for k, unset in (("upload_conditions", []), ("held_out", 0.1), ("multi_genre", 0.0), ("subgenres", False), ("crossover", 0.0)):
         if wanted[k] == unset:
             del wanted[k]
     return wanted
@@ -893,7 +913,7 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
     os.makedirs(meta_dir, exist_ok=True)
     _tracks_csv(df, cfg).to_csv(os.path.join(meta_dir, "tracks.csv"))
     _genres_csv(df, cfg).to_csv(os.path.join(meta_dir, "genres.csv"))
-    truth = df[["track_id", "genre", "listed_genre", "split", "subset", "labelled", "kind", "expected", "upload"]].copy()
+    truth = df[["track_id", "genre", "listed_genre", "split", "subset", "labelled", "kind", "expected", "upload", "crossover", "crossover_level"]].copy()
     # What each track sounds like: its genre(s) and sub-genre(s), "|"-joined, the track's own first.
     truth["genres"] = [g + (f"|{b}" if b else "") for g, b in zip(df["genre"], df["blend"])]
     truth["subgenres"] = ["|".join(SUBGENRE_TITLES[i] for i in (s, b) if i) for s, b in zip(df["subgenre"], df["blend_subgenre"])]
@@ -910,18 +930,24 @@ UPLOAD_FORMATS = [("mp3", "MP3", "MPEG_LAYER_III"), ("wav", "WAV", "PCM_16"), ("
 UPLOAD_RATES = (44100, 48000, 22050, 32000)
 
 
-def uploads(out: str, n: int = 24, seconds: float = 15.0, long_seconds: float = 0.0, seed: int = 100) -> pd.DataFrame:
+def uploads(
+    out: str, n: int = 24, seconds: float = 15.0, long_seconds: float = 0.0, seed: int = 100,
+    crossover: float = 0.0, conditions: tuple[str, ...] = (),
+) -> pd.DataFrame:
     """A folder of synthetic "new uploads", by new artists: n clips of the genres in turn, in
     mixed formats, sample rates and channel counts, in nested folders; one long file of
-    `long_seconds` if given; and broken files (empty, not audio, too short). Writes and returns
-    `_truth.csv` (file, genre or '', expected status and reason)."""
-    rng = np.random.default_rng(seed)
+    `long_seconds` if given; and broken files (empty, not audio, too short). `crossover` and
+    upload `conditions` as SynthConfig's. Writes and returns `_truth.csv` (file, genre or '',
+    expected status and reason)."""
+    rng, cx = np.random.default_rng(seed), np.random.default_rng([seed, 5])
     rows = []
     for i in range(n):
         genre = GENRES[i % len(GENRES)]
         ext, fmt, subtype = UPLOAD_FORMATS[i % len(UPLOAD_FORMATS)]
         sr = UPLOAD_RATES[(i // len(UPLOAD_FORMATS)) % len(UPLOAD_RATES)]
-        x = render(genre, 10_000 + seed * 100 + i, int(rng.integers(1 << 31)), seconds, sr)
+        second = [g for g in GENRES if g != genre][int(cx.integers(len(GENRES) - 1))]
+        layers = {"crossover": second, "crossover_level": crossover * cx.uniform(0.2, 1.0)} if crossover else {}
+        x = render(genre, 10_000 + seed * 100 + i, int(rng.integers(1 << 31)), seconds, sr, conditions, **layers)
         if i % 3 == 0:
             x = x.mean(axis=1)  # mono
         rows.append((f"day{i % 2}/upload_{i:03d}.{ext}", genre, x, sr, fmt, subtype))

@@ -387,3 +387,28 @@ def test_blends_are_heard_as_both_genres(voiced):
     # three for most blends (a model that heard one genre would manage ~2/7).
     assert second.mean() <= 3.0 and (second < second_alone).mean() >= 0.75, (second, second_alone)
     assert first.mean() <= 3.25 and (np.maximum(first, second) <= 3).mean() >= 0.5, (first, second)
+
+
+def test_crossover_mixes_each_artists_second_genre_under_its_own(tmp_path):
+    """--crossover: each artist has one second genre (never its own), mixed under every track at
+    a level drawn per track in [0.2, 1] x the share, that share of the track's RMS; everything
+    else of the corpus is as without it, and the stamp holds the key only when it is on."""
+    default = synth.SynthConfig(out=str(tmp_path / "d"), tracks=120, seed=5)
+    on = dataclasses.replace(default, crossover=0.8)
+    assert "crossover" not in synth.stamp_of(default) and synth.stamp_of(on)["crossover"] == 0.8
+    a, b = synth.plan(default), synth.plan(on)
+    same = ["track_id", "artist_id", "genre", "listed_genre", "split", "subset", "labelled", "kind", "artist_seed", "track_seed", "upload"]
+    pd.testing.assert_frame_equal(a[same], b[same])
+    assert (a["crossover"] == "").all() and (b["crossover"] != b["genre"]).all() and b["crossover"].nunique() >= 4
+    assert b.groupby("artist_id")["crossover"].nunique().max() == 1
+    assert b["crossover_level"].between(0.16, 0.8).all() and b["crossover_level"].std() > 0.1
+    alone = synth.render("Folk", 1, 2, 4.0, 22050)
+    for level in (0.2, 0.8):
+        mixed = synth.render("Folk", 1, 2, 4.0, 22050, crossover="Electronic", crossover_level=level)
+        # What is left of the mix once the clip alone is projected out is the second genre, at
+        # `level` of the clip's RMS (the two are uncorrelated): its energy share is level².
+        along = (mixed * alone).sum() / (alone * alone).sum() * alone
+        assert ((mixed - along) ** 2).sum() / (along**2).sum() == pytest.approx(level**2, rel=0.1), level
+    for bad in ({"crossover": 1.5}, {"crossover": 0.5, "link_pool": 8}):
+        with pytest.raises(MgcError):
+            synth.SynthConfig(out="unused", **bad)
