@@ -30,6 +30,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from mgc import metrics
 from mgc.demo import HARD, SMALL
+from mgc.label import LabelConfig
 
 MGC = str(Path(sys.executable).with_name("mgc"))
 RUNS = {
@@ -80,7 +81,7 @@ def score(run: Path) -> dict[str, float]:
         pred["track_id"].to_numpy(), pred["label"].to_numpy(), np.stack(pred["logprobs"].to_numpy()), c["temperature"]
     )
     right = lp.argmax(1) == y
-    flagged = np.exp(lp.max(1)) < 0.5
+    flagged = np.exp(lp.max(1)) < LabelConfig.uncertain_below  # what `mgc label` flags by default
     return {
         "accuracy": m["test"]["track"]["accuracy"],
         "T": c["temperature"],

@@ -945,8 +945,9 @@ def uploads(
         genre = GENRES[i % len(GENRES)]
         ext, fmt, subtype = UPLOAD_FORMATS[i % len(UPLOAD_FORMATS)]
         sr = UPLOAD_RATES[(i // len(UPLOAD_FORMATS)) % len(UPLOAD_RATES)]
-        second = [g for g in GENRES if g != genre][int(cx.integers(len(GENRES) - 1))]
-        layers = {"crossover": second, "crossover_level": crossover * cx.uniform(0.2, 1.0)} if crossover else {}
+        layers = {}
+        if crossover:
+            layers = {"crossover": [g for g in GENRES if g != genre][int(cx.integers(len(GENRES) - 1))], "crossover_level": crossover * cx.uniform(0.2, 1.0)}
         x = render(genre, 10_000 + seed * 100 + i, int(rng.integers(1 << 31)), seconds, sr, conditions, **layers)
         if i % 3 == 0:
             x = x.mean(axis=1)  # mono
