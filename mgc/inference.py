@@ -48,8 +48,7 @@ class Predictor:
             for s in range(0, len(x[self.inputs[0]]), self.step):
                 xb = {n: v[s : s + self.step].to(self.device) for n, v in x.items()}
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                    h = self.model.embed(xb)
-                    logits = self.model.head.out(h)
+                    logits, h = self.model.outputs(xb)
                 lps.append((F.logsigmoid(logits.float()) if self.multilabel else torch.log_softmax(logits.float(), 1)).cpu().numpy())
                 embs.append(h.float().cpu().numpy())
         return np.concatenate(lps), np.concatenate(embs)

@@ -173,8 +173,13 @@ class Tagger(nn.Module):
     def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         return x["musicnn"][:, :EMBEDDING].float()
 
+    def outputs(self, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tag logits, embedding), as GenreNet.outputs."""
+        h = self.embed(x)
+        return self.head.out(h), h
+
     def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head.out(self.embed(x))
+        return self.outputs(x)[0]
 
 
 def tagger(device: str = "cpu") -> tuple[Tagger, dict]:

@@ -3,12 +3,14 @@
 The driver checks the shards and computes normalisation statistics of the training split before
 any worker starts; each worker streams its share of the training split with a local shuffle
 buffer and trains by the recipe (AdamW, warm-up then cosine, augmentation and mixup on its device:
-mgc.augment); rank 0 scores the whole validation split every epoch at segment and track level,
-checkpoints, and stops every rank after --patience epochs without a better score. Checkpoints are
-ranked by validation track-level macro F1; a lost worker resumes from the latest one, and so does
+mgc.augment); every epoch each rank scores its share of the validation tracks, and rank 0 scores
+the gathered predictions at segment and track level, checkpoints, and stops every rank after
+--patience epochs without a better score. Checkpoints are ranked by validation track-level macro
+F1; a lost worker resumes from the latest one, and so does
 a re-run with the same --name and --storage-path. After training, the best checkpoint is exported
 as a model artifact with a temperature fitted on the validation split, and scored once on the
-test split. A model fitted in closed form (the baseline) skips Ray Train: `fit`.
+test split. A model fitted in closed form (the baseline) skips Ray Train: `fit`; one that starts
+from a closed-form fit (the head) has it fitted in `prepare` and loaded by every worker.
 
 The target (`--target`, mgc.targets) is joined to the shards' segments on track_id from a manifest
 (the extraction's, or `--manifest`): genre_top trains a softmax with cross-entropy; genres and
@@ -151,6 +153,7 @@ class Prepared:
     class_weights: list[float] | None  # single-label: per class; multi-label: BCE's positive weights
     segments: dict[str, int] = field(default_factory=dict)
     tracks: dict[str, int] = field(default_factory=dict)  # labelled tracks per split
+    start: dict[str, np.ndarray] | None = None  # the closed-form start's tensors (Architecture.start)
 
     @property
     def labels(self) -> list[str]:
@@ -266,7 +269,15 @@ def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
         mean = np.sum([p[f"{n}:s"] for p in parts], axis=0) / count
         var = np.sum([p[f"{n}:ss"] for p in parts], axis=0) / count - mean**2
         norm[n] = (mean.tolist(), np.sqrt(np.maximum(var, 1e-8)).tolist())
-    return dataclasses.replace(prep, norm=norm)
+    start = None
+    if prep.model.architecture.start:
+        from mgc.models import build
+
+        net = build(prep.model, norm)
+        fitted = prep.model.architecture.start(net, dataset(cfg.features, "training", prep.target, list(names)), prep.target.multilabel)
+        session.note(f"train {cfg.run_name}: starts from a closed-form fit (training loss {fitted['train_loss']:.3f})")
+        start = {k: v.numpy() for k, v in net.state_dict().items() if not k.startswith(("norm.", "head."))}
+    return dataclasses.replace(prep, norm=norm, start=start)
 
 
 def check_run_dir(cfg: TrainConfig, fcfg: FeatureConfig, model_cfg: ModelConfig) -> None:
@@ -324,6 +335,9 @@ def predict(model, batches, device, multilabel: bool) -> tuple[np.ndarray, np.nd
         lps.append(predictor({n: batch[n].float() for n in model.cfg.inputs})[0])
         ids.append(batch["track_id"].cpu().numpy())
         ys.append(batch["target"].cpu().numpy())
+    if not ids:  # a rank whose share of the validation split is empty
+        n = model.cfg.n_classes
+        return np.empty(0, np.int64), np.empty((0, n) if multilabel else 0, np.float32 if multilabel else int), np.empty((0, n), np.float32)
     y = np.concatenate(ys)
     return np.concatenate(ids), y if multilabel else y.astype(int), np.concatenate(lps)
 
@@ -352,6 +366,8 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.manual_seed(tc.seed)
     device = ray.train.torch.get_device()
     net = build(mc, config["norm"])
+    if config["start"]:
+        net.load_state_dict({k: torch.from_numpy(v) for k, v in config["start"].items()}, strict=False)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = max(1, math.ceil(config["train_segments"] / world / tc.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(tc, steps_per_epoch))
@@ -420,13 +436,23 @@ def train_loop(config: dict[str, Any]) -> None:
             "lr": sched.get_last_lr()[0],
             **({"weights_sha256": digests} if world > 1 else {}),
         }
+        # Every rank scores its share of the validation tracks; rank 0 scores the gathered predictions.
+        val_started = time.perf_counter()
+        if world > 1:
+            # DDP keeps the parameters equal, but each rank's batch-norm statistics follow its own
+            # last batch: score with rank 0's, which its checkpoint holds.
+            for buffer in net.buffers():
+                dist.broadcast(buffer, src=0)
+        batches = val_data.iter_torch_batches(batch_size=256, **batch_columns)
+        predicted = predict(net, _share(batches, rank, world), device, target.multilabel)
+        if world > 1:
+            shares: list[Any] = [None] * world
+            dist.all_gather_object(shares, predicted)
+            predicted = tuple(np.concatenate(parts) for parts in zip(*shares))
         with tempfile.TemporaryDirectory() as tmp:
             saved_checkpoint = None
             if rank == 0:
-                # Rank 0 scores the whole validation split: segments of a track stay together.
-                val_started = time.perf_counter()
-                batches = val_data.iter_torch_batches(batch_size=256, **batch_columns)
-                row.update(metrics.flat(evaluate(target, *predict(net, batches, device, target.multilabel)), "val"), val_s=time.perf_counter() - val_started)
+                row.update(metrics.flat(evaluate(target, *predicted), "val"), val_segments=len(predicted[0]), val_s=time.perf_counter() - val_started)
                 row["early_stop"] = bool(tc.patience) and epochs_since_best([*state["history"], row], score_name, score_mode) >= tc.patience
                 state["history"].append(row)
                 storage.write_json(storage.join(tc.run_dir, "history.json"), state["history"])  # live progress
@@ -444,6 +470,18 @@ def train_loop(config: dict[str, Any]) -> None:
             dist.broadcast(stop, src=0)  # rank 0 decides; every rank stops at the same epoch
         if stop.item():
             break
+
+
+def _share(batches, rank: int, world: int):
+    """The rows of `batches` whose track falls to this rank (track id modulo the ranks): every
+    segment of a track on one rank, each track on exactly one."""
+    for batch in batches:
+        if world == 1:
+            yield batch
+            continue
+        keep = batch["track_id"] % world == rank
+        if keep.any():
+            yield {k: v[keep] for k, v in batch.items()}
 
 
 def lr_factor(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -507,6 +545,7 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
             "target": prep.target,
             "train_segments": prep.segments["training"],
             "score": list(score),
+            "start": prep.start,
         },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=_worker_resources(cfg)),
         run_config=RunConfig(
@@ -522,7 +561,8 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
             ),
             "val": dataset(cfg.features, "validation", prep.target, read, cache=cfg.cache_data),
         },
-        # Only training is split across workers; rank 0 reads all of validation.
+        # Only training is split across workers (Ray's equal split may drop rows); every rank reads
+        # validation and scores the tracks that fall to it (_share).
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options={"train": ordered}),
     )
 

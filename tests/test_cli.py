@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -119,14 +120,27 @@ def test_the_demo_runs_end_to_end_with_our_progress_not_rays_logs(ray_cluster, t
 def test_ray_datas_false_no_free_cpu_warning_is_dropped_and_its_other_warnings_shown(ray_cluster):
     """Ray Data says a dataset "will hang" whenever it starts while no CPU is free that instant,
     which the demo printed as one training's worker gave its CPU back to the next: a joined
-    session (not verbose) drops that line, and only that line."""
+    session (not verbose) drops that line, and only that line. The line is Ray's own, read from the
+    installed ray.data.dataset, so that a Ray whose wording differs fails here."""
+    import ast
+
+    import ray.data.dataset
+
     from mgc import session
 
+    tree = ast.parse(Path(ray.data.dataset.__file__).read_text())
+    said = [
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "warning" and node.args
+        and isinstance(node.args[0], ast.Constant) and "available CPUs" in str(node.args[0].value)
+    ]  # fmt: skip
+    assert len(said) == 1 and said[0].startswith(session.NO_FREE_CPU), said
     script = f"""
 import logging
 from mgc import session
 session.connect()
-logging.getLogger("ray.data.dataset").warning({session.NO_FREE_CPU!r} + ". The Dataset job will hang unless more CPUs are freed up.")
+logging.getLogger("ray.data.dataset").warning({said[0]!r})
 logging.getLogger("ray.data.dataset").warning("another warning of Ray Data's")
 """
     env = {**ray_cluster["env"], "RAY_ADDRESS": ray_cluster["address"]}

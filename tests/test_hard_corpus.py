@@ -2,7 +2,8 @@
 into a second genre, noisy training labels, held-out tracks recorded as uploads), the calibrated
 probabilities mean something: the temperature is fitted, not pinned to a bound, it lowers the
 test split's calibration error, and the files labelled `uncertain` are right less often than the
-rest, in the labels and in the report."""
+rest, in the labels and in the report. And the transfer `head` is at least the `baseline` on the
+same input (it starts from it)."""
 
 from __future__ import annotations
 
@@ -20,17 +21,21 @@ from mgc.synth import SynthConfig, generate
 
 @pytest.fixture(scope="module")
 def hard(ray_connected, tmp_path_factory) -> Path:
-    """200 hard 9 s tracks, 30 % of them in validation and 30 % in test; the baseline fitted on
-    them; the test split's files labelled by it, laid out as `mgc demo` lays out its uploads
+    """200 hard 9 s tracks, 30 % of them in validation and 30 % in test, extracted with the
+    musicnn input beside the statistics; the baseline fitted on the statistics (runs/baseline) and
+    on musicnn (runs/baseline_musicnn), the head trained with its defaults (runs/head); the test
+    split's files labelled by the first, laid out as `mgc demo` lays out its uploads
     (uploads/_truth.csv says what each file is)."""
     from conftest import _extract
 
     work = tmp_path_factory.mktemp("hard")
     hard = {**HARD, "held_out": 0.3}
     corpus = generate(SynthConfig(out=str(work / "fma"), tracks=200, seconds=9.0, seed=1, **hard), progress=False)
-    _extract(Path(corpus), work / "features")
+    _extract(Path(corpus), work / "features", inputs=("logmel", "mfcc", "musicnn"), musicnn_patches=1)
     train = ["--features", str(work / "features"), "--storage-path", str(work / "runs"), "--no-progress"]
     assert main(["train", "--model", "baseline", *train]) == 0
+    assert main(["train", "--model", "baseline", "--input", "musicnn", "--name", "baseline_musicnn", *train]) == 0
+    assert main(["train", "--model", "head", *train]) == 0
     truth = pd.read_csv(work / "fma" / "fma_metadata" / "synth_truth.csv")
     test = truth[(truth["split"] == "test") & (truth["kind"] == "ok")]
     files = [fma.audio_path("fma_large", t) for t in test["track_id"]]
@@ -66,3 +71,25 @@ def test_files_flagged_uncertain_are_right_less_often_than_the_rest(hard):
     pd.testing.assert_frame_equal(table.reset_index(drop=True), by_flag)
     line = section.lines[-1]
     assert f"{flagged['right']} of {flagged['n']}" in line and f"{rest['right']} of {rest['n']}" in line
+
+
+def test_the_head_starts_as_the_baseline_and_ends_at_least_level_with_it(hard):
+    """The head's closed-form start is the baseline on the same input (the same logits, before any
+    training); trained with its defaults, it ends at least level with it on the test split, give
+    or take one track (a split of ~55 tracks; bench/README.md "The hard corpus" has three seeds)."""
+    import torch
+
+    from mgc import artifact, train
+    from mgc.models import build
+
+    prep = train.prepare(train.TrainConfig(features=str(hard / "features"), model="head", storage_path=str(hard / "runs")))
+    head = build(prep.model, prep.norm).eval()
+    head.load_state_dict({k: torch.from_numpy(v) for k, v in prep.start.items()}, strict=False)
+    baseline, _ = artifact.load(str(hard / "runs" / "baseline_musicnn" / "model"))
+    x = {"musicnn": torch.randn(16, *prep.model.shape("musicnn")) * 0.5}
+    with torch.no_grad():
+        assert torch.allclose(head(x), baseline(x), atol=1e-4)
+
+    accuracy = {run: json.loads((hard / "runs" / run / "metrics.json").read_text())["test"]["track"] for run in ("head", "baseline_musicnn")}
+    one_track = 1 / accuracy["head"]["n"]
+    assert accuracy["head"]["accuracy"] >= accuracy["baseline_musicnn"]["accuracy"] - one_track, accuracy

@@ -194,7 +194,8 @@ def test_relabelling_follows_each_files_content_and_the_model(ray_connected, com
     assert row["size_bytes"] == changed.stat().st_size and row["modified_ns"] == changed.stat().st_mtime_ns
 
     # The quick check: other bytes with the same size and modification time are not read again
-    # (as rsync); a new modification time makes the file hashed again: same content, no new row.
+    # (as rsync); a new modification time makes a file hashed again: the same content gives no new
+    # row, other content of the same size does (a size-only check would miss it).
     kept = src / good["file"].iloc[1]
     stat, data = kept.stat(), bytearray(kept.read_bytes())
     data[-1] ^= 0xFF
@@ -203,15 +204,18 @@ def test_relabelling_follows_each_files_content_and_the_model(ray_connected, com
     quick = run(model)
     assert (quick["labelled"], quick["skipped"]) == (0, 4)
     os.utime(src / good["file"].iloc[2])
+    os.utime(kept)
+    assert kept.stat().st_size == stat.st_size
     hashed = run(model)
-    assert (hashed["labelled"], hashed["skipped"]) == (0, 4)
-    assert len(label.read_labels(str(out))) == 5
+    assert (hashed["labelled"], hashed["skipped"]) == (1, 3)
+    assert len(label.read_labels(str(out))) == 6
+    assert label.current(str(out), label.model_id(model)).set_index("path").loc[str(kept), "modified_ns"] == kept.stat().st_mtime_ns
 
     other = str(compared / "cnn_lstm" / "model")
     third = run(other)
     assert (third["labelled"], third["skipped"]) == (4, 0)
     assert set(label.current(str(out), label.model_id(other))["path"]) == {str(src / f) for f in good["file"]}
-    assert len(label.read_labels(str(out))) == 9
+    assert len(label.read_labels(str(out))) == 10
 
     query = str(src / good["file"].iloc[1])
     capsys.readouterr()

@@ -165,6 +165,28 @@ def test_ddp_ranks_stay_in_step_in_mgcs_own_loop(compared):
         assert len({d[0] for d in digests}) == len(digests)  # a new state every epoch
 
 
+def test_validation_shared_by_two_ranks_scores_as_one_rank_does(compared, features):
+    """With two workers each rank scores its own share of the validation tracks and rank 0 scores
+    the gathered predictions: the best epoch's validation metrics (history.json) equal those of its
+    exported weights scored on the driver alone, over the whole split."""
+    from mgc import artifact, metrics
+    from mgc.train import _split_predictions, evaluate
+
+    for model in ("cnn", "cnn_lstm"):
+        history = json.loads((compared / model / "history.json").read_text())
+        best = json.loads((compared / model / "metrics.json").read_text())["best_epoch"]
+        assert len(history[0]["weights_sha256"]) == 2  # two ranks
+        prep = check(TrainConfig(features=str(features), model=model))
+        net, _ = artifact.load(str(compared / model / "model"))
+        scored = evaluate(prep.target, *_split_predictions(TrainConfig(features=str(features)), prep, net, "validation"))
+        assert scored["track"]["n"] == prep.tracks["validation"]
+        alone = metrics.flat(scored, "val")
+        assert history[best - 1]["val_segments"] == prep.segments["validation"]  # each segment scored once
+        shared = {k: v for k, v in history[best - 1].items() if k in alone}
+        assert shared.keys() == alone.keys(), (shared.keys(), alone)
+        assert shared == pytest.approx(alone, rel=1e-5, abs=1e-6), model
+
+
 def test_a_run_name_is_not_reused_for_another_configuration(compared, features):
     other = dict(SMALL, channels=(4, 8, 16, 16))
     with pytest.raises(MgcError, match="holds a run with a different model config; choose another --name"):

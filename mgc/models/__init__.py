@@ -10,8 +10,9 @@ registering its architectures (what they read, their default sizes, their encode
 - mm_crnn.py: mm_crnn (a 1-D waveform encoder and a 2-D log-mel encoder whose feature maps are
               concatenated along channels and fed to one LSTM)
 - baseline.py: baseline (per-band statistics, logistic regression fitted in closed form)
-- head.py:    head (dropout and one dense layer over the pretrained musicnn embedding, optionally
-              beside the baseline's statistics)
+- head.py:    head (over the pretrained musicnn embedding, optionally beside the baseline's
+              statistics: the baseline's regression, fitted before training, plus dropout and one
+              dense layer trained from it)
 
 Every network normalises each input with statistics of the training split (buffers, so that an
 exported model carries them), and exposes `embed` (the penultimate layer). Adding a model is one

@@ -31,6 +31,10 @@ class Architecture:
     # Fitted in closed form instead of by the training loop: fit(net, training split as a Ray
     # Dataset, multilabel) -> {"train_loss": ...} (the baseline).
     fit: Callable[..., dict[str, float]] | None = None
+    # Fitted the same way before the training loop, into a linear path from the encoder's vector to
+    # the logits (`GenreNet.skip`, never trained) beside the dense head, whose output starts at zero:
+    # training starts from the closed-form model and learns what it misses (the transfer head).
+    start: Callable[..., dict[str, float]] | None = None
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
@@ -151,6 +155,11 @@ class GenreNet(nn.Module):
         *gaps, head_rate = cfg.dropout_rates
         self.encoder = cfg.architecture.encoder(cfg, tuple(gaps))
         self.head = Head(self.encoder.size, cfg.dense, cfg.n_classes, head_rate)
+        self.skip: nn.Linear | None = None
+        if cfg.architecture.start:
+            self.skip = nn.Linear(self.encoder.size, cfg.n_classes).requires_grad_(False)
+            nn.init.zeros_(self.head.out.weight)
+            nn.init.zeros_(self.head.out.bias)
 
     def encode(self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """{input: [batch, *shape]} features -> [batch, n] vector before the head; `augment(name,
@@ -158,12 +167,19 @@ class GenreNet(nn.Module):
         z = {n: self.norm[n](x[n]) for n in self.cfg.inputs}
         return self.encoder({n: augment(n, v) for n, v in z.items()} if augment else z)
 
+    def outputs(self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, embedding): the embedding is the penultimate layer, used for recommendations."""
+        z = self.encode(x, augment)
+        h = self.head.hidden(z)
+        logits = self.head.out(h)
+        return (logits if self.skip is None else logits + self.skip(z)), h
+
     def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
         """The penultimate layer: the track embedding used for recommendations."""
         return self.head.hidden(self.encode(x))
 
     def forward(self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        return self.head.out(self.head.hidden(self.encode(x, augment)))
+        return self.outputs(x, augment)[0]
 
 
 def build(cfg: ModelConfig, norm: dict[str, tuple[Any, Any]] | None = None) -> GenreNet:

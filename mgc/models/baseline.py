@@ -50,11 +50,13 @@ class Statistics(nn.Module):
         return self.scale(self.raw(x))
 
 
-def fit(net, train: Any, multilabel: bool = False) -> dict[str, float]:
-    """Fit `net` (a baseline GenreNet with its inputs' normalisation) on the training split, a Ray
-    Dataset of its inputs and targets: statistics per segment by Ray Data, then the scaler and the
-    regression here (multi-label: one logistic regression per genre, one-vs-rest). Returns
-    {'train_loss': log loss on the training split (binary, averaged over genres, multi-label)}."""
+def fit_linear(net, train: Any, multilabel: bool, linear: nn.Linear) -> dict[str, float]:
+    """Fit the logistic regression from the standardised statistics of `net`'s inputs to the
+    logits into `linear`, and the standardisation into `net.encoder.scale` (an encoder that is
+    `Statistics`), on the training split: a Ray Dataset of the inputs and targets. Statistics per
+    segment by Ray Data, then the scaler and the regression here (multi-label: one logistic
+    regression per genre, one-vs-rest). Returns {'train_loss': log loss on the training split
+    (binary, averaged over genres, multi-label)}."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
     from sklearn.multiclass import OneVsRestClassifier
@@ -92,13 +94,18 @@ def fit(net, train: Any, multilabel: bool = False) -> dict[str, float]:
     with torch.no_grad():
         net.encoder.scale.mean.copy_(torch.as_tensor(scaler.mean_))
         net.encoder.scale.std.copy_(torch.as_tensor(np.maximum(scaler.scale_, 1e-8)))
-        net.head.out.weight.copy_(torch.as_tensor(weight))
-        net.head.out.bias.copy_(torch.as_tensor(bias))
+        linear.weight.copy_(torch.as_tensor(weight))
+        linear.bias.copy_(torch.as_tensor(bias))
     if multilabel:
         return {"train_loss": binary_log_loss(y, 1 / (1 + np.exp(-(z @ weight.T + bias))))}
     probs = np.zeros((len(y), n))
     probs[:, model.classes_] = model.predict_proba(z)
     return {"train_loss": float(log_loss(y, probs, labels=list(range(n))))}
+
+
+def fit(net, train: Any, multilabel: bool = False) -> dict[str, float]:
+    """The baseline: the logistic regression (`fit_linear`) is the network's output layer."""
+    return fit_linear(net, train, multilabel, net.head.out)
 
 
 register(Architecture(

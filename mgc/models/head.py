@@ -1,28 +1,24 @@
 """A small head over a pretrained tagger's embedding (the transfer-learning model): the musicnn
 vector of each segment, alone or beside the classical baseline's per-band statistics of the
-spectra, through dropout and one hidden layer. Trained by the same loop and recipe as every
-network; its embedding is the hidden layer."""
+spectra, standardised, then two paths added in the logits. A linear one, the baseline's logistic
+regression on the same input, fitted in closed form before training and kept as it is; and dropout
+and one hidden layer, whose output starts at zero and learns what the regression misses. Training
+so starts from the baseline rather than from noise, which a one-layer head on a few hundred
+segments does not reliably climb out of (bench/README.md, "The hard corpus"). Its embedding is
+the hidden layer."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import Any
 
 from mgc.models.base import Architecture, register
-from mgc.models.baseline import summary, summary_size
+from mgc.models.baseline import Statistics, fit_linear
 
 
-class Vectors(nn.Module):
-    """The normalised inputs' summary (mgc.models.baseline): the musicnn vector, then each
-    spectrum's per-band mean and standard deviation over time."""
-
-    def __init__(self, cfg, gaps: tuple[float, ...]):
-        super().__init__()
-        self.size = summary_size(cfg.shapes)
-
-    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return summary(x)
+def start(net, train: Any, multilabel: bool = False) -> dict[str, float]:
+    """The linear path and the standardisation, fitted as the baseline's (mgc.models.baseline)."""
+    return fit_linear(net, train, multilabel, net.skip)
 
 
-register(Architecture("head", "dropout and one dense layer of 128 over the musicnn embedding and tags (transfer), alone or with the log-mel and MFCC statistics",
-                      (("musicnn",), ("musicnn", "logmel", "mfcc")), Vectors, {"dense": (128,)}))  # fmt: skip
+register(Architecture("head", "the baseline's logistic regression plus dropout and a dense layer of 128 trained from it, over the musicnn embedding and tags (transfer), alone or with the log-mel and MFCC statistics",
+                      (("musicnn",), ("musicnn", "logmel", "mfcc")), Statistics, {"dense": (128,)}, start=start))  # fmt: skip
