@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.mgc-installed
 DEMO   ?= demo
 
-.PHONY: install test demo bench clean
+.PHONY: install test lint format demo bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,15 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest --durations=25 tests
+
+# ruff's lint and format checks, as CI runs them; `make format` rewrites what the check flags.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # `make demo ARGS=--fresh` starts again; a plain re-run reuses finished stages.
 demo: $(STAMP)

@@ -27,7 +27,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SMALL = dict(model="cnn", channels=(8, 16, 32, 32), dense=(64, 32), batch_size=16, lr=3e-3, dropout=0.2, min_genre_tracks=3)  # the test's
+SMALL = dict(
+    model="cnn", channels=(8, 16, 32, 32), dense=(64, 32), batch_size=16, lr=3e-3, dropout=0.2, min_genre_tracks=3
+)  # the test's
 
 
 def blend_scores(run: Path) -> dict[str, float | None]:
@@ -51,7 +53,11 @@ def blend_scores(run: Path) -> dict[str, float | None]:
     tagged = p >= np.array(meta["thresholds"])[roots]
     top = np.argsort(-p, axis=1)
     top_k = [set(t[: row.sum()]) == set(np.flatnonzero(row)) for t, row in zip(top, listed)]
-    return {"test_blends": int(blend.sum()), "all_tagged": round(float((tagged | ~listed).all(1).mean()), 3), "top_k_listed": round(float(np.mean(top_k)), 3)}
+    return {
+        "test_blends": int(blend.sum()),
+        "all_tagged": round(float((tagged | ~listed).all(1).mean()), 3),
+        "top_k_listed": round(float(np.mean(top_k)), 3),
+    }
 
 
 def main() -> None:
@@ -59,9 +65,17 @@ def main() -> None:
     ap.add_argument("--tracks", default="160,320,640")
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--recipes", default="plain,default", help="plain: the test's (Adam, constant rate, no augmentation); default: mgc's")
+    ap.add_argument(
+        "--recipes",
+        default="plain,default",
+        help="plain: the test's (Adam, constant rate, no augmentation); default: mgc's",
+    )
     ap.add_argument("--seed", type=int, default=5, help="corpus seed (the test's: 5)")
-    ap.add_argument("--train-seeds", default="0", help="training seeds: each recipe trains once per seed (the spread says what one run can show)")
+    ap.add_argument(
+        "--train-seeds",
+        default="0",
+        help="training seeds: each recipe trains once per seed (the spread says what one run can show)",
+    )
     ap.add_argument("--workdir", default=str(HERE / "out"))
     args = ap.parse_args()
 
@@ -93,7 +107,10 @@ def main() -> None:
         if not (features / "_summary.json").exists():
             generate(SynthConfig(out=str(base / "corpus"), tracks=tracks, seconds=args.seconds, broken_share=0.0, unlabelled_share=0.0,
                                  multi_genre=0.5, subgenres=True, seed=args.seed), progress=False)  # fmt: skip
-            extract(fma.manifest(str(base / "corpus")), ExtractConfig(out=str(features), tracks_per_shard=16, progress=False))
+            extract(
+                fma.manifest(str(base / "corpus")),
+                ExtractConfig(out=str(features), tracks_per_shard=16, progress=False),
+            )
         runs = base / "runs"
         shutil.rmtree(runs, ignore_errors=True)
         for recipe in args.recipes.split(","):
@@ -105,11 +122,22 @@ def main() -> None:
                              "val_track_ap_micro": round(out["validation"]["val_track_ap_micro"], 3),
                              **blend_scores(runs / name)})  # fmt: skip
                 print(rows[-1], flush=True)
-    result = {"seconds": args.seconds, "epochs": args.epochs, "corpus_seed": args.seed, "sizes": SMALL, "recipes": args.recipes.split(","), "runs": rows}
+    result = {
+        "seconds": args.seconds,
+        "epochs": args.epochs,
+        "corpus_seed": args.seed,
+        "sizes": SMALL,
+        "recipes": args.recipes.split(","),
+        "runs": rows,
+    }
     (work / "blends.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{'tracks':>6} {'recipe':>8} {'seed':>4} {'trained on':>10} {'val mAP':>8} {'test blends':>11} {'both tagged':>11} {'top 2 theirs':>12}")
+    print(
+        f"\n{'tracks':>6} {'recipe':>8} {'seed':>4} {'trained on':>10} {'val mAP':>8} {'test blends':>11} {'both tagged':>11} {'top 2 theirs':>12}"
+    )
     for r in rows:
-        share = {k: "-" if r[k] is None else f"{r[k]:.3f}" for k in ("all_tagged", "top_k_listed")}  # "-": no test blends
+        share = {
+            k: "-" if r[k] is None else f"{r[k]:.3f}" for k in ("all_tagged", "top_k_listed")
+        }  # "-": no test blends
         print(f"{r['tracks']:>6} {r['recipe']:>8} {r['seed']:>4} {r['training_tracks']:>10} {r['val_track_ap_micro']:>8.3f} {r['test_blends']:>11} "
               f"{share['all_tagged']:>11} {share['top_k_listed']:>12}")  # fmt: skip
 

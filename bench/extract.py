@@ -42,7 +42,9 @@ def naive(paths: list[str]) -> None:
         y, sr = librosa.load(p, sr=22050, mono=True)
         for i in range(len(y) // 66150):
             seg = y[i * 66150 : (i + 1) * 66150]
-            S = librosa.power_to_db(librosa.feature.melspectrogram(y=seg, sr=sr, n_fft=2048, hop_length=512, n_mels=128))
+            S = librosa.power_to_db(
+                librosa.feature.melspectrogram(y=seg, sr=sr, n_fft=2048, hop_length=512, n_mels=128)
+            )
             librosa.feature.mfcc(S=S, n_mfcc=20)
 
 
@@ -175,13 +177,20 @@ def main() -> None:
         "speedup_vs_naive": round(t_naive / t_ours, 2),
         "projected_fma_large_16_cores_min": round(projected / 60, 1),
         "worker_peak_rss_mib": round(mem.peak / mb),
-        "driver_peak_rss_mib": {f"{len(quarter)} tracks": round(driver_quarter / mb), f"{n} tracks": round(driver_full / mb)},
+        "driver_peak_rss_mib": {
+            f"{len(quarter)} tracks": round(driver_quarter / mb),
+            f"{n} tracks": round(driver_full / mb),
+        },
         "every_input_tracks_per_s": round(n / t_all, 2),
         "ratio_every_input_vs_default_tracks_per_s": round(t_ours / t_all, 3),
         "bytes_per_segment": {k: round(v) for k, v in bytes_per_segment(work / "features_all").items()},
     }
     # FMA large: 106,574 clips of 30 s, 10 segments each (a few are shorter or broken: an upper bound).
-    result["fma_large_gb"] = {k: round(v * FMA_LARGE * 10 / 1e9, 1) for k, v in result["bytes_per_segment"].items() if k in ("logmel", "mfcc", "waveform")}
+    result["fma_large_gb"] = {
+        k: round(v * FMA_LARGE * 10 / 1e9, 1)
+        for k, v in result["bytes_per_segment"].items()
+        if k in ("logmel", "mfcc", "waveform")
+    }
     work.mkdir(parents=True, exist_ok=True)
     (work / "extract.json").write_text(json.dumps(result, indent=2) + "\n")
 
@@ -191,16 +200,26 @@ def main() -> None:
     print(f"{f'(c) mgc.extract on Ray, {cores} cores, core-s, end to end':<48}{per_core_ours:>10.4f}")
     print(f"{f'(c) mgc.extract on Ray, {cores} cores, core-s, steady':<48}{marginal:>10.4f}")
     print(f"\n(c)/(b) per core, steady      {result['ratio_ours_marginal_vs_floor']:.2f}x   (target <= 1.3)")
-    print(f"(c)/(b) per core, end to end  {result['ratio_ours_per_core_vs_floor']:.2f}x   (includes {fixed:.1f} s fixed start-up)")
+    print(
+        f"(c)/(b) per core, end to end  {result['ratio_ours_per_core_vs_floor']:.2f}x   (includes {fixed:.1f} s fixed start-up)"
+    )
     print(f"(c) speed-up over (a)         {result['speedup_vs_naive']:.2f}x   (target >= 1.7 on 2 cores)")
-    print(f"(c) throughput                {result['ours_tracks_per_s']:.1f} tracks/s warm, {result['ours_cold_tracks_per_s']} cold")
+    print(
+        f"(c) throughput                {result['ours_tracks_per_s']:.1f} tracks/s warm, {result['ours_cold_tracks_per_s']} cold"
+    )
     print(f"FMA large on 16 cores         {result['projected_fma_large_16_cores_min']:.1f} min projected (target < 10)")
     print(f"worker peak RSS               {result['worker_peak_rss_mib']} MiB (target < 1024)")
-    print(f"driver peak RSS               {driver_quarter / mb:.0f} MiB at {len(quarter)} tracks, {driver_full / mb:.0f} MiB at {n} tracks")
-    print(f"with the waveform too         {result['every_input_tracks_per_s']:.1f} tracks/s, {result['ratio_every_input_vs_default_tracks_per_s']:.2f}x the default inputs' rate")
+    print(
+        f"driver peak RSS               {driver_quarter / mb:.0f} MiB at {len(quarter)} tracks, {driver_full / mb:.0f} MiB at {n} tracks"
+    )
+    print(
+        f"with the waveform too         {result['every_input_tracks_per_s']:.1f} tracks/s, {result['ratio_every_input_vs_default_tracks_per_s']:.2f}x the default inputs' rate"
+    )
     for name, size in result["bytes_per_segment"].items():
         if name in result["fma_large_gb"]:
-            print(f"  {name:<10} {size / 1024:8.1f} KiB per 3 s segment in Parquet, {result['fma_large_gb'][name]:7.1f} GB for FMA large")
+            print(
+                f"  {name:<10} {size / 1024:8.1f} KiB per 3 s segment in Parquet, {result['fma_large_gb'][name]:7.1f} GB for FMA large"
+            )
 
 
 if __name__ == "__main__":

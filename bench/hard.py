@@ -28,9 +28,9 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from mgc import metrics
-from mgc.demo import HARD, SMALL
-from mgc.label import LabelConfig
+from mgc import metrics  # noqa: E402
+from mgc.demo import HARD, SMALL  # noqa: E402
+from mgc.label import LabelConfig  # noqa: E402
 
 MGC = str(Path(sys.executable).with_name("mgc"))
 RUNS = {

@@ -58,9 +58,9 @@ def main() -> None:
     import soundfile as sf
 
     from mgc import artifact, fma, label
-    from mgc.models import ModelConfig, build
     from mgc.extract import ExtractConfig
     from mgc.extract import run as extract
+    from mgc.models import ModelConfig, build
     from mgc.synth import render
 
     work = HERE / "out"
@@ -79,11 +79,17 @@ def main() -> None:
     extract(manifest, ExtractConfig(out=str(scratch / "warm"), tracks_per_shard=8, progress=False))  # start the workers
     # Steady rates come from the output files' times: a run's start (labelling starts its actors
     # and loads the model, ~8 s here) would otherwise dominate 200 tracks on 2 cores.
-    ex_runs = [extract(manifest, ExtractConfig(out=str(scratch / f"features_{r}"), tracks_per_shard=8, progress=False)) for r in range(repeats)]
+    ex_runs = [
+        extract(manifest, ExtractConfig(out=str(scratch / f"features_{r}"), tracks_per_shard=8, progress=False))
+        for r in range(repeats)
+    ]
+
     def shard_tracks(f: Path) -> int:
         return len(pq.read_table(f, columns=["track_id"])["track_id"].unique())
 
-    extract_rate = median(steady_rate((scratch / f"features_{r}" / "features").glob("*.parquet"), shard_tracks) for r in range(repeats))
+    extract_rate = median(
+        steady_rate((scratch / f"features_{r}" / "features").glob("*.parquet"), shard_tracks) for r in range(repeats)
+    )
     extract_e2e = median(200 / r["this_run"]["wall_s"] for r in ex_runs)
     tracks = corpus / "_label_bench.csv"  # inside the corpus: manifests may not point outside their folder
     manifest.tracks[["path"]].to_csv(tracks, index=False)
@@ -95,8 +101,25 @@ def main() -> None:
     artifact.save(str(small_model), net, meta["features"], meta["labels"])
     rates = {}
     for size, path in (("mid", model), ("small", small_model)):
-        runs = [label.run(label.LabelConfig(model=str(path), input=str(tracks), out=str(scratch / f"labels_{size}_{r}"), files_per_batch=8, progress=False)) for r in range(repeats)]
-        steady = median(steady_rate((scratch / f"labels_{size}_{r}" / "labels").glob("*.parquet"), lambda f: pq.ParquetFile(f).metadata.num_rows) for r in range(repeats))
+        runs = [
+            label.run(
+                label.LabelConfig(
+                    model=str(path),
+                    input=str(tracks),
+                    out=str(scratch / f"labels_{size}_{r}"),
+                    files_per_batch=8,
+                    progress=False,
+                )
+            )
+            for r in range(repeats)
+        ]
+        steady = median(
+            steady_rate(
+                (scratch / f"labels_{size}_{r}" / "labels").glob("*.parquet"),
+                lambda f: pq.ParquetFile(f).metadata.num_rows,
+            )
+            for r in range(repeats)
+        )
         rates[size] = (steady, median(200 / r["seconds"] for r in runs))
 
     hour = scratch / "hour"
@@ -107,7 +130,9 @@ def main() -> None:
     stop, peak = threading.Event(), []
     sampler = threading.Thread(target=peak_worker_rss, args=(stop, peak))
     sampler.start()
-    long = label.run(label.LabelConfig(model=str(model), input=str(hour), out=str(scratch / "hour_labels"), progress=False))
+    long = label.run(
+        label.LabelConfig(model=str(model), input=str(hour), out=str(scratch / "hour_labels"), progress=False)
+    )
     stop.set()
     sampler.join()
     row = label.read_labels(str(scratch / "hour_labels")).iloc[0]
@@ -127,11 +152,17 @@ def main() -> None:
         "hour_file_peak_worker_rss_mib": round(peak[0] / 2**20, 1),
     }
     (work / "label.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{result['tracks']} tracks of 30 s, {cores} cores; tracks/s steady (first to last output file) and end to end")
+    print(
+        f"\n{result['tracks']} tracks of 30 s, {cores} cores; tracks/s steady (first to last output file) and end to end"
+    )
     print(f"extraction alone          {extract_rate:7.2f}   {extract_e2e:7.2f}")
     for size, (steady, e2e) in rates.items():
-        print(f"labelling, {size:5s} cnn       {steady:7.2f}   {e2e:7.2f}   steady = {steady / extract_rate:.2f}x extraction (target >= 0.8x)")
-    print(f"one-hour upload: {row['status']}, {row['analysed_s']:.0f} s analysed, peak worker RSS {result['hour_file_peak_worker_rss_mib']:.0f} MiB (target < 1024)")
+        print(
+            f"labelling, {size:5s} cnn       {steady:7.2f}   {e2e:7.2f}   steady = {steady / extract_rate:.2f}x extraction (target >= 0.8x)"
+        )
+    print(
+        f"one-hour upload: {row['status']}, {row['analysed_s']:.0f} s analysed, peak worker RSS {result['hour_file_peak_worker_rss_mib']:.0f} MiB (target < 1024)"
+    )
 
 
 if __name__ == "__main__":

@@ -39,7 +39,10 @@ def features_with_every_input(work: Path) -> Path:
     if not (out / "_summary.json").exists():
         corpus = work / "corpus"
         generate(SynthConfig(out=str(corpus), tracks=200, seconds=30.0, broken_share=0.0, seed=11), progress=False)
-        run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), tracks_per_shard=8, features=FeatureConfig(inputs=ALL_INPUTS), progress=False))
+        run(
+            fma.manifest(str(corpus)),
+            ExtractConfig(out=str(out), tracks_per_shard=8, features=FeatureConfig(inputs=ALL_INPUTS), progress=False),
+        )
     return out
 
 
@@ -78,7 +81,12 @@ def main() -> None:
     base = rows[0]["segments_per_s"]
     for r in rows:
         r["vs_first"] = round(r["segments_per_s"] / base, 3)
-    result = {"device": "gpu" if args.use_gpu else f"cpu, {os.cpu_count()} cores", "sizes": SIZES, "batch_size": args.batch_size, "models": rows}
+    result = {
+        "device": "gpu" if args.use_gpu else f"cpu, {os.cpu_count()} cores",
+        "sizes": SIZES,
+        "batch_size": args.batch_size,
+        "models": rows,
+    }
     (work / "models.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\ntraining segments/s, {result['device']}, batch {args.batch_size}, mid sizes {SIZES}")
     for r in rows:

@@ -54,7 +54,9 @@ def extraction_rates(corpus: Path) -> dict[str, float]:
                            ("with_musicnn", FeatureConfig(inputs=musicnn_inputs)), ("with_musicnn_3_patches", FeatureConfig(inputs=musicnn_inputs, musicnn_patches=3))):  # fmt: skip
         out = HERE / "out" / f"musicnn_extract_{name}"
         shutil.rmtree(out, ignore_errors=True)
-        rates[name] = run(manifest, ExtractConfig(out=str(out), features=features, tracks_per_shard=2, progress=False))["this_run"]["tracks_per_s"]
+        rates[name] = run(manifest, ExtractConfig(out=str(out), features=features, tracks_per_shard=2, progress=False))[
+            "this_run"
+        ]["tracks_per_s"]
         shutil.rmtree(out)
     del rates["warm_up"]
     rates["with_musicnn_vs_default"] = rates["default"] / rates["with_musicnn"]
@@ -71,7 +73,10 @@ def main() -> None:
     cfg = FeatureConfig()
     corpus = HERE / "out" / f"musicnn_corpus_{args.tracks}x{args.seconds:g}s"
     if not (corpus / "fma_metadata").exists():
-        generate(SynthConfig(out=str(corpus), tracks=args.tracks, seconds=args.seconds, broken_share=0.0, seed=11), progress=False)
+        generate(
+            SynthConfig(out=str(corpus), tracks=args.tracks, seconds=args.seconds, broken_share=0.0, seed=11),
+            progress=False,
+        )
     paths = list(fma.manifest(str(corpus)).tracks["path"])
     tracks = [audio.load(p, cfg) for p in paths]
     musicnn.load()  # weights read once, outside the timings
@@ -92,8 +97,12 @@ def main() -> None:
     }
     r = {k: v / args.tracks for k, v in r.items()}  # per track
     # Against the whole default extraction of a track: its decode, then log-mel and MFCC.
-    r["musicnn_f32_vs_default_extraction"] = (r["front_end_s"] + r["network_f32_s"]) / (r["decode_s"] + r["logmel_mfcc_s"])
-    r["musicnn_bf16_vs_default_extraction"] = (r["front_end_s"] + r["network_bf16_s"]) / (r["decode_s"] + r["logmel_mfcc_s"])
+    r["musicnn_f32_vs_default_extraction"] = (r["front_end_s"] + r["network_f32_s"]) / (
+        r["decode_s"] + r["logmel_mfcc_s"]
+    )
+    r["musicnn_bf16_vs_default_extraction"] = (r["front_end_s"] + r["network_bf16_s"]) / (
+        r["decode_s"] + r["logmel_mfcc_s"]
+    )
     r["bf16_speed_up"] = r["network_f32_s"] / r["network_bf16_s"]
     r["batch_2_vs_20_speed_up"] = r["network_f32_batch_20_s"] / r["network_f32_s"]
     result["one_core_per_track"] = r
@@ -101,7 +110,11 @@ def main() -> None:
 
     f32, bf16 = musicnn.run(patches), musicnn.run(patches, bf16=True)
     top5 = lambda t: np.sort(np.argsort(-t, 1)[:, :5], 1)  # noqa: E731
-    cos = (f32["embedding"] * bf16["embedding"]).sum(1) / np.linalg.norm(f32["embedding"], axis=1) / np.linalg.norm(bf16["embedding"], axis=1)
+    cos = (
+        (f32["embedding"] * bf16["embedding"]).sum(1)
+        / np.linalg.norm(f32["embedding"], axis=1)
+        / np.linalg.norm(bf16["embedding"], axis=1)
+    )
     result["bf16_vs_f32"] = {
         "same_top5_tags_share": float((top5(f32["tags"]) == top5(bf16["tags"])).all(1).mean()),
         "max_tag_diff": float(np.abs(f32["tags"] - bf16["tags"]).max()),

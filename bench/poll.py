@@ -55,8 +55,12 @@ def main() -> None:
     work = Path(args.workdir) / f"poll_{args.tracks}x{args.seconds:g}s"
     features = work / "features"
     if not (features / "_summary.json").exists():
-        generate(SynthConfig(out=str(work / "corpus"), tracks=args.tracks, seconds=args.seconds, seed=3), progress=False)
-        extract(fma.manifest(str(work / "corpus")), ExtractConfig(out=str(features), tracks_per_shard=16, progress=False))
+        generate(
+            SynthConfig(out=str(work / "corpus"), tracks=args.tracks, seconds=args.seconds, seed=3), progress=False
+        )
+        extract(
+            fma.manifest(str(work / "corpus")), ExtractConfig(out=str(features), tracks_per_shard=16, progress=False)
+        )
     runs = work / "runs"
     shutil.rmtree(runs, ignore_errors=True)
     # One untimed round first: Ray's first trainings in a session start its worker processes.
@@ -73,7 +77,14 @@ def main() -> None:
                 times[name].append(round(time.perf_counter() - started, 2))
                 print(f"{name} ({interval:g} s) repeat {repeat}: {times[name][-1]:.1f} s", flush=True)
     ratio = float(np.median(times["ray"]) / np.median(times["mgc"]))
-    result = {"tracks": args.tracks, "seconds": args.seconds, "epochs": args.epochs, "intervals_s": intervals, "run_s": times, "ratio": round(ratio, 2)}
+    result = {
+        "tracks": args.tracks,
+        "seconds": args.seconds,
+        "epochs": args.epochs,
+        "intervals_s": intervals,
+        "run_s": times,
+        "ratio": round(ratio, 2),
+    }
     (Path(args.workdir) / "poll.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"{args.epochs} epochs: Ray's {RAY_DEFAULT_S:g} s poll {np.median(times['ray']):.1f} s, mgc's {POLL_INTERVAL_S:g} s "
           f"{np.median(times['mgc']):.1f} s: {ratio:.2f}x")  # fmt: skip

@@ -61,7 +61,9 @@ def many_files(features: str, n: int, work: Path) -> str:
 
     shard = sorted(Path(features, "features").glob("*.parquet"))[0]
     table = pq.read_table(shard, columns=["track_id", "split"])
-    pieces = [table.filter(table["split"].to_numpy(zero_copy_only=False) == s).slice(0, 1) for s in ("training", "validation")]
+    pieces = [
+        table.filter(table["split"].to_numpy(zero_copy_only=False) == s).slice(0, 1) for s in ("training", "validation")
+    ]
     small = pa.concat_tables(pieces)
     out = work / "many"
     out.mkdir()
@@ -72,7 +74,9 @@ def many_files(features: str, n: int, work: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--features", default=DEFAULT_FEATURES, help="an extraction's output folder (its _config.json and features/)")
+    ap.add_argument(
+        "--features", default=DEFAULT_FEATURES, help="an extraction's output folder (its _config.json and features/)"
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--files", type=int, default=3331, help="small shards in the listing case (0: skip it)")
     args = ap.parse_args()

@@ -34,17 +34,43 @@ SMALL = dict(channels=(8, 16, 32, 32), dense=(64, 32))  # the tests' size
 NO_AUGMENTATION = {"time_shift": 0.0, "spec_mask": 0.0, "gain_db": 0.0, "mixup": 0.0}
 
 
-def noisy_features(work: Path, tracks: int, seconds: float, noise: float, upload: tuple[str, ...] = (), seed: int = 5, held_out: float = 0.1) -> Path:
+def noisy_features(
+    work: Path,
+    tracks: int,
+    seconds: float,
+    noise: float,
+    upload: tuple[str, ...] = (),
+    seed: int = 5,
+    held_out: float = 0.1,
+) -> Path:
     """A synthetic corpus with `noise` of its training labels flipped, `held_out` of its tracks in
     validation and in test, and those recorded under the `upload` conditions, extracted (made once)."""
     from mgc import fma
     from mgc.extract import ExtractConfig, run
     from mgc.synth import SynthConfig, generate
 
-    out = work / f"noisy_{tracks}x{seconds:g}s_{noise:g}{'_' + '+'.join(upload) if upload else ''}{f'_seed{seed}' if seed != 5 else ''}{f'_held{held_out:g}' if held_out != 0.1 else ''}"
+    out = (
+        work
+        / f"noisy_{tracks}x{seconds:g}s_{noise:g}{'_' + '+'.join(upload) if upload else ''}{f'_seed{seed}' if seed != 5 else ''}{f'_held{held_out:g}' if held_out != 0.1 else ''}"
+    )
     if not (out / "features" / "_summary.json").exists():
-        generate(SynthConfig(out=str(out / "corpus"), tracks=tracks, seconds=seconds, broken_share=0.0, label_noise=noise, upload_conditions=upload, seed=seed, held_out=held_out), progress=False)
-        run(fma.manifest(str(out / "corpus")), ExtractConfig(out=str(out / "features"), tracks_per_shard=16, progress=False))
+        generate(
+            SynthConfig(
+                out=str(out / "corpus"),
+                tracks=tracks,
+                seconds=seconds,
+                broken_share=0.0,
+                label_noise=noise,
+                upload_conditions=upload,
+                seed=seed,
+                held_out=held_out,
+            ),
+            progress=False,
+        )
+        run(
+            fma.manifest(str(out / "corpus")),
+            ExtractConfig(out=str(out / "features"), tracks_per_shard=16, progress=False),
+        )
     return out / "features"
 
 
@@ -66,7 +92,10 @@ def augmentation_cost(model: str, batch_size: int = 32, steps: int = 40) -> dict
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
     x = {n: torch.randn(batch_size, *s) for n, s in zip(cfg.inputs, cfg.shapes)}
     y, ids = torch.randint(0, cfg.n_classes, (batch_size,)), torch.arange(batch_size)
-    on, off = TrainConfig(features="-").augment(0, "cpu"), TrainConfig(features="-", **NO_AUGMENTATION).augment(0, "cpu")
+    on, off = (
+        TrainConfig(features="-").augment(0, "cpu"),
+        TrainConfig(features="-", **NO_AUGMENTATION).augment(0, "cpu"),
+    )
     times: dict[str, list[float]] = {"on": [], "off": []}
     for step in range(2 * steps + 4):
         name, aug = ("on", on) if step % 2 else ("off", off)
@@ -87,21 +116,38 @@ def main() -> None:
     ap.add_argument("--tracks", type=int, default=400)
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--noise", type=float, default=0.2)
-    ap.add_argument("--upload-conditions", default="", help="validation and test recorded as uploads: any of offset,band,noise,level (default: none)")
+    ap.add_argument(
+        "--upload-conditions",
+        default="",
+        help="validation and test recorded as uploads: any of offset,band,noise,level (default: none)",
+    )
     ap.add_argument("--corpus-seed", type=int, default=5)
-    ap.add_argument("--held-out", type=float, default=0.1, help="share of the tracks in validation and in test, each (default: 0.1)")
+    ap.add_argument(
+        "--held-out", type=float, default=0.1, help="share of the tracks in validation and in test, each (default: 0.1)"
+    )
     ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--sizes", choices=("mid", "small"), default="mid", help="small: the tests' channels 8-16-32-32, dense 64-32, lr 3e-3")
+    ap.add_argument(
+        "--sizes",
+        choices=("mid", "small"),
+        default="mid",
+        help="small: the tests' channels 8-16-32-32, dense 64-32, lr 3e-3",
+    )
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--model", default="cnn")
     ap.add_argument("--recipes", default="plain,mgc,no-augmentation", help="which recipes to run (default: all three)")
-    ap.add_argument("--speed-only", action="store_true", help="only the per-step cost of augmentation (no Ray, no corpus)")
+    ap.add_argument(
+        "--speed-only", action="store_true", help="only the per-step cost of augmentation (no Ray, no corpus)"
+    )
     ap.add_argument("--workdir", default=str(HERE / "out"))
     args = ap.parse_args()
 
     from mgc.train import PLAIN
 
-    known = {"plain": PLAIN, "mgc": {"patience": 0}, "no-augmentation": {"patience": 0, **NO_AUGMENTATION}}  # no-augmentation: mgc's, without it
+    known = {
+        "plain": PLAIN,
+        "mgc": {"patience": 0},
+        "no-augmentation": {"patience": 0, **NO_AUGMENTATION},
+    }  # no-augmentation: mgc's, without it
     if unknown := set(args.recipes.split(",")) - set(known):
         ap.error(f"--recipes: no recipe {', '.join(sorted(unknown))} (choose from {', '.join(known)})")
     recipes = {name: options for name, options in known.items() if name in args.recipes.split(",")}
@@ -121,7 +167,17 @@ def main() -> None:
     sizes, lr = (SMALL, 3e-3) if args.sizes == "small" else (SIZES, 1e-3)
     runs = work / "recipe_runs"
     shutil.rmtree(runs, ignore_errors=True)
-    base = TrainConfig(features=str(features), model=args.model, epochs=args.epochs, batch_size=32, lr=lr, cache_data=True, storage_path=str(runs), progress=False, **sizes)
+    base = TrainConfig(
+        features=str(features),
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=32,
+        lr=lr,
+        cache_data=True,
+        storage_path=str(runs),
+        progress=False,
+        **sizes,
+    )
     rows = []
     for seed in map(int, args.seeds.split(",")):
         for recipe, options in recipes.items():
@@ -148,15 +204,21 @@ def main() -> None:
               "model": args.model, "sizes": sizes, "lr": lr,
               "epochs": args.epochs, "runs": rows, "summary": summary, "augmentation": cost}  # fmt: skip
     (work / "recipe.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\n{args.model}, {args.tracks} tracks of {args.seconds:g} s, {args.noise:.0%} of training labels flipped, validation and test recorded with {'+'.join(upload) or 'no upload conditions'}, {args.epochs} epochs, seeds {args.seeds}")
+    print(
+        f"\n{args.model}, {args.tracks} tracks of {args.seconds:g} s, {args.noise:.0%} of training labels flipped, validation and test recorded with {'+'.join(upload) or 'no upload conditions'}, {args.epochs} epochs, seeds {args.seeds}"
+    )
     for r in rows:
         print(f"{r['recipe']:<22} seed {r['seed']}  val track acc by epoch {r['val_track_accuracy']}")
-    print(f"\n{'recipe':<22} {'best val acc':>12} {'last 3 val acc':>14} {'test acc':>9} {'test ECE before':>15} {'after':>7} {'seg/s':>7}")
+    print(
+        f"\n{'recipe':<22} {'best val acc':>12} {'last 3 val acc':>14} {'test acc':>9} {'test ECE before':>15} {'after':>7} {'seg/s':>7}"
+    )
     for recipe, s in summary.items():
         print(f"{recipe:<22} {s['best_val_track_accuracy']:>12.3f} {s['last3_val_track_accuracy']:>14.3f} {s['test_track_accuracy']:>9.3f} "
               f"{s['test_ece_before']:>15.4f} {s['test_ece_after']:>7.4f} {s['segments_per_s']:>7.1f}")  # fmt: skip
-    print(f"a training step with augmentation and mixup: {cost['step_s_on'] * 1000:.1f} ms, without: {cost['step_s_off'] * 1000:.1f} ms "
-          f"({cost['slowdown']:+.1%}; target: under +5 %)")
+    print(
+        f"a training step with augmentation and mixup: {cost['step_s_on'] * 1000:.1f} ms, without: {cost['step_s_off'] * 1000:.1f} ms "
+        f"({cost['slowdown']:+.1%}; target: under +5 %)"
+    )
 
 
 if __name__ == "__main__":

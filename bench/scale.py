@@ -34,8 +34,8 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -78,7 +78,9 @@ class Peak:
                     self.driver = max(self.driver, info["memory_info"].rss)
                     with contextlib.suppress(psutil.Error):
                         self.driver_uss = max(self.driver_uss, proc.memory_full_info().uss)
-                elif " ".join(info["cmdline"] or []).startswith("ray::") and "IDLE" not in " ".join(info["cmdline"] or []):
+                elif " ".join(info["cmdline"] or []).startswith("ray::") and "IDLE" not in " ".join(
+                    info["cmdline"] or []
+                ):
                     with contextlib.suppress(psutil.Error):
                         self.worker = max(self.worker, proc.memory_full_info().uss)
             time.sleep(0.2)
@@ -156,7 +158,11 @@ def stage_metadata_real_width(path: str) -> dict:
 
     t0 = time.perf_counter()
     tracks = fma.read_tracks(path)
-    return {"rows": len(tracks), "read_s": round(time.perf_counter() - t0, 2), "file_mib": round(os.path.getsize(path) / MB)}
+    return {
+        "rows": len(tracks),
+        "read_s": round(time.perf_counter() - t0, 2),
+        "file_mib": round(os.path.getsize(path) / MB),
+    }
 
 
 def stage_plan(root: str, out: str) -> dict:
@@ -171,7 +177,14 @@ def stage_plan(root: str, out: str) -> dict:
     t2 = time.perf_counter()
     todo = [c for c in plan_chunks(manifest, 32) if shard_name(c["chunk"]) not in done]
     t3 = time.perf_counter()
-    return {"manifest_s": round(t1 - t0, 2), "list_s": round(t2 - t1, 2), "plan_s": round(t3 - t2, 2), "total_s": round(t3 - t0, 2), "done": len(done), "todo": len(todo)}
+    return {
+        "manifest_s": round(t1 - t0, 2),
+        "list_s": round(t2 - t1, 2),
+        "plan_s": round(t3 - t2, 2),
+        "total_s": round(t3 - t0, 2),
+        "done": len(done),
+        "todo": len(todo),
+    }
 
 
 def stage_check_output(out: str, truth_csv: str) -> dict:
@@ -211,11 +224,15 @@ def stage_train_path(features: str, runs: str) -> dict:
     t2 = time.perf_counter()
     cols = list(prep.model.inputs)
     seen = 0
-    for batch in train.dataset(features, "training", prep.target, cols).iter_batches(batch_size=256, batch_format="numpy"):
+    for batch in train.dataset(features, "training", prep.target, cols).iter_batches(
+        batch_size=256, batch_format="numpy"
+    ):
         seen += len(batch["target"])
     t3 = time.perf_counter()
     net = build(prep.model, prep.norm)
-    val = train.dataset(features, "validation", prep.target, cols).iter_torch_batches(batch_size=256, **train.batch_dtypes(prep.model, False))
+    val = train.dataset(features, "validation", prep.target, cols).iter_torch_batches(
+        batch_size=256, **train.batch_dtypes(prep.model, False)
+    )
     ids, _, _ = train.predict(net, val, torch.device("cpu"), False)
     t4 = time.perf_counter()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
@@ -226,13 +243,20 @@ def stage_train_path(features: str, runs: str) -> dict:
     step = 0
     while step < TRAIN_STEPS + 5:  # small corpora: several passes
         batches = train.dataset(features, "training", prep.target, cols).iter_torch_batches(
-            batch_size=32, local_shuffle_buffer_size=cfg.shuffle_buffer, local_shuffle_seed=step, **train.batch_dtypes(prep.model, False)
+            batch_size=32,
+            local_shuffle_buffer_size=cfg.shuffle_buffer,
+            local_shuffle_seed=step,
+            **train.batch_dtypes(prep.model, False),
         )
         for batch in batches:
             if step == 5:
                 first = time.perf_counter()  # after the shuffle buffer's first fill
             y = batch["target"]
-            x, targets = aug.mix({n: batch[n] for n in prep.model.inputs}, torch.nn.functional.one_hot(y, prep.model.n_classes).float(), batch["track_id"])
+            x, targets = aug.mix(
+                {n: batch[n] for n in prep.model.inputs},
+                torch.nn.functional.one_hot(y, prep.model.n_classes).float(),
+                batch["track_id"],
+            )
             loss = torch.nn.functional.cross_entropy(net(x, augment=aug), targets)
             opt.zero_grad()
             loss.backward()
@@ -265,10 +289,23 @@ def stage_search(catalogue: str) -> dict:
     idx, _ = recommend.nearest(queries, emb, 10)
     t4 = time.perf_counter()
     assert len(one) == 10 and idx.shape == (len(queries), 10)
-    return {"catalogue": len(cat), "load_s": round(t1 - t0, 2), "one_query_s": round(t2 - t1, 3), "queries": len(queries), "batch_s": round(t4 - t3, 2)}
+    return {
+        "catalogue": len(cat),
+        "load_s": round(t1 - t0, 2),
+        "one_query_s": round(t2 - t1, 3),
+        "queries": len(queries),
+        "batch_s": round(t4 - t3, 2),
+    }
 
 
-STAGES = {"metadata": stage_metadata, "metadata_real_width": stage_metadata_real_width, "plan": stage_plan, "check_output": stage_check_output, "train_path": stage_train_path, "search": stage_search}
+STAGES = {
+    "metadata": stage_metadata,
+    "metadata_real_width": stage_metadata_real_width,
+    "plan": stage_plan,
+    "check_output": stage_check_output,
+    "train_path": stage_train_path,
+    "search": stage_search,
+}
 
 
 def own(stage: str, *args: str) -> list[str]:
@@ -335,7 +372,17 @@ def run_size(work: Path, n: int, env: dict[str, str], model: Path, cores: int) -
                                 "summary": json.loads((labels / "_summary.json").read_text())}  # fmt: skip
     print(f"[{n}] label {stages['label']}", flush=True)
 
-    embed = [*MGC, "embed", "--features", str(features), "--model", str(model), "--out", str(catalogue), "--no-progress"]
+    embed = [
+        *MGC,
+        "embed",
+        "--features",
+        str(features),
+        "--model",
+        str(model),
+        "--out",
+        str(catalogue),
+        "--no-progress",
+    ]
     stages["embed"] = measure(embed, env)
     stages["embed"]["files"] = count_files(catalogue)
     stages["search"] = measure(own("search", str(catalogue / "catalogue.parquet")), env)
@@ -344,7 +391,9 @@ def run_size(work: Path, n: int, env: dict[str, str], model: Path, cores: int) -
     # What grows with the corpus: the whole stage, less fixed-size work (the train path's steps,
     # the search's query batch, which are reported as rates).
     t = stages["train_path"]["result"]
-    stages["train_path"]["scaled_s"] = round(t["check_s"] + t["prepare_s"] + t["epoch_no_model_s"] + t["validation_s"], 2)
+    stages["train_path"]["scaled_s"] = round(
+        t["check_s"] + t["prepare_s"] + t["epoch_no_model_s"] + t["validation_s"], 2
+    )
     stages["search"]["scaled_s"] = stages["search"]["result"]["load_s"]
     for s in stages.values():
         s["core_ms_per_track"] = round(s.get("scaled_s", s["wall_s"]) * cores / n * 1000, 3)
@@ -364,7 +413,13 @@ def plot(results: dict, path: Path) -> None:
     for name in names:
         line = a.plot(sizes, [results[str(n)][name]["core_ms_per_track"] for n in sizes], marker="o", label=name)[0]
         b.plot(sizes, [results[str(n)][name]["driver_mib"] for n in sizes], marker="o", color=line.get_color())
-        b.plot(sizes, [results[str(n)][name].get("driver_uss_mib", np.nan) for n in sizes], marker=".", linestyle="--", color=line.get_color())
+        b.plot(
+            sizes,
+            [results[str(n)][name].get("driver_uss_mib", np.nan) for n in sizes],
+            marker=".",
+            linestyle="--",
+            color=line.get_color(),
+        )
     for ax, title in ((a, "per-track cost (core-ms)"), (b, "driver peak RSS (solid), USS (dashed), MiB")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -388,7 +443,10 @@ def table(results: dict, cores: int) -> str:
         cells = [results[str(n)][name] for n in sizes]
         scaled = [c.get("scaled_s", c["wall_s"]) for c in cells]
         row = [f"{c['wall_s']} s, {c['core_ms_per_track']} core-ms" for c in cells]
-        row += [f"{(scaled[i + 1] - scaled[i]) * cores / (b - a) * 1000:.3f} core-ms" for i, (a, b) in enumerate(zip(sizes, sizes[1:]))]
+        row += [
+            f"{(scaled[i + 1] - scaled[i]) * cores / (b - a) * 1000:.3f} core-ms"
+            for i, (a, b) in enumerate(zip(sizes, sizes[1:]))
+        ]
         row += [" / ".join(str(c[k]) for c in cells) for k in ("driver_mib", "driver_uss_mib", "worker_mib")]
         lines.append(f"| {name} | " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -400,7 +458,9 @@ def start_head(env: dict[str, str], cores: int) -> tuple[subprocess.Popen, str]:
     temp = tempfile.mkdtemp(prefix="mgcscale", dir="/tmp")  # short: Ray's socket paths live under it
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port=6399", "--node-ip-address=127.0.0.1",
            f"--num-cpus={cores}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     for line in proc.stdout:
         if "Ray runtime started" in line:
             threading.Thread(target=proc.stdout.read, daemon=True).start()
@@ -451,7 +511,13 @@ def main() -> None:
         root = corpus(work, smallest)
         model_features = work / "model-features"
         if not (work / "model" / "baseline" / "model" / "model.json").exists():
-            subprocess.run([*MGC, "extract", "--fma-root", str(root), "--out", str(model_features), "--no-progress"], check=True, cwd=REPO, env=env, capture_output=True)
+            subprocess.run(
+                [*MGC, "extract", "--fma-root", str(root), "--out", str(model_features), "--no-progress"],
+                check=True,
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+            )
             subprocess.run([*MGC, "train", "--features", str(model_features), "--model", "baseline", "--storage-path", str(work / "model"), "--no-progress"],
                            check=True, cwd=REPO, env=env, capture_output=True)  # fmt: skip
         model = work / "model" / "baseline" / "model"

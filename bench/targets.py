@@ -64,7 +64,10 @@ def step_cost(batch_size: int = 32, steps: int = 40) -> dict[str, float]:
             if step >= 2:
                 times[k].append(time.perf_counter() - started)
     base = float(np.median(times["genre_top (8, CE)"]))
-    out = {k: {"step_s": round(float(np.median(v)), 5), "vs_genre_top": round(float(np.median(v)) / base - 1, 4)} for k, v in times.items()}
+    out = {
+        k: {"step_s": round(float(np.median(v)), 5), "vs_genre_top": round(float(np.median(v)) / base - 1, 4)}
+        for k, v in times.items()
+    }
     # The part that differs, timed alone (a shared machine's noise swamps it in whole steps): the
     # output layer over the head's last 32 units and the loss, forward and backward.
     h = torch.randn(batch_size, cfg.dense[-1] if cfg.dense else 32, requires_grad=True)
@@ -105,8 +108,22 @@ def main() -> None:
     base_dir = work / f"targets_{args.tracks}x{args.seconds:g}s"
     features = base_dir / "features"
     if not (features / "_summary.json").exists():
-        generate(SynthConfig(out=str(base_dir / "corpus"), tracks=args.tracks, seconds=args.seconds, broken_share=0.0, multi_genre=0.3, subgenres=True, seed=5), progress=False)
-        extract(fma.manifest(str(base_dir / "corpus")), ExtractConfig(out=str(features), tracks_per_shard=16, progress=False))
+        generate(
+            SynthConfig(
+                out=str(base_dir / "corpus"),
+                tracks=args.tracks,
+                seconds=args.seconds,
+                broken_share=0.0,
+                multi_genre=0.3,
+                subgenres=True,
+                seed=5,
+            ),
+            progress=False,
+        )
+        extract(
+            fma.manifest(str(base_dir / "corpus")),
+            ExtractConfig(out=str(features), tracks_per_shard=16, progress=False),
+        )
     runs = work / "targets_runs"
     shutil.rmtree(runs, ignore_errors=True)
     rows = []
@@ -118,17 +135,25 @@ def main() -> None:
             history = json.loads((runs / cfg.name / "history.json").read_text())
             rows.append({"target": target, "repeat": r, "classes": len(out["labels"]), "tracks": out["tracks"],
                          "segments_per_s": round(float(np.median([h["train_segments_per_s"] for h in history[1:]])), 2)})  # fmt: skip
-    rates = {t: float(np.mean([r["segments_per_s"] for r in rows if r["target"] == t])) for t in ("genre_top", "genres_all")}
+    rates = {
+        t: float(np.mean([r["segments_per_s"] for r in rows if r["target"] == t])) for t in ("genre_top", "genres_all")
+    }
     cost = step_cost()
     result = {"corpus": {"tracks": args.tracks, "seconds": args.seconds, "multi_genre": 0.3, "subgenres": True}, "sizes": SIZES, "epochs": args.epochs,
               "runs": rows, "segments_per_s": rates, "genres_all_vs_genre_top": round(rates["genres_all"] / rates["genre_top"], 4), "step_cost": cost}  # fmt: skip
     (work / "targets.json").write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
-        print(f"{r['target']:<11} repeat {r['repeat']}: {r['classes']} classes, trains on {r['tracks']['training']} of {r['tracks']['in_shards']} tracks, {r['segments_per_s']} segments/s")
-    print(f"training segments/s, genres_all / genre_top: {result['genres_all_vs_genre_top']:.3f} (mean of {args.repeats} runs each; target: above 0.95)")
+        print(
+            f"{r['target']:<11} repeat {r['repeat']}: {r['classes']} classes, trains on {r['tracks']['training']} of {r['tracks']['in_shards']} tracks, {r['segments_per_s']} segments/s"
+        )
+    print(
+        f"training segments/s, genres_all / genre_top: {result['genres_all_vs_genre_top']:.3f} (mean of {args.repeats} runs each; target: above 0.95)"
+    )
     for k, v in cost.items():
-        print(f"one step, {k}: {v['step_s'] * 1000:.1f} ms ({v['vs_genre_top']:+.1%} vs genre_top); its output layer and loss alone: "
-              f"{v['head_and_loss_s'] * 1e6:.0f} us, {v['head_and_loss_share_of_step']:.3%} of a step")
+        print(
+            f"one step, {k}: {v['step_s'] * 1000:.1f} ms ({v['vs_genre_top']:+.1%} vs genre_top); its output layer and loss alone: "
+            f"{v['head_and_loss_s'] * 1e6:.0f} us, {v['head_and_loss_share_of_step']:.3%} of a step"
+        )
 
 
 if __name__ == "__main__":

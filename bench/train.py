@@ -111,7 +111,12 @@ def main() -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
-        loops = [pool.submit(plain_loop, str(features), prep.model, prep.norm, prep.target, args.epochs, args.batch_size, cfg.lr) for _ in range(cores)]
+        loops = [
+            pool.submit(
+                plain_loop, str(features), prep.model, prep.norm, prep.target, args.epochs, args.batch_size, cfg.lr
+            )
+            for _ in range(cores)
+        ]
         side_by_side = [f.result() for f in loops]
     train(cfg)
     history = json.loads((runs / cfg.run_name / "history.json").read_text())
@@ -153,15 +158,25 @@ def main() -> None:
         "cached_epoch_share_waiting_later_batches": round(other_wait, 3),
     }
     (work / "train.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nmodel {args.model} ({result['parameters']:,} parameters), {result['training_segments']} training segments, batch {args.batch_size}")
-    print(f"plain PyTorch loop, 1 process, 1 core   {plain_rate:8.1f} segments/s   (epochs before: {[round(r) for r in plain]}, after: {[round(r) for r in plain_after]})")
+    print(
+        f"\nmodel {args.model} ({result['parameters']:,} parameters), {result['training_segments']} training segments, batch {args.batch_size}"
+    )
+    print(
+        f"plain PyTorch loop, 1 process, 1 core   {plain_rate:8.1f} segments/s   (epochs before: {[round(r) for r in plain]}, after: {[round(r) for r in plain_after]})"
+    )
     print(f"plain loops, one per core, at once      {side_rate:8.1f} segments/s per core")
     print(f"mgc.train, Ray Train, 2 DDP workers     {ours_rate:8.1f} segments/s   (epochs: {[round(r) for r in ours]})")
-    print(f"  with --cache-data                     {cached_rate:8.1f} segments/s   (epochs: {[round(r) for r in cached]})")
+    print(
+        f"  with --cache-data                     {cached_rate:8.1f} segments/s   (epochs: {[round(r) for r in cached]})"
+    )
     print(f"per-core overhead of Ray Train          {result['per_core_overhead']:8.1%}      (target < 15%)")
     print(f"  with --cache-data                     {result['per_core_overhead_cached']:8.1%}")
-    print(f"  with --cache-data, vs the plain loops side by side  {result['per_core_overhead_cached_vs_side_by_side']:8.1%}")
-    print(f"  with --cache-data, an epoch's share waiting for its first batch {first_wait:.1%}, for later batches {other_wait:.1%}")
+    print(
+        f"  with --cache-data, vs the plain loops side by side  {result['per_core_overhead_cached_vs_side_by_side']:8.1%}"
+    )
+    print(
+        f"  with --cache-data, an epoch's share waiting for its first batch {first_wait:.1%}, for later batches {other_wait:.1%}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """The model artifact: everything needed to label audio without Ray or the training code's state.
 
-    model/model.json   format version, model config (architecture, inputs and their shapes,
-                       sizes), feature config, label map, the temperature that calibrates
-                       its track probabilities (fitted on validation; 1 where none was fitted);
-                       a multi-label model's target, `multilabel`, genre tree (`parents`: each
-                       genre's parent's index, -1 for none) and per-genre `thresholds`
-    model/weights.pt   the state dict (tensors only: loaded with weights_only=True, never pickle),
-                       each input's normalisation among its buffers
+model/model.json   format version, model config (architecture, inputs and their shapes,
+                   sizes), feature config, label map, the temperature that calibrates
+                   its track probabilities (fitted on validation; 1 where none was fitted);
+                   a multi-label model's target, `multilabel`, genre tree (`parents`: each
+                   genre's parent's index, -1 for none) and per-genre `thresholds`
+model/weights.pt   the state dict (tensors only: loaded with weights_only=True, never pickle),
+                   each input's normalisation among its buffers
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from mgc.models import GenreNet, ModelConfig, build
 FORMAT_VERSION = 2  # 2: models read several inputs (mgc.inputs), each normalised on its own
 
 
-def save(path: str, model: GenreNet, features: FeatureConfig, labels: list[str], extra: dict[str, Any] | None = None) -> None:
+def save(
+    path: str, model: GenreNet, features: FeatureConfig, labels: list[str], extra: dict[str, Any] | None = None
+) -> None:
     """Write the artifact directory `path` (local or URI)."""
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
@@ -82,11 +84,15 @@ def load(path: str, device: str = "cpu") -> tuple[GenreNet, dict[str, Any]]:
             value = meta.get(key)
             if not isinstance(value, list) or len(value) != len(labels):
                 problems.append(f"a multi-label model's {key} must be a list of one value per genre ({len(labels)})")
-        if isinstance(meta.get("parents"), list) and not all(isinstance(p, int) and -1 <= p < len(labels) for p in meta["parents"]):
+        if isinstance(meta.get("parents"), list) and not all(
+            isinstance(p, int) and -1 <= p < len(labels) for p in meta["parents"]
+        ):
             problems.append("its parents must be genre indices or -1")
     for name, shape in zip(model_cfg.inputs, model_cfg.shapes):
         if inputs.get(name).shape(fcfg) != shape:
-            problems.append(f"the feature config gives {name} of shape {list(inputs.get(name).shape(fcfg))}, the network takes {list(shape)}")
+            problems.append(
+                f"the feature config gives {name} of shape {list(inputs.get(name).shape(fcfg))}, the network takes {list(shape)}"
+            )
     if problems:
         raise MgcError(f"{path}: the artifact's parts disagree: {'; '.join(problems)}")
     state = _state_dict(weights_path, weights, device)
@@ -115,6 +121,8 @@ def _state_dict(where: str, data: bytes, device: str) -> dict[str, torch.Tensor]
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError) as e:
         first = str(e).strip().split(". ")[0] or "no data"  # torch's further sentences are advice
         raise MgcError(f"{where}: truncated or corrupt ({type(e).__name__}: {first})") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise MgcError(f"{where}: not a plain state dict (names to tensors): refused")
     return state

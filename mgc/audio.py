@@ -62,14 +62,20 @@ def load(path: str, cfg: FeatureConfig) -> np.ndarray:
             else:
                 # Blocks mixed down and resampled as they come: a long file never exists as
                 # multi-channel float32 at once (an hour of 44.1 kHz stereo would be 1.3 GB).
-                stream = soxr.ResampleStream(sr, cfg.sample_rate, 1, dtype="float32", quality="HQ") if sr != cfg.sample_rate else None
+                stream = (
+                    soxr.ResampleStream(sr, cfg.sample_rate, 1, dtype="float32", quality="HQ")
+                    if sr != cfg.sample_rate
+                    else None
+                )
                 for x in f.blocks(blocksize=BLOCK_SECONDS * sr, frames=frames, dtype="float32", always_2d=True):
                     mono = _downmix(path, x)
                     pieces.append(mono if stream is None else stream.resample_chunk(mono))
                 if stream is not None:
                     pieces.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
     except (sf.LibsndfileError, sf.SoundFileError, RuntimeError, ValueError) as e:
-        raise Reject("decode_error", f"{path}: truncated or corrupt after {_decodable_seconds(source):.1f} s ({_what(e)})") from None
+        raise Reject(
+            "decode_error", f"{path}: truncated or corrupt after {_decodable_seconds(source):.1f} s ({_what(e)})"
+        ) from None
     if sum(len(p) for p in pieces) == 0:
         raise Reject("decode_error", f"{path}: no audio frames decoded")
     return np.ascontiguousarray(pieces[0] if len(pieces) == 1 else np.concatenate(pieces), dtype=np.float32)

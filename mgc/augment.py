@@ -62,7 +62,12 @@ def gain(x: torch.Tensor, most_db: float, gen: torch.Generator) -> torch.Tensor:
 
 
 def mixup(
-    x: dict[str, torch.Tensor], targets: torch.Tensor, track_ids: torch.Tensor, alpha: float, gen: torch.Generator, rng: np.random.Generator
+    x: dict[str, torch.Tensor],
+    targets: torch.Tensor,
+    track_ids: torch.Tensor,
+    alpha: float,
+    gen: torch.Generator,
+    rng: np.random.Generator,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Mixup (Zhang et al. 2018): each segment mixed with another of the batch in proportion
     lambda ~ Beta(alpha, alpha), every input and the target distributions [batch, classes] alike.

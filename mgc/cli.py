@@ -17,9 +17,10 @@ from mgc.features import FeatureConfig
 from mgc.inputs import INPUTS
 from mgc.models import MODELS, architecture
 
-
 DEBUG = "show the full traceback of an error instead of one line"
-VERBOSE = "show Ray's own logs and the workers' output (also: MGC_LOG=debug); by default they go to Ray's session log folder"
+VERBOSE = (
+    "show Ray's own logs and the workers' output (also: MGC_LOG=debug); by default they go to Ray's session log folder"
+)
 RAY_ADDRESS = "Ray cluster to join (default: RAY_ADDRESS, else a local one)"
 NO_PROGRESS = "no progress bars (for logs)"
 
@@ -37,7 +38,9 @@ EXPLAIN = {
     "silence_db": "a track whose RMS level is below this is rejected as silent, dBFS",
     "max_seconds": "analyse at most this much of each file from its start, s (none: all of it)",
     "musicnn_patches": "musicnn input only: run the network on this many evenly spaced segments of every 32 (a 30 s clip's 10), the others copying the nearest (0: every segment; the network is most of the input's cost)",
-    "inputs": "what each segment is stored as, among: " + "; ".join(f"{n}: {k.about}" for n, k in INPUTS.items()) + "; the models read some of them",
+    "inputs": "what each segment is stored as, among: "
+    + "; ".join(f"{n}: {k.about}" for n, k in INPUTS.items())
+    + "; the models read some of them",
     # ExtractConfig
     "tracks_per_shard": "tracks per task and per Parquet file; a killed run resumes at this granularity",
     # TrainConfig
@@ -140,7 +143,9 @@ LIMITS: dict[str, tuple[float | None, float | None, bool, bool]] = {
 
 def _range_text(limits: tuple[float | None, float | None, bool, bool]) -> str:
     lo, hi, lo_in, hi_in = limits
-    parts = ([f"{'at least' if lo_in else 'above'} {lo:g}"] if lo is not None else []) + ([f"{'at most' if hi_in else 'below'} {hi:g}"] if hi is not None else [])
+    parts = ([f"{'at least' if lo_in else 'above'} {lo:g}"] if lo is not None else []) + (
+        [f"{'at most' if hi_in else 'below'} {hi:g}"] if hi is not None else []
+    )
     return " and ".join(parts)
 
 
@@ -154,7 +159,11 @@ def ranged(kind, name: str):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if value != value or (lo is not None and (value < lo or (value == lo and not lo_in))) or (hi is not None and (value > hi or (value == hi and not hi_in))):
+        if (
+            value != value
+            or (lo is not None and (value < lo or (value == lo and not lo_in)))
+            or (hi is not None and (value > hi or (value == hi and not hi_in)))
+        ):
             raise argparse.ArgumentTypeError(f"{text} is out of range: must be {_range_text(limits)}")
         return value
 
@@ -203,7 +212,9 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, title: str, ski
                 parse.limits = item.limits  # type: ignore[attr-defined]
 
             shown = f.default if not isinstance(f.default, tuple) else ",".join(map(str, f.default)) or "the model's"
-            group.add_argument(flag, type=parse, default=f.default, help=_help(f.name, f"comma-separated; default: {shown}", cls))
+            group.add_argument(
+                flag, type=parse, default=f.default, help=_help(f.name, f"comma-separated; default: {shown}", cls)
+            )
         elif f.default is dataclasses.MISSING:
             group.add_argument(flag, type=kind, required=True, help=_help(f.name, "required", cls))
         else:
@@ -227,9 +238,18 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from mgc.synth import SynthConfig, generate, uploads
 
     if args.uploads:
-        truth = uploads(args.out, n=args.uploads, seconds=min(args.seconds, 30.0), long_seconds=120.0, seed=100 + args.seed,
-                        crossover=args.crossover, conditions=args.upload_conditions)
-        print(f"{len(truth)} uploads in {args.out} ({(truth['status'] == 'error').sum()} broken); what each is: {args.out}/_truth.csv")
+        truth = uploads(
+            args.out,
+            n=args.uploads,
+            seconds=min(args.seconds, 30.0),
+            long_seconds=120.0,
+            seed=100 + args.seed,
+            crossover=args.crossover,
+            conditions=args.upload_conditions,
+        )
+        print(
+            f"{len(truth)} uploads in {args.out} ({(truth['status'] == 'error').sum()} broken); what each is: {args.out}/_truth.csv"
+        )
         return 0
     cfg = SynthConfig(
         out=args.out, tracks=args.tracks, seconds=args.seconds, seed=args.seed, broken_share=args.broken_share,
@@ -278,7 +298,9 @@ def _train_config(args: argparse.Namespace, model: str, name: str, skip: tuple[s
     from mgc.train import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "name", "progress", *skip, *given}
-    return TrainConfig(model=model, name=name, progress=not args.no_progress, **{k: getattr(args, k) for k in fields}, **given)
+    return TrainConfig(
+        model=model, name=name, progress=not args.no_progress, **{k: getattr(args, k) for k in fields}, **given
+    )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -287,7 +309,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _train_config(args, args.model, args.name)
     _use_ray_address(args)
     out = run(cfg)
-    print(json.dumps({"run_dir": cfg.run_dir, "best_epoch": out["best_epoch"], "tracks": out["tracks"], "test": {k: {m: v for m, v in d.items() if m != "confusion"} for k, d in out["test"].items()}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "run_dir": cfg.run_dir,
+                "best_epoch": out["best_epoch"],
+                "tracks": out["tracks"],
+                "test": {k: {m: v for m, v in d.items() if m != "confusion"} for k, d in out["test"].items()},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -309,7 +341,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(train.compare(runs, args.storage_path).to_string(index=False))
     if args.export_best:
         best = train.export_best(runs, configs[0].storage_path, f"{args.name}best")
-        print(f"best on validation: {best['run']} ({best['metric']} {best['score']:.4f}), exported to {best['artifact']}")
+        print(
+            f"best on validation: {best['run']} ({best['metric']} {best['score']:.4f}), exported to {best['artifact']}"
+        )
     return 0
 
 
@@ -344,7 +378,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from mgc import recommend
 
     _use_ray_address(args)
-    print(recommend.build(args.features, args.model, args.out, args.split, progress=not args.no_progress).to_string(index=False))
+    print(
+        recommend.build(args.features, args.model, args.out, args.split, progress=not args.no_progress).to_string(
+            index=False
+        )
+    )
     return 0
 
 
@@ -404,40 +442,102 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     s.add_argument("--tracks", type=ranged(int, "tracks"), default=400, help="number of tracks (default: 400)")
     s.add_argument("--seconds", type=ranged(float, "seconds"), default=30.0, help="clip length (default: 30)")
     s.add_argument("--seed", type=ranged(int, "seed"), default=0, help="random seed (default: 0)")
-    s.add_argument("--broken-share", type=ranged(float, "broken_share"), default=0.05, help="share of broken files (default: 0.05)")
-    s.add_argument("--unlabelled-share", type=ranged(float, "unlabelled_share"), default=0.03, help="share of tracks without genre_top (default: 0.03)")
-    s.add_argument("--label-noise", type=ranged(float, "label_noise"), default=0.0,
-                   help="share of training tracks given another genre at random in tracks.csv, the audio unchanged: noisy labels (default: 0)")
-    s.add_argument("--upload-conditions", type=lambda v: tuple(x for x in v.split(",") if x), default="", metavar="LIST",
-                   help="record the validation and test tracks as new uploads, unlike the catalogue training sees: any of offset (not starting on a bar), "
-                   "band (band-limited, EQ tilt), noise (background noise), level (peak -30 to -1 dBFS), comma-separated (default: none)")
-    s.add_argument("--held-out", type=ranged(float, "held_out"), default=0.1, metavar="SHARE",
-                   help="share of the tracks in validation and in test, each, by artist (default: 0.1, as the FMA's split)")
+    s.add_argument(
+        "--broken-share", type=ranged(float, "broken_share"), default=0.05, help="share of broken files (default: 0.05)"
+    )
+    s.add_argument(
+        "--unlabelled-share",
+        type=ranged(float, "unlabelled_share"),
+        default=0.03,
+        help="share of tracks without genre_top (default: 0.03)",
+    )
+    s.add_argument(
+        "--label-noise",
+        type=ranged(float, "label_noise"),
+        default=0.0,
+        help="share of training tracks given another genre at random in tracks.csv, the audio unchanged: noisy labels (default: 0)",
+    )
+    s.add_argument(
+        "--upload-conditions",
+        type=lambda v: tuple(x for x in v.split(",") if x),
+        default="",
+        metavar="LIST",
+        help="record the validation and test tracks as new uploads, unlike the catalogue training sees: any of offset (not starting on a bar), "
+        "band (band-limited, EQ tilt), noise (background noise), level (peak -30 to -1 dBFS), comma-separated (default: none)",
+    )
+    s.add_argument(
+        "--held-out",
+        type=ranged(float, "held_out"),
+        default=0.1,
+        metavar="SHARE",
+        help="share of the tracks in validation and in test, each, by artist (default: 0.1, as the FMA's split)",
+    )
     s.add_argument("--audio-dir", default="fma_large", help="audio folder name under --out (default: fma_large)")
-    s.add_argument("--workers", type=ranged(int, "workers"), default=0, help="processes writing audio (default: 0 = one per core)")
-    s.add_argument("--link-pool", type=ranged(int, "link_pool"), default=0, metavar="N",
-                   help="render only N clips and hard-link every track to one of its genre's: FMA large's 106,574 tracks in minutes, for scale benchmarks (default: 0 = render every track)")
-    s.add_argument("--fma-proportions", action="store_true",
-                   help="FMA large's subset sizes (7.5%% small, 16%% more medium) and genre_top coverage (47%%) instead of even subsets and --unlabelled-share")
-    s.add_argument("--multi-genre", type=ranged(float, "multi_genre"), default=0.0, metavar="SHARE",
-                   help="share of the usable tracks rendered as an audible blend of their genre and another, listed with both genres and no genre_top; "
-                   "with it (or --subgenres) tracks.csv lists only genres the audio has (default: 0)")
-    s.add_argument("--subgenres", action="store_true",
-                   help="each artist plays one of its genre's two sub-genres, audibly (an extra low pad or high ostinato over the genre), and tracks.csv lists it")
-    s.add_argument("--crossover", type=ranged(float, "crossover"), default=0.0, metavar="SHARE",
-                   help="each artist also plays a second genre, in its tempo and key, mixed under its own at up to SHARE of its loudness (per track): "
-                   "genres that share instruments, tempi and keys; the label stays the artist's genre (default: 0; the demo's hard corpus: 0.8)")
-    s.add_argument("--uploads", type=ranged(int, "uploads"), default=0, metavar="N",
-                   help="instead of a corpus, write N 'new uploads' of mixed formats, rates and channels, a 2-minute file and 3 broken files, to label")
+    s.add_argument(
+        "--workers", type=ranged(int, "workers"), default=0, help="processes writing audio (default: 0 = one per core)"
+    )
+    s.add_argument(
+        "--link-pool",
+        type=ranged(int, "link_pool"),
+        default=0,
+        metavar="N",
+        help="render only N clips and hard-link every track to one of its genre's: FMA large's 106,574 tracks in minutes, for scale benchmarks (default: 0 = render every track)",
+    )
+    s.add_argument(
+        "--fma-proportions",
+        action="store_true",
+        help="FMA large's subset sizes (7.5%% small, 16%% more medium) and genre_top coverage (47%%) instead of even subsets and --unlabelled-share",
+    )
+    s.add_argument(
+        "--multi-genre",
+        type=ranged(float, "multi_genre"),
+        default=0.0,
+        metavar="SHARE",
+        help="share of the usable tracks rendered as an audible blend of their genre and another, listed with both genres and no genre_top; "
+        "with it (or --subgenres) tracks.csv lists only genres the audio has (default: 0)",
+    )
+    s.add_argument(
+        "--subgenres",
+        action="store_true",
+        help="each artist plays one of its genre's two sub-genres, audibly (an extra low pad or high ostinato over the genre), and tracks.csv lists it",
+    )
+    s.add_argument(
+        "--crossover",
+        type=ranged(float, "crossover"),
+        default=0.0,
+        metavar="SHARE",
+        help="each artist also plays a second genre, in its tempo and key, mixed under its own at up to SHARE of its loudness (per track): "
+        "genres that share instruments, tempi and keys; the label stays the artist's genre (default: 0; the demo's hard corpus: 0.8)",
+    )
+    s.add_argument(
+        "--uploads",
+        type=ranged(int, "uploads"),
+        default=0,
+        metavar="N",
+        help="instead of a corpus, write N 'new uploads' of mixed formats, rates and channels, a 2-minute file and 3 broken files, to label",
+    )
     s.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     s.set_defaults(func=_cmd_synth)
 
-    e = sub.add_parser("extract", help="decode audio into Parquet shards of model inputs (log-mel, MFCC, waveform) with Ray Data")
+    e = sub.add_parser(
+        "extract", help="decode audio into Parquet shards of model inputs (log-mel, MFCC, waveform) with Ray Data"
+    )
     add_source_options(e)
     e.add_argument("--out", required=True, help="output folder or URI (s3://bucket/prefix)")
-    e.add_argument("--tracks-per-shard", type=ranged(int, "tracks_per_shard"), default=32, help="tracks per task and Parquet file (default: 32)")
-    e.add_argument("--limit", type=ranged(int, "limit"), default=0, help="only the first N tracks by track_id (default: all)")
-    e.add_argument("--use-gpu", action="store_true", help="run the musicnn input's network in GPU actors (one per GPU unless --network-actors), fed by CPU decode tasks")
+    e.add_argument(
+        "--tracks-per-shard",
+        type=ranged(int, "tracks_per_shard"),
+        default=32,
+        help="tracks per task and Parquet file (default: 32)",
+    )
+    e.add_argument(
+        "--limit", type=ranged(int, "limit"), default=0, help="only the first N tracks by track_id (default: all)"
+    )
+    e.add_argument(
+        "--use-gpu",
+        action="store_true",
+        help="run the musicnn input's network in GPU actors (one per GPU unless --network-actors), fed by CPU decode tasks",
+    )
     e.add_argument("--network-actors", type=ranged(int, "network_actors"), default=0,
                    help="actors that run the musicnn input's network (default 0: one per GPU with --use-gpu, else none: it runs in the decode tasks)")  # fmt: skip
     e.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
@@ -447,15 +547,31 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     from mgc.train import TrainConfig
 
-    t = sub.add_parser("train", help="train a model on extracted shards with Ray Train (DDP)", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=models_help())
+    t = sub.add_parser(
+        "train",
+        help="train a model on extracted shards with Ray Train (DDP)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=models_help(),
+    )
     t.add_argument("--model", default="cnn", choices=MODELS, help="network, from the list below (default: cnn)")
-    t.add_argument("--name", default="", help="run name under --storage-path (default: the model name); re-use it to resume")
+    t.add_argument(
+        "--name", default="", help="run name under --storage-path (default: the model name); re-use it to resume"
+    )
     add_train_options(t, TrainConfig)
     t.set_defaults(func=_cmd_train)
 
-    c = sub.add_parser("compare", help="train several models on the same shards and tabulate their test metrics", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=models_help())
-    c.add_argument("--models", type=model_list, default="baseline,cnn,cnn_lstm",
-                   help="comma-separated, from the list below; keep baseline among them to see what a network adds (default: baseline,cnn,cnn_lstm)")
+    c = sub.add_parser(
+        "compare",
+        help="train several models on the same shards and tabulate their test metrics",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=models_help(),
+    )
+    c.add_argument(
+        "--models",
+        type=model_list,
+        default="baseline,cnn,cnn_lstm",
+        help="comma-separated, from the list below; keep baseline among them to see what a network adds (default: baseline,cnn,cnn_lstm)",
+    )
     c.add_argument("--name", default="", help="prefix of the run names")
     c.add_argument("--targets", type=target_list, default="genre_top",
                    help="comma-separated --target values, each model trained for each; a multi-label run's accuracy is its top genre's, "
@@ -467,11 +583,20 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     from mgc.tune import PER_TRIAL, SweepConfig
 
-    u = sub.add_parser("tune", help="sweep learning rate and dropout with Ray Tune (ASHA), each trial a Ray Train run", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=models_help())
+    u = sub.add_parser(
+        "tune",
+        help="sweep learning rate and dropout with Ray Tune (ASHA), each trial a Ray Train run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=models_help(),
+    )
     u.add_argument("--model", default="cnn", choices=MODELS, help="network, from the list below (default: cnn)")
     u.add_argument("--name", default="", help="sweep name under --storage-path (default: <model>-sweep)")
-    u.add_argument("--config", help="TOML or JSON file of these options (keys as here, - or _); the command line overrides it")
-    u.add_argument("--resume", action="store_true", help="continue the sweep --storage-path/--name after an interruption")
+    u.add_argument(
+        "--config", help="TOML or JSON file of these options (keys as here, - or _); the command line overrides it"
+    )
+    u.add_argument(
+        "--resume", action="store_true", help="continue the sweep --storage-path/--name after an interruption"
+    )
     add_train_options(u, TrainConfig, features_required=False, skip=PER_TRIAL)
     _add_dataclass_options(u, SweepConfig, "sweep options", skip=("train",))
     u.set_defaults(func=_cmd_tune, **(tune_defaults or {}))
@@ -486,7 +611,9 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     m = sub.add_parser("embed", help="embed the tracks of an extraction output (a catalogue) and score recommendations")
     m.add_argument("--features", required=True, help="output folder (or URI) of mgc extract")
-    m.add_argument("--model", required=True, help="model artifact directory, or musicnn (the pretrained tagger's embedding)")
+    m.add_argument(
+        "--model", required=True, help="model artifact directory, or musicnn (the pretrained tagger's embedding)"
+    )
     m.add_argument("--out", required=True, help="folder for catalogue.parquet and precision_at_k.csv/.md")
     m.add_argument("--split", default="test", help="the queries of the evaluation (default: test)")
     m.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
@@ -504,12 +631,16 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
 
     from mgc.demo import DemoConfig
 
-    d = sub.add_parser("demo", help="the whole pipeline on a synthetic corpus, ending in a report (re-runs reuse finished stages)")
+    d = sub.add_parser(
+        "demo", help="the whole pipeline on a synthetic corpus, ending in a report (re-runs reuse finished stages)"
+    )
     d.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     _add_dataclass_options(d, DemoConfig, "demo options", skip=("progress",))
     d.set_defaults(func=_cmd_demo)
 
-    o = sub.add_parser("report", help="render a run directory (as mgc demo lays it out) as HTML with figures, and Markdown")
+    o = sub.add_parser(
+        "report", help="render a run directory (as mgc demo lays it out) as HTML with figures, and Markdown"
+    )
     o.add_argument("run_dir", help="folder holding features/, runs/, sweeps/, labels/, catalogue/ (any may be missing)")
     o.add_argument("--out", default=None, help="where report.html and report.md go (default: RUN_DIR/report)")
     o.set_defaults(func=_cmd_report)
@@ -557,7 +688,9 @@ def target_list(text: str) -> str:
     return text
 
 
-def add_train_options(parser: argparse.ArgumentParser, cls, features_required: bool = True, skip: tuple[str, ...] = ()) -> None:
+def add_train_options(
+    parser: argparse.ArgumentParser, cls, features_required: bool = True, skip: tuple[str, ...] = ()
+) -> None:
     """Where the features are, which cluster, and every TrainConfig option (less `skip`)."""
     parser.add_argument("--features", required=features_required, help="output folder (or URI) of mgc extract")
     parser.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
@@ -575,8 +708,15 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--manifest", help="CSV with path, label and optional split, track_id")
     one.add_argument("--folder", help="one sub-folder per genre (GTZAN layout)")
     src.add_argument("--audio-dir", default="fma_large", help="audio folder under --fma-root (default: fma_large)")
-    src.add_argument("--subset", default="large", choices=SUBSETS, help="FMA subset, smaller ones included (default: large)")
-    src.add_argument("--split-seed", type=ranged(int, "split_seed"), default=0, help="seed of the split made when the input has none (default: 0)")
+    src.add_argument(
+        "--subset", default="large", choices=SUBSETS, help="FMA subset, smaller ones included (default: large)"
+    )
+    src.add_argument(
+        "--split-seed",
+        type=ranged(int, "split_seed"),
+        default=0,
+        help="seed of the split made when the input has none (default: 0)",
+    )
     src.add_argument("--follow-links", action="store_true", help="with --folder: " + EXPLAIN["follow_links"])
 
 
@@ -600,7 +740,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         # A problem we diagnosed names the file and the fix; anything else gets its first line and a pointer.
-        text = str(e) if isinstance(e, MgcError) else f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]} (--debug shows the traceback)"
+        text = (
+            str(e)
+            if isinstance(e, MgcError)
+            else f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]} (--debug shows the traceback)"
+        )
         from mgc.session import logs_dir
 
         logs = logs_dir()

@@ -47,7 +47,11 @@ class DemoConfig:
 
     def shape(self) -> dict[str, Any]:
         """What the outputs depend on: a re-run with another shape cannot reuse them."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("workdir", "fresh", "ray_address", "progress")}
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in ("workdir", "fresh", "ray_address", "progress")
+        }
 
 
 def _train_config(cfg: DemoConfig, model: str, at_once: int = 0, **kw: Any):
@@ -59,14 +63,27 @@ def _train_config(cfg: DemoConfig, model: str, at_once: int = 0, **kw: Any):
 
     cpus = ray.cluster_resources().get("CPU", 2)
     workers = {"num_workers": 1, "cpus_per_worker": min(1.0, (cpus - 1) / at_once)} if at_once else {}
-    return TrainConfig(features=cfg.path("features"), model=model, lr=3e-3, dropout=0.2, cache_data=True, progress=cfg.progress, **workers, **SMALL, **kw)
+    return TrainConfig(
+        features=cfg.path("features"),
+        model=model,
+        lr=3e-3,
+        dropout=0.2,
+        cache_data=True,
+        progress=cfg.progress,
+        **workers,
+        **SMALL,
+        **kw,
+    )
 
 
 def _corpus(cfg: DemoConfig) -> str:
     from mgc.synth import SynthConfig, generate
 
     hard = {} if cfg.easy else HARD
-    generate(SynthConfig(out=cfg.path("fma"), tracks=cfg.tracks, seconds=cfg.seconds, seed=cfg.seed, **hard), progress=cfg.progress)
+    generate(
+        SynthConfig(out=cfg.path("fma"), tracks=cfg.tracks, seconds=cfg.seconds, seed=cfg.seed, **hard),
+        progress=cfg.progress,
+    )
     return f"{cfg.tracks} tracks of {cfg.seconds:g} s in {cfg.path('fma')}"
 
 
@@ -81,16 +98,27 @@ def _extract(cfg: DemoConfig) -> str:
 def _train(cfg: DemoConfig) -> str:
     from mgc.train import compare, export_best, run
 
-    results = [run(_train_config(cfg, m, epochs=cfg.epochs, storage_path=cfg.path("runs"))) for m in ("baseline", "cnn", "cnn_lstm")]
+    results = [
+        run(_train_config(cfg, m, epochs=cfg.epochs, storage_path=cfg.path("runs")))
+        for m in ("baseline", "cnn", "cnn_lstm")
+    ]
     table = compare(results, cfg.path("runs"))
     best = export_best(results, cfg.path("runs"))
-    return "\n" + table[["model", "track_accuracy", "track_f1_macro", "segment_accuracy", "segment_log_loss"]].to_string(index=False) + f"\nbest on validation: {best['run']}"
+    return (
+        "\n"
+        + table[["model", "track_accuracy", "track_f1_macro", "segment_accuracy", "segment_log_loss"]].to_string(
+            index=False
+        )
+        + f"\nbest on validation: {best['run']}"
+    )
 
 
 def _tune(cfg: DemoConfig) -> str:
     from mgc import tune
 
-    train = _train_config(cfg, "cnn", epochs=cfg.sweep_epochs, storage_path=cfg.path("sweeps"), at_once=2, name="cnn-sweep")
+    train = _train_config(
+        cfg, "cnn", epochs=cfg.sweep_epochs, storage_path=cfg.path("sweeps"), at_once=2, name="cnn-sweep"
+    )
     sweep = tune.SweepConfig(train=train, num_samples=cfg.trials, max_concurrent=2, grace_period=1, reduction_factor=2)
     # A demo stopped midway left the sweep's folder: continue it.
     started = storage.exists(storage.join(sweep.sweep_dir, "sweep.json"))
@@ -105,7 +133,11 @@ def _label(cfg: DemoConfig) -> str:
     if not os.path.isfile(cfg.path("uploads", "_truth.csv")):
         hard = {} if cfg.easy else {"crossover": HARD["crossover"], "conditions": HARD["upload_conditions"]}
         uploads(cfg.path("uploads"), n=cfg.uploads, seconds=15.0, long_seconds=120.0, seed=100 + cfg.seed, **hard)
-    s = label.run(label.LabelConfig(model=best_model(cfg), input=cfg.path("uploads"), out=cfg.path("labels"), progress=cfg.progress))
+    s = label.run(
+        label.LabelConfig(
+            model=best_model(cfg), input=cfg.path("uploads"), out=cfg.path("labels"), progress=cfg.progress
+        )
+    )
     return f"{s['labelled']} files labelled, {s['errors']} errors"
 
 
@@ -123,7 +155,11 @@ def best_model(cfg: DemoConfig) -> str:
     swept = storage.read_json(cfg.path("sweeps", "cnn-sweep", "best.json"))
     exported = cfg.path("runs", "best", "best.json")  # absent from a demo folder trained before --export-best
     compared = storage.read_json(exported) if storage.exists(exported) else swept
-    return compared["artifact"] if compared["metric"] == swept["metric"] and compared["score"] > swept["score"] else swept["artifact"]
+    return (
+        compared["artifact"]
+        if compared["metric"] == swept["metric"] and compared["score"] > swept["score"]
+        else swept["artifact"]
+    )
 
 
 STAGES: list[tuple[str, str, Callable[[DemoConfig], str]]] = [
@@ -145,7 +181,9 @@ def _state(cfg: DemoConfig) -> dict[str, Any]:
     state = storage.read_json(path) if os.path.isfile(path) else {"config": cfg.shape(), "stages": {}}
     if state["config"] != cfg.shape():
         changed = sorted(k for k in cfg.shape() if state["config"].get(k) != cfg.shape()[k])
-        raise MgcError(f"{cfg.workdir} was made with other settings ({', '.join(changed)}): add --fresh to start again, or choose another --workdir")
+        raise MgcError(
+            f"{cfg.workdir} was made with other settings ({', '.join(changed)}): add --fresh to start again, or choose another --workdir"
+        )
     return state
 
 

@@ -29,14 +29,15 @@ import numpy as np
 import pyarrow as pa
 
 import mgc
-from mgc import audio, storage
-from mgc.errors import MgcError, Reject
-from mgc import inputs
-from mgc.features import FeatureConfig
+from mgc import audio, inputs, storage
 from mgc import manifest as manifests
+from mgc.errors import MgcError, Reject
+from mgc.features import FeatureConfig
 from mgc.manifest import Manifest
 
-REJECT_SCHEMA = pa.schema([("track_id", pa.int64()), ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+REJECT_SCHEMA = pa.schema(
+    [("track_id", pa.int64()), ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())]
+)
 
 
 # No labels: they live in the manifest, so that relabelling needs no re-extraction.
@@ -106,7 +107,9 @@ def write_chunk(decoded: dict[str, Any], out: str, cfg: FeatureConfig, device: s
         try:
             arrays = inputs.finish(prepared, device)
         except Exception as e:  # noqa: BLE001 - as in decode_chunk: one track's failure is its reject
-            rejects.append({"track_id": tid, "path": path, "reason": "feature_error", "detail": f"{path}: {type(e).__name__}: {e}"})
+            rejects.append(
+                {"track_id": tid, "path": path, "reason": "feature_error", "detail": f"{path}: {type(e).__name__}: {e}"}
+            )
             status.append({"track_id": tid, "reason": "feature_error", "segments": 0})
             continue
         n = len(arrays[cfg.inputs[0]])
@@ -149,7 +152,9 @@ class ChunkWriter:
         import torch
 
         if use_gpu and not torch.cuda.is_available():
-            raise MgcError("--use-gpu: this actor was given a GPU, but torch sees no CUDA device (a CPU-only torch build?)")
+            raise MgcError(
+                "--use-gpu: this actor was given a GPU, but torch sees no CUDA device (a CPU-only torch build?)"
+            )
         self.out, self.cfg = out, cfg
         self.device = "cuda" if use_gpu else "cpu"
 
@@ -223,7 +228,9 @@ def _network_actors(cfg: ExtractConfig) -> int:
     if cfg.use_gpu and not gpus:
         raise MgcError("--use-gpu: the cluster has no GPUs")
     if cfg.use_gpu and cfg.network_actors > gpus:
-        raise MgcError(f"--network-actors {cfg.network_actors} with --use-gpu: the cluster has {gpus} GPU(s), one per actor")
+        raise MgcError(
+            f"--network-actors {cfg.network_actors} with --use-gpu: the cluster has {gpus} GPU(s), one per actor"
+        )
     # A pool per wave of chunks (see run): the network loads once per actor and wave.
     return cfg.network_actors or (gpus if cfg.use_gpu else 0)
 

@@ -48,9 +48,13 @@ class FeatureConfig:
         if self.n_mfcc > self.n_mels:
             raise MgcError(f"FeatureConfig: n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})")
         if "musicnn" in self.inputs and self.segment_seconds < 3.0:
-            raise MgcError(f"FeatureConfig: the musicnn input needs segments of at least 3 s (its 187-frame patch), not {self.segment_seconds:g} s")
+            raise MgcError(
+                f"FeatureConfig: the musicnn input needs segments of at least 3 s (its 187-frame patch), not {self.segment_seconds:g} s"
+            )
         if self.musicnn_patches < 0:
-            raise MgcError(f"FeatureConfig: musicnn_patches must be 0 (every segment) or more, not {self.musicnn_patches}")
+            raise MgcError(
+                f"FeatureConfig: musicnn_patches must be 0 (every segment) or more, not {self.musicnn_patches}"
+            )
         if self.max_seconds is not None and self.max_seconds < self.segment_seconds:
             raise MgcError("FeatureConfig: max_seconds is shorter than one segment")
         from mgc import inputs  # the registry builds on this module

@@ -104,7 +104,9 @@ def manifest(fma_root: str, audio_dir: str = "fma_large", subset: str = "large")
     return from_metadata(storage.join(meta, "tracks.csv"), storage.join(meta, "genres.csv"), audio_root, subset, source)
 
 
-def from_metadata(tracks_csv: str, genres_csv: str, audio_root: str, subset: str = "large", source: dict | None = None) -> Manifest:
+def from_metadata(
+    tracks_csv: str, genres_csv: str, audio_root: str, subset: str = "large", source: dict | None = None
+) -> Manifest:
     """The manifest of `subset` from FMA metadata files, audio paths under `audio_root`."""
     tracks = select_subset(read_tracks(tracks_csv, TRACK_COLUMNS + GENRE_LIST_COLUMNS), subset)
     genres = read_genres(genres_csv)
@@ -124,7 +126,9 @@ def from_metadata(tracks_csv: str, genres_csv: str, audio_root: str, subset: str
         }
     )
     if df["split"].isna().any():
-        raise MgcError(f"{tracks_csv}: ('set','split') is empty for track {int(df.loc[df['split'].isna(), 'track_id'].iloc[0])}")
+        raise MgcError(
+            f"{tracks_csv}: ('set','split') is empty for track {int(df.loc[df['split'].isna(), 'track_id'].iloc[0])}"
+        )
     parents = {title[g]: title[int(p)] for g, p in genres["parent"].items() if int(p) in title}
     return build(df, source or {"kind": "fma", "tracks": tracks_csv, "subset": subset}, tracks_csv, parents)
 

@@ -42,13 +42,20 @@ class Predictor:
         """(log-probabilities [n, classes], embeddings [n, embedding_size]), float32, of n
         segments' inputs {name: [n, *shape]} (float16 as stored, or float32)."""
         # Ray Data hands out read-only arrays; torch wants to own writable memory.
-        x = {n: torch.from_numpy(np.require(x[n], requirements=["C", "W"])) if isinstance(x[n], np.ndarray) else x[n] for n in self.inputs}
+        x = {
+            n: torch.from_numpy(np.require(x[n], requirements=["C", "W"])) if isinstance(x[n], np.ndarray) else x[n]
+            for n in self.inputs
+        }
         lps, embs = [], []
         with torch.inference_mode():
             for s in range(0, len(x[self.inputs[0]]), self.step):
                 xb = {n: v[s : s + self.step].to(self.device) for n, v in x.items()}
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                     logits, h = self.model.outputs(xb)
-                lps.append((F.logsigmoid(logits.float()) if self.multilabel else torch.log_softmax(logits.float(), 1)).cpu().numpy())
+                lps.append(
+                    (F.logsigmoid(logits.float()) if self.multilabel else torch.log_softmax(logits.float(), 1))
+                    .cpu()
+                    .numpy()
+                )
                 embs.append(h.float().cpu().numpy())
         return np.concatenate(lps), np.concatenate(embs)

@@ -144,7 +144,9 @@ class Waveform(Input):
 @register
 class Musicnn(Input):
     name, norm, network = "musicnn", "band", True  # a z-score per dimension
-    about = "the pretrained MSD musicnn tagger's 200-d embedding then its 50 tag probabilities, per segment (mgc.musicnn)"
+    about = (
+        "the pretrained MSD musicnn tagger's 200-d embedding then its 50 tag probabilities, per segment (mgc.musicnn)"
+    )
 
     def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
         from mgc import musicnn

@@ -109,16 +109,30 @@ def list_inputs(source: str, follow_links: bool = False) -> Listing:
         except Exception as e:  # noqa: BLE001 - any parse failure is the same user error
             raise MgcError(f"{source}: cannot read the manifest: {e}") from None
         if "path" not in table.columns:
-            raise MgcError(f"{source}: the manifest has no 'path' column (columns: {', '.join(map(str, table.columns))})")
+            raise MgcError(
+                f"{source}: the manifest has no 'path' column (columns: {', '.join(map(str, table.columns))})"
+            )
         root = source.rsplit("/", 1)[0] if storage.is_uri(source) else os.path.dirname(os.path.abspath(source))
         rows = [_resolve_entry(root, str(p)) for p in table["path"].dropna()]
-        kept = rows if follow_links else [r for r in rows if r["error"] or storage.is_uri(r["path"]) or not _through_link(r["path"], root)]
+        kept = (
+            rows
+            if follow_links
+            else [r for r in rows if r["error"] or storage.is_uri(r["path"]) or not _through_link(r["path"], root)]
+        )
         return Listing(kept, len(rows) - len(kept))
     if not storage.exists(source):
         raise MgcError(f"{source}: input folder not found")
     tree = storage.list_tree(source, AUDIO_EXTENSIONS, follow_links)
     stats = storage.file_stats(source, tree.files)
-    rows = [{"path": storage.join(source, rel), "error": None, "size": stats.get(rel, UNKNOWN)[0], "mtime_ns": stats.get(rel, UNKNOWN)[1]} for rel in tree.files]
+    rows = [
+        {
+            "path": storage.join(source, rel),
+            "error": None,
+            "size": stats.get(rel, UNKNOWN)[0],
+            "mtime_ns": stats.get(rel, UNKNOWN)[1],
+        }
+        for rel in tree.files
+    ]
     rows += [{"path": storage.join(source, rel), "error": f"{storage.join(source, rel)}: a link to {target}, outside the input folder: not read", "size": -1, "mtime_ns": -1}
              for rel, target in tree.outside]  # fmt: skip
     return Listing(rows, tree.skipped)
@@ -151,7 +165,9 @@ def _content_hash(path: str) -> str:
     return digest.hexdigest()
 
 
-def featurise(row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], done: dict[str, str | None]) -> dict[str, Any]:
+def featurise(
+    row: dict[str, Any], fcfg: FeatureConfig, names: tuple[str, ...], done: dict[str, str | None]
+) -> dict[str, Any]:
     """One file: its content hash, then, unless `done` (path -> content hash of its latest row,
     None if unreadable then) has that hash, the inputs `names` the model reads (a column each),
     with the extraction's decode and input code. An input computed by a network (musicnn) is only
@@ -214,7 +230,13 @@ class Classifier:
         self.predict = Predictor.load(model_path, use_gpu)
         self.labels = self.predict.meta["labels"]
         self.temperature = self.predict.meta["temperature"]
-        self.schema = pa.schema([f for f in output_schema(len(self.labels), self.predict.embedding_size) if f.name not in ("model_id", "labelled_at")])
+        self.schema = pa.schema(
+            [
+                f
+                for f in output_schema(len(self.labels), self.predict.embedding_size)
+                if f.name not in ("model_id", "labelled_at")
+            ]
+        )
         self.top_k, self.uncertain_below = min(top_k, len(self.labels)), uncertain_below
         meta = self.predict.meta
         # A multi-label model trained here (the pretrained tagger has neither): predictions kept
@@ -230,7 +252,9 @@ class Classifier:
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch["path"])
         text = {k: [str(v) for v in batch[k]] for k in ("path", "content_hash", "status", "reason", "detail")}
-        feats = {name: [np.asarray(f) for f in batch[name]] for name in self.predict.inputs if not inputs.get(name).network}
+        feats = {
+            name: [np.asarray(f) for f in batch[name]] for name in self.predict.inputs if not inputs.get(name).network
+        }
         for name in (m for m in self.predict.inputs if inputs.get(m).network):
             feats[name] = [np.zeros(0)] * n
             for i, blob in enumerate(batch[name]):
@@ -239,13 +263,29 @@ class Classifier:
                 try:  # the network, on this actor's device
                     feats[name][i] = inputs.finish({name: pickle.loads(blob)}, str(self.predict.device))[name]
                 except Exception as e:  # noqa: BLE001 - as in featurise: one file's failure is its error row
-                    text["status"][i], text["reason"][i], text["detail"][i] = "error", "feature_error", f"{text['path'][i]}: {type(e).__name__}: {e}"
+                    text["status"][i], text["reason"][i], text["detail"][i] = (
+                        "error",
+                        "feature_error",
+                        f"{text['path'][i]}: {type(e).__name__}: {e}",
+                    )
                     # Without its hash the row is not in the next run's skip-set: the network may
                     # have failed for the device (out of memory), not for the file.
                     text["content_hash"][i] = ""
         segments = [len(f) if text["status"][i] == "ok" else 0 for i, f in enumerate(feats[self.predict.inputs[0]])]
         ok = [i for i in range(n) if text["status"][i] == "ok" and segments[i]]
-        cols: dict[str, list] = {k: [None] * n for k in ("top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding", "tags", "tag_probs")}
+        cols: dict[str, list] = {
+            k: [None] * n
+            for k in (
+                "top_genres",
+                "top_probs",
+                "agreement",
+                "uncertain",
+                "probabilities",
+                "embedding",
+                "tags",
+                "tag_probs",
+            )
+        }
         cols["n_segments"] = segments
         if ok:
             lp, emb = self.predict({name: np.concatenate([f[i] for i in ok]) for name, f in feats.items()})
@@ -328,7 +368,9 @@ def read_labels(out: str, columns: list[str] | None = None) -> pd.DataFrame:
         return pd.DataFrame(columns=columns or LABEL_COLUMNS)
     schema = None if columns is None else pa.schema([output_schema(1, 1).field(c) for c in columns])
     # Sizes and nanosecond times as exact nullable integers (float64 would round the times).
-    return storage.read_parquet(storage.join(out, "labels"), columns=columns, schema=schema).to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    return storage.read_parquet(storage.join(out, "labels"), columns=columns, schema=schema).to_pandas(
+        types_mapper={pa.int64(): pd.Int64Dtype()}.get
+    )
 
 
 def run(cfg: LabelConfig) -> dict[str, Any]:
@@ -342,14 +384,23 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
     mid = model_id(cfg.model)
     listed = list_inputs(cfg.input, cfg.follow_links)
     if not listed.rows:
-        raise MgcError(f"{cfg.input}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found" + (f"; {listed.links_skipped} links skipped (--follow-links)" if listed.links_skipped else ""))
+        raise MgcError(
+            f"{cfg.input}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found"
+            + (f"; {listed.links_skipped} links skipped (--follow-links)" if listed.links_skipped else "")
+        )
     if listed.links_skipped:
-        session.note(f"label: {listed.links_skipped} symbolic link(s) in {cfg.input} skipped; --follow-links follows those that stay inside it")
+        session.note(
+            f"label: {listed.links_skipped} symbolic link(s) in {cfg.input} skipped; --follow-links follows those that stay inside it"
+        )
     storage.ensure_writable_dir(cfg.out)
     storage.remove_stale_temporaries(storage.join(cfg.out, "labels"))
     latest = current(cfg.out, mid, columns=["content_hash", "size_bytes", "modified_ns"])
     done = {
-        p: (h if isinstance(h, str) else None, -2 if pd.isna(s) else int(s), -2 if pd.isna(m) else int(m))  # unknown: never equal
+        p: (
+            h if isinstance(h, str) else None,
+            -2 if pd.isna(s) else int(s),
+            -2 if pd.isna(m) else int(m),
+        )  # unknown: never equal
         for p, h, s, m in zip(latest["path"], latest["content_hash"], latest["size_bytes"], latest["modified_ns"])
     }
     unique = list({r["path"]: r for r in listed.rows}.values())
@@ -359,7 +410,14 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
     counts = {"labelled": 0, "errors": 0, "skipped": len(unique) - len(todo)}
     if todo:
         _label(cfg, todo, {r["path"]: done[r["path"]][0] for r in todo if r["path"] in done}, model, meta, mid, counts)
-    summary = {**counts, "links_skipped": listed.links_skipped, "inputs": len(unique), "model": cfg.model, "model_id": mid, "seconds": round(time.time() - started, 2)}
+    summary = {
+        **counts,
+        "links_skipped": listed.links_skipped,
+        "inputs": len(unique),
+        "model": cfg.model,
+        "model_id": mid,
+        "seconds": round(time.time() - started, 2),
+    }
     labels = current(cfg.out, mid, columns=SUMMARY_COLUMNS)
     storage.write_bytes(storage.join(cfg.out, "summary.csv"), people_summary(labels).to_csv(index=False).encode())
     storage.write_json(storage.join(cfg.out, "_summary.json"), summary)
@@ -371,7 +429,15 @@ def _unchanged(row: dict[str, Any], previous: tuple | None) -> bool:
     return bool(previous and previous[0] and row["size"] >= 0 and previous[1:] == (row["size"], row["mtime_ns"]))
 
 
-def _label(cfg: LabelConfig, todo: list[dict[str, Any]], done: dict[str, str | None], model, meta: dict, mid: str, counts: dict[str, int]) -> None:
+def _label(
+    cfg: LabelConfig,
+    todo: list[dict[str, Any]],
+    done: dict[str, str | None],
+    model,
+    meta: dict,
+    mid: str,
+    counts: dict[str, int],
+) -> None:
     """The Ray Data pipeline over `todo`, each batch written as one part; adds to `counts`."""
     import ray
     from tqdm.auto import tqdm
@@ -382,18 +448,37 @@ def _label(cfg: LabelConfig, todo: list[dict[str, Any]], done: dict[str, str | N
     cpus = session.connect().get("CPU", 1)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), int(cpus) * 4)))
     featurise_args = {"fcfg": fcfg, "names": model.cfg.inputs, "done": done}
-    classifier_args = {"model_path": cfg.model, "top_k": cfg.top_k, "uncertain_below": cfg.uncertain_below, "use_gpu": cfg.use_gpu}
+    classifier_args = {
+        "model_path": cfg.model,
+        "top_k": cfg.top_k,
+        "uncertain_below": cfg.uncertain_below,
+        "use_gpu": cfg.use_gpu,
+    }
     if cfg.use_gpu:
         # Decoding in CPU tasks (the memory request, ~0.5 GB for a capped file, also keeps Ray
         # Data from fusing them into the GPU actors), inference in one actor per GPU.
         ds = ds.map(featurise, fn_kwargs=featurise_args, num_cpus=1, memory=512 * 2**20)
         actors = cfg.actors or max(1, int(ray.cluster_resources().get("GPU", 0)))
-        ds = ds.map_batches(Classifier, fn_constructor_kwargs=classifier_args, batch_size=cfg.files_per_batch, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1, batch_format="numpy")
+        ds = ds.map_batches(
+            Classifier,
+            fn_constructor_kwargs=classifier_args,
+            batch_size=cfg.files_per_batch,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=1,
+            batch_format="numpy",
+        )
     else:
         # On CPU, Ray Data fuses both steps into one actor per core: every core decodes and
         # infers, and no feature tensors travel between processes.
         ds = ds.map(featurise, fn_kwargs=featurise_args, num_cpus=1)
-        ds = ds.map_batches(Classifier, fn_constructor_kwargs=classifier_args, batch_size=cfg.files_per_batch, compute=ray.data.ActorPoolStrategy(size=cfg.actors or max(1, int(cpus))), num_cpus=1, batch_format="numpy")
+        ds = ds.map_batches(
+            Classifier,
+            fn_constructor_kwargs=classifier_args,
+            batch_size=cfg.files_per_batch,
+            compute=ray.data.ActorPoolStrategy(size=cfg.actors or max(1, int(cpus))),
+            num_cpus=1,
+            batch_format="numpy",
+        )
 
     schema = output_schema(len(meta["labels"]), model.head.embedding_size)
     run_id = time.strftime("%Y%m%dT%H%M%S") + uuid.uuid4().hex[:4]  # parts sort by run
@@ -413,7 +498,11 @@ def _label(cfg: LabelConfig, todo: list[dict[str, Any]], done: dict[str, str | N
         stamp = pa.array([pd.Timestamp.now(tz="UTC").floor("ms")] * batch.num_rows, pa.timestamp("us", tz="UTC"))
         batch = batch.append_column("model_id", pa.array([mid] * batch.num_rows)).append_column("labelled_at", stamp)
         table = batch.select(schema.names).cast(schema)
-        storage.write_parquet(table, storage.join(cfg.out, "labels", f"part-{run_id}-{part:06d}.parquet"), scalar_columns=LABEL_COLUMNS[:12])
+        storage.write_parquet(
+            table,
+            storage.join(cfg.out, "labels", f"part-{run_id}-{part:06d}.parquet"),
+            scalar_columns=LABEL_COLUMNS[:12],
+        )
         part += 1
     bar.close()
 
@@ -439,7 +528,10 @@ def people_summary(labels: pd.DataFrame) -> pd.DataFrame:
     ok = labels[labels["status"] == "ok"]
     top = ok["top_genres"].map(lambda g: g[0])
     genres = pd.DataFrame({"genre": top, "uncertain": ok["uncertain"].astype(bool)}).groupby("genre")
-    rows = [{"kind": "genre", "name": g, "files": int(len(d)), "uncertain_share": round(float(d["uncertain"].mean()), 3)} for g, d in genres]
+    rows = [
+        {"kind": "genre", "name": g, "files": int(len(d)), "uncertain_share": round(float(d["uncertain"].mean()), 3)}
+        for g, d in genres
+    ]
     if "tags" in ok.columns:
         tags = pd.Series([t for ts in ok["tags"] if ts is not None for t in ts], dtype=object).value_counts()
         rows += [{"kind": "tag", "name": t, "files": int(n), "uncertain_share": None} for t, n in sorted(tags.items())]
@@ -466,7 +558,14 @@ def accuracy_by_flag(labels: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     for name, flagged in (("flagged uncertain", True), ("not flagged", False)):
         chosen = genre.notna() & (ok["uncertain"].astype(bool) == flagged)
         n = int(chosen.sum())
-        rows.append({"files": name, "n": n, "right": int(right[chosen].sum()), "accuracy": round(float(right[chosen].mean()), 3) if n else None})
+        rows.append(
+            {
+                "files": name,
+                "n": n,
+                "right": int(right[chosen].sum()),
+                "accuracy": round(float(right[chosen].mean()), 3) if n else None,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -72,7 +72,11 @@ def build(df: pd.DataFrame, source: dict[str, Any], where: str, parents: dict[st
     labels = sorted({g for g in genre if g is not None})
     index = {g: i for i, g in enumerate(labels)}
     parents = dict(parents or {})
-    own = df["genres"] if "genres" in df.columns else pd.Series([[g] if g is not None else [] for g in genre], index=df.index)
+    own = (
+        df["genres"]
+        if "genres" in df.columns
+        else pd.Series([[g] if g is not None else [] for g in genre], index=df.index)
+    )
     every = df["genres_all"] if "genres_all" in df.columns else own
     every = [sorted(set(_with_ancestors([*a, *([g] if g is not None else [])], parents))) for a, g in zip(every, genre)]
     out = pd.DataFrame(
@@ -162,7 +166,9 @@ def from_csv(path: str, seed: int = 0) -> Manifest:
         raise MgcError(f"{path}: cannot parse manifest CSV: {e}") from None
     missing = [c for c in ("path", "label") if c not in df.columns]
     if missing:
-        raise MgcError(f"{path}: manifest lacks column(s) {missing}; it needs path and label (split, track_id optional)")
+        raise MgcError(
+            f"{path}: manifest lacks column(s) {missing}; it needs path and label (split, track_id optional)"
+        )
     if df.empty:
         raise MgcError(f"{path}: the manifest has a header but no rows: no tracks to read")
     if df["path"].isna().any():
@@ -173,9 +179,14 @@ def from_csv(path: str, seed: int = 0) -> Manifest:
         df["track_id"] = np.arange(len(df))
     elif df["track_id"].isna().any() or not pd.api.types.is_integer_dtype(df["track_id"]):
         raise MgcError(f"{path}: track_id must be an integer in every row")
-    df["genre_top"] = df["label"].astype(object).where(df["label"].notna() & (df["label"].astype(str).str.strip() != ""), None)
+    df["genre_top"] = (
+        df["label"].astype(object).where(df["label"].notna() & (df["label"].astype(str).str.strip() != ""), None)
+    )
     if "genres" in df.columns:
-        listed = [[g.strip() for g in v.split(GENRE_SEPARATOR) if g.strip()] if isinstance(v, str) else [] for v in df["genres"]]
+        listed = [
+            [g.strip() for g in v.split(GENRE_SEPARATOR) if g.strip()] if isinstance(v, str) else []
+            for v in df["genres"]
+        ]
         df["genres"] = [list(dict.fromkeys(g + ([t] if pd.notna(t) else []))) for g, t in zip(listed, df["genre_top"])]
     source: dict[str, Any] = {"kind": "csv", "path": path}
     if "split" not in df.columns:
@@ -193,7 +204,9 @@ def from_folder(root: str, seed: int = 0, follow_links: bool = False) -> Manifes
         raise MgcError(f"{root}: folder not found")
     tree = storage.list_tree(root, AUDIO_EXTENSIONS, follow_links)
     # Files directly under the root carry no genre.
-    rows = [(storage.join(root, *parts), parts[0]) for parts in (rel.split("/") for rel in tree.files) if len(parts) >= 2]
+    rows = [
+        (storage.join(root, *parts), parts[0]) for parts in (rel.split("/") for rel in tree.files) if len(parts) >= 2
+    ]
     if not rows:
         raise MgcError(f"{root}: no audio files in genre sub-folders (expected root/<genre>/<file>.mp3|wav|flac|ogg)")
     df = pd.DataFrame(rows, columns=["path", "genre_top"])

@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.special import expit, log_softmax
-from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, f1_score, log_loss, precision_recall_curve, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 # The scalar scores of every split and level, as reported per epoch and written to metrics.json.
 SCALARS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "ece")
@@ -71,7 +80,9 @@ def ece(y: np.ndarray, logprobs: np.ndarray, bins: int = ECE_BINS) -> float:
 # small split says little: T is the most probable given the validation tracks under a log-normal
 # prior centred on 1, and no lower than keeps their mean confidence at the accuracy Laplace's rule
 # of succession expects of them (bench/README.md, "Calibration": the rules compared).
-TEMPERATURE_RULE = "MAP of the validation tracks' log loss, log T ~ N(0, 0.5^2); mean confidence <= (right + 1) / (n + 2)"
+TEMPERATURE_RULE = (
+    "MAP of the validation tracks' log loss, log T ~ N(0, 0.5^2); mean confidence <= (right + 1) / (n + 2)"
+)
 LOG_T_PRIOR_SD = 0.5
 LOG_T_BOUNDS = (-3.0, 3.0)  # T in [0.05, 20]
 
@@ -96,7 +107,9 @@ def _choose_temperature(loss, confidence, tracks: int, right: int, n: int) -> di
         floor = float(np.exp(grid[-1]))
     else:
         i = int(np.flatnonzero(over)[-1])  # the last grid T still too confident; the floor is past it
-        floor = float(np.exp(brentq(lambda s: confidence(float(np.exp(s))) - expected, grid[i], grid[i + 1], xtol=1e-6)))
+        floor = float(
+            np.exp(brentq(lambda s: confidence(float(np.exp(s))) - expected, grid[i], grid[i + 1], xtol=1e-6))
+        )
     return {"temperature": max(fitted, floor), "fitted": fitted, "floor": floor, "floored": floor > fitted,
             "expected_accuracy": expected, "right": int(right), "n": int(n), "rule": TEMPERATURE_RULE}  # fmt: skip
 
@@ -130,7 +143,9 @@ def pool(segment_logprobs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return calibrate(segment_logprobs.mean(0), temperature)
 
 
-def track_level(track_ids: np.ndarray, y: np.ndarray, logprobs: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def track_level(
+    track_ids: np.ndarray, y: np.ndarray, logprobs: np.ndarray, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(track ids, labels, log-probabilities) per track, by `pool`'s rule."""
     frame = pd.DataFrame(logprobs)
     frame["track_id"], frame["y"] = track_ids, y
@@ -139,7 +154,9 @@ def track_level(track_ids: np.ndarray, y: np.ndarray, logprobs: np.ndarray, temp
     return g.size().index.to_numpy(), g["y"].first().to_numpy(), calibrate(mean, temperature)
 
 
-def evaluate(track_ids: np.ndarray, y: np.ndarray, logprobs: np.ndarray, n_classes: int, temperature: float = 1.0) -> dict[str, dict[str, Any]]:
+def evaluate(
+    track_ids: np.ndarray, y: np.ndarray, logprobs: np.ndarray, n_classes: int, temperature: float = 1.0
+) -> dict[str, dict[str, Any]]:
     """{'segment': scores, 'track': scores} for one split; the temperature applies to tracks."""
     _, ty, tlp = track_level(track_ids, y, logprobs, temperature)
     return {"segment": scores(y, logprobs, n_classes), "track": scores(ty, tlp, n_classes)}
@@ -167,12 +184,19 @@ def pool_multilabel(segment_logsigmoid: np.ndarray, temperature: float = 1.0) ->
     return expit(logits(segment_logsigmoid) / temperature).mean(0)
 
 
-def track_level_multilabel(track_ids: np.ndarray, y: np.ndarray, logsigmoid: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def track_level_multilabel(
+    track_ids: np.ndarray, y: np.ndarray, logsigmoid: np.ndarray, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(track ids, targets, probabilities) per track, by `pool_multilabel`'s rule."""
     frame = pd.DataFrame(expit(logits(logsigmoid) / temperature))
     frame["track_id"] = track_ids
     g = frame.groupby("track_id", sort=True)
-    first = pd.DataFrame({"track_id": track_ids, "row": np.arange(len(track_ids))}).groupby("track_id", sort=True)["row"].first().to_numpy()
+    first = (
+        pd.DataFrame({"track_id": track_ids, "row": np.arange(len(track_ids))})
+        .groupby("track_id", sort=True)["row"]
+        .first()
+        .to_numpy()
+    )
     return g.size().index.to_numpy(), y[first], g.mean().to_numpy()
 
 
@@ -188,7 +212,11 @@ def binary_reliability(y: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -
     which = np.clip(np.ceil(p * bins).astype(int) - 1, 0, bins - 1)
     count = np.bincount(which, minlength=bins)
     with np.errstate(invalid="ignore"):
-        return {"confidence": np.bincount(which, p, bins) / count, "accuracy": np.bincount(which, t, bins) / count, "count": count}
+        return {
+            "confidence": np.bincount(which, p, bins) / count,
+            "accuracy": np.bincount(which, t, bins) / count,
+            "count": count,
+        }
 
 
 def binary_ece(y: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -225,7 +253,14 @@ def thresholds(y: np.ndarray, probs: np.ndarray) -> list[float]:
     return out
 
 
-def multilabel_scores(y: np.ndarray, probs: np.ndarray, tops: np.ndarray, roots: list[int], cut: list[float] | None = None, classes: list[str] | None = None) -> dict[str, Any]:
+def multilabel_scores(
+    y: np.ndarray,
+    probs: np.ndarray,
+    tops: np.ndarray,
+    roots: list[int],
+    cut: list[float] | None = None,
+    classes: list[str] | None = None,
+) -> dict[str, Any]:
     """A multi-label model's scores on targets y [n, genres] (0/1) and probabilities; `tops` the
     class of each row's genre_top (-1: none), read against the argmax over the `roots`; F1 at
     thresholds `cut` (0.5 where None); per genre AP and support if `classes` are named."""
@@ -236,7 +271,9 @@ def multilabel_scores(y: np.ndarray, probs: np.ndarray, tops: np.ndarray, roots:
     both = has & (y.sum(0) < len(y))
     out: dict[str, Any] = {
         "ap_micro": float(average_precision_score(y, probs, average="micro")) if y.any() else float("nan"),
-        "ap_macro": float(average_precision_score(y[:, has], probs[:, has], average="macro")) if has.any() else float("nan"),
+        "ap_macro": float(average_precision_score(y[:, has], probs[:, has], average="macro"))
+        if has.any()
+        else float("nan"),
         "auc_micro": float(roc_auc_score(y.ravel(), probs.ravel())) if 0 < y.sum() < y.size else float("nan"),
         "auc_macro": float(roc_auc_score(y[:, both], probs[:, both], average="macro")) if both.any() else float("nan"),
         "f1_micro": float(f1_score(y, pred, average="micro", zero_division=0)),
@@ -269,7 +306,10 @@ def evaluate_multilabel(track_ids: np.ndarray, y: np.ndarray, logsigmoid: np.nda
     seg = consistent(np.exp(logsigmoid.astype(np.float64)), parents)
     tids, ty, tp = track_level_multilabel(track_ids, y, logsigmoid, temperature)
     ttops = pd.Series(tops, index=track_ids).groupby(level=0).first().reindex(tids).to_numpy()
-    return {"segment": multilabel_scores(y, seg, tops, roots, cut, classes), "track": multilabel_scores(ty, consistent(tp, parents), ttops, roots, cut, classes)}
+    return {
+        "segment": multilabel_scores(y, seg, tops, roots, cut, classes),
+        "track": multilabel_scores(ty, consistent(tp, parents), ttops, roots, cut, classes),
+    }
 
 
 def fit_temperature_multilabel(track_ids: np.ndarray, y: np.ndarray, logsigmoid: np.ndarray) -> dict[str, Any]:

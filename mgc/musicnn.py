@@ -77,9 +77,12 @@ class Musicnn(nn.Module):
         # Timbral filters span 40 % and 70 % of the bands and 7 frames; temporal ones 128, 64 and
         # 32 frames of one band, padded as TensorFlow's "same" pads an even kernel (less before).
         self.front = nn.ModuleList(
-            [_ConvBN((7, int(f * N_MELS)), 204, (3, 3)) for f in (0.4, 0.7)] + [_ConvBN((k, 1), 51, ((k - 1) // 2, k // 2)) for k in (128, 64, 32)]
+            [_ConvBN((7, int(f * N_MELS)), 204, (3, 3)) for f in (0.4, 0.7)]
+            + [_ConvBN((k, 1), 51, ((k - 1) // 2, k // 2)) for k in (128, 64, 32)]
         )
-        self.mid = nn.ModuleList([nn.Conv1d(561, 64, 7, padding=3), nn.Conv1d(64, 64, 7, padding=3), nn.Conv1d(64, 64, 7, padding=3)])
+        self.mid = nn.ModuleList(
+            [nn.Conv1d(561, 64, 7, padding=3), nn.Conv1d(64, 64, 7, padding=3), nn.Conv1d(64, 64, 7, padding=3)]
+        )
         self.mid_bn = nn.ModuleList([nn.BatchNorm1d(64, eps=EPS) for _ in range(3)])
         self.pool_bn = nn.BatchNorm1d(1506, eps=EPS)
         self.dense = nn.Linear(1506, EMBEDDING)
@@ -104,12 +107,19 @@ class Musicnn(nn.Module):
 
         def bn(mod: nn.Module, i: int) -> None:
             name = "batch_normalization" + (f"_{i}" if i else "")
-            for ours, theirs in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"), ("running_var", "moving_variance")):
+            for ours, theirs in (
+                ("weight", "gamma"),
+                ("bias", "beta"),
+                ("running_mean", "moving_mean"),
+                ("running_var", "moving_variance"),
+            ):
                 getattr(mod, ours).data = torch.from_numpy(np.array(w[f"{name}/{theirs}"]))
 
         def conv(mod: nn.Module, i: int) -> None:
             name = "conv2d" + (f"_{i}" if i else "")
-            k = torch.from_numpy(np.array(w[f"{name}/kernel"])).permute(3, 2, 0, 1)  # [h, w, in, out] -> [out, in, h, w]
+            k = torch.from_numpy(np.array(w[f"{name}/kernel"])).permute(
+                3, 2, 0, 1
+            )  # [h, w, in, out] -> [out, in, h, w]
             if isinstance(mod, nn.Conv1d):  # a mid-end kernel spans every feature: [out, 1, 7, F] -> [out, F, 7]
                 k = k[:, 0].transpose(1, 2)
             mod.weight.data, mod.bias.data = k.contiguous(), torch.from_numpy(np.array(w[f"{name}/bias"]))
@@ -187,5 +197,11 @@ def tagger(device: str = "cpu") -> tuple[Tagger, dict]:
     from mgc.features import FeatureConfig
 
     features = FeatureConfig(inputs=("musicnn",))
-    meta = {"labels": list(TAGS), "temperature": 1.0, "multilabel": True, "features": features, "feature_config": features.to_dict()}
+    meta = {
+        "labels": list(TAGS),
+        "temperature": 1.0,
+        "multilabel": True,
+        "features": features,
+        "feature_config": features.to_dict(),
+    }
     return Tagger(copy.deepcopy(load("cpu").out)).to(device).eval(), meta

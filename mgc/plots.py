@@ -36,7 +36,15 @@ def confusion_matrix(cm: list[list[int]], labels: list[str], path: str, title: s
     for i in range(len(labels)):
         for j in range(len(labels)):
             if cm_arr[i, j]:
-                ax.text(j, i, int(cm_arr[i, j]), ha="center", va="center", color="white" if share[i, j] > 0.5 else "black", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    int(cm_arr[i, j]),
+                    ha="center",
+                    va="center",
+                    color="white" if share[i, j] > 0.5 else "black",
+                    fontsize=8,
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
     _save(fig, path)
 
@@ -65,7 +73,11 @@ def learning_curves(history: list[dict[str, Any]], path: str, title: str) -> Non
     a.plot(epochs, [h["val_track_log_loss"] for h in history], marker="o", label="val track log loss")
     a.set_xlabel("epoch")
     a.legend()
-    for key, label in (("val_segment_accuracy", "val segment accuracy"), ("val_track_accuracy", "val track accuracy"), ("val_track_f1_macro", "val track macro F1")):
+    for key, label in (
+        ("val_segment_accuracy", "val segment accuracy"),
+        ("val_track_accuracy", "val track accuracy"),
+        ("val_track_f1_macro", "val track macro F1"),
+    ):
         b.plot(epochs, [h[key] for h in history], marker="o", label=label)
     b.set_ylim(0, 1.02)
     b.set_xlabel("epoch")
@@ -83,7 +95,19 @@ def search_plane(lr, dropout, score, early, best: int, path: str, metric: str, d
     vmin, vmax = (np.nanmin(score[finite]), np.nanmax(score[finite])) if finite.any() else (0, 1)
     for mask, marker, label in ((~early, "o", "ran every epoch"), (early, "X", "stopped early (ASHA)")):
         if mask.any():
-            sc = ax.scatter(lr[mask], dropout[mask], c=score[mask].astype(float), cmap="viridis", vmin=vmin, vmax=vmax, marker=marker, s=70, edgecolors="black", linewidths=0.5, label=label)
+            sc = ax.scatter(
+                lr[mask],
+                dropout[mask],
+                c=score[mask].astype(float),
+                cmap="viridis",
+                vmin=vmin,
+                vmax=vmax,
+                marker=marker,
+                s=70,
+                edgecolors="black",
+                linewidths=0.5,
+                label=label,
+            )
     ax.scatter([lr[best]], [dropout[best]], s=260, facecolors="none", edgecolors="red", linewidths=1.5, label="best")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")

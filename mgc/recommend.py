@@ -34,7 +34,9 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def nearest(queries: np.ndarray, catalogue: np.ndarray, k: int, exclude: np.ndarray | None = None, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    queries: np.ndarray, catalogue: np.ndarray, k: int, exclude: np.ndarray | None = None, block: int = BLOCK
+) -> tuple[np.ndarray, np.ndarray]:
     """(indices, cosine similarities), each [n_queries, k], best first. `exclude[i]` is a
     catalogue row query i may not return (itself), or -1. Exact search, a block of the catalogue
     against a slice of the queries at a time."""
@@ -64,7 +66,11 @@ def precision_at_k(genres: np.ndarray, neighbours: np.ndarray, ks: tuple[int, ..
     neighbours whose genre is the query's own. `neighbours` holds catalogue genres [queries, >=k]."""
     same = neighbours == genres[:, None]
     frame = pd.DataFrame({"genre": genres, **{f"precision@{k}": same[:, :k].mean(1) for k in ks}})
-    table = frame.groupby("genre").agg(tracks=("genre", "size"), **{f"precision@{k}": (f"precision@{k}", "mean") for k in ks}).reset_index()
+    table = (
+        frame.groupby("genre")
+        .agg(tracks=("genre", "size"), **{f"precision@{k}": (f"precision@{k}", "mean") for k in ks})
+        .reset_index()
+    )
     overall = {"genre": "all", "tracks": len(frame), **{f"precision@{k}": frame[f"precision@{k}"].mean() for k in ks}}
     return pd.concat([table, pd.DataFrame([overall])], ignore_index=True).round(4)
 
@@ -85,15 +91,28 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
         raise MgcError(f"{features}: no shards in features/: not the output of mgc extract")
     stored = FeatureConfig.from_dict(storage.read_json(storage.join(features, "_config.json"))["feature_config"])
     # The built-in tagger reads whatever musicnn input the shards hold: no training config to match.
-    if model_path != artifact.BUILTIN and dataclasses.replace(stored, inputs=meta["features"].inputs) != meta["features"]:
-        raise MgcError(f"{features} was extracted with another feature config than the model {model_path} was trained on")
+    if (
+        model_path != artifact.BUILTIN
+        and dataclasses.replace(stored, inputs=meta["features"].inputs) != meta["features"]
+    ):
+        raise MgcError(
+            f"{features} was extracted with another feature config than the model {model_path} was trained on"
+        )
     missing = [n for n in names if n not in stored.inputs]
     if missing:
-        raise MgcError(f"{features} holds {', '.join(stored.inputs)}, not {', '.join(missing)}, which the model {model_path} reads")
+        raise MgcError(
+            f"{features} holds {', '.join(stored.inputs)}, not {', '.join(missing)}, which the model {model_path} reads"
+        )
     session.connect()
     ds = storage.ray_read_parquet(shards).select_columns(["track_id", "split", *names])  # pushed down into the read
     total = ds.count()  # from the Parquet footers
-    ds = ds.map_batches(_Embedder, fn_constructor_kwargs={"model_path": model_path}, batch_size=256, compute=ray.data.ActorPoolStrategy(size=1), batch_format="numpy")
+    ds = ds.map_batches(
+        _Embedder,
+        fn_constructor_kwargs={"model_path": model_path},
+        batch_size=256,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        batch_format="numpy",
+    )
     # Per-track sums as batches arrive: the driver holds one vector per track, never one per
     # segment (10 per FMA clip). A track cut by a batch boundary is summed in two parts.
     ids, sums, counts, splits = [], [], [], []
@@ -114,8 +133,14 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
     np.add.at(total_sum, inverse, np.concatenate(sums))
     n = np.bincount(inverse, weights=np.concatenate(counts))
     mean = (total_sum / n[:, None]).astype(np.float32)
-    genre = manifests.read(storage.join(features, "_manifest.parquet")).tracks.set_index("track_id")["genre_top"].reindex(unique)  # labels are the manifest's
-    return pd.DataFrame({"id": unique, "genre": genre.to_numpy(), "split": np.concatenate(splits)[first], "embedding": list(mean)})
+    genre = (
+        manifests.read(storage.join(features, "_manifest.parquet"))
+        .tracks.set_index("track_id")["genre_top"]
+        .reindex(unique)
+    )  # labels are the manifest's
+    return pd.DataFrame(
+        {"id": unique, "genre": genre.to_numpy(), "split": np.concatenate(splits)[first], "embedding": list(mean)}
+    )
 
 
 class _Embedder:
@@ -177,7 +202,14 @@ def load_catalogue(path: str) -> pd.DataFrame:
     rows = rows[rows["status"] == "ok"]
     if rows.empty:
         raise MgcError(f"{path}: no labelled files to search (not a labelling output?)")
-    return pd.DataFrame({"id": rows["path"], "genre": rows["top_genres"].map(lambda g: g[0]), "split": None, "embedding": list(rows["embedding"])})
+    return pd.DataFrame(
+        {
+            "id": rows["path"],
+            "genre": rows["top_genres"].map(lambda g: g[0]),
+            "split": None,
+            "embedding": list(rows["embedding"]),
+        }
+    )
 
 
 def similar(catalogue: pd.DataFrame, query: np.ndarray, k: int = 10, exclude_id: str | None = None) -> pd.DataFrame:

@@ -82,11 +82,19 @@ def extraction(run_dir: str) -> Section:
     if summary is None:
         return _missing("Extraction", path, "mgc extract")
     last = summary.get("this_run", {})
-    rows = [("tracks ok", summary["tracks_ok"]), ("tracks rejected", summary["tracks_rejected"]), ("segments", summary["segments"])]
+    rows = [
+        ("tracks ok", summary["tracks_ok"]),
+        ("tracks rejected", summary["tracks_rejected"]),
+        ("segments", summary["segments"]),
+    ]
     rows += [(f"rejected: {reason}", n) for reason, n in sorted(summary["rejects_by_reason"].items())]
     rows += [("last run: tracks processed", last.get("tracks_processed")), ("last run: wall time (s)", last.get("wall_s")),
              ("last run: tracks/s", last.get("tracks_per_s")), ("cluster CPUs", last.get("cluster_cpus"))]  # fmt: skip
-    return Section("Extraction", [f"From `{path}/_summary.json`."], [("Tracks and segments", pd.DataFrame(rows, columns=["figure", "value"]))])
+    return Section(
+        "Extraction",
+        [f"From `{path}/_summary.json`."],
+        [("Tracks and segments", pd.DataFrame(rows, columns=["figure", "value"]))],
+    )
 
 
 def model_runs(run_dir: str) -> list[tuple[str, dict[str, Any]]]:
@@ -128,18 +136,26 @@ def models(run_dir: str) -> Section:
             section.lines.append(f"The temperature: {metrics.TEMPERATURE_RULE}.")
     for path, m in runs:
         if os.path.exists(os.path.join(path, "confusion_matrix.png")):
-            section.images.append((f"{m['run']}: confusion matrix (test, track level)", os.path.join(path, "confusion_matrix.png")))
+            section.images.append(
+                (f"{m['run']}: confusion matrix (test, track level)", os.path.join(path, "confusion_matrix.png"))
+            )
         section.images.append((f"{m['run']}: learning curves", os.path.join(path, "learning_curves.png")))
         if os.path.exists(os.path.join(path, "reliability.png")):
             section.images.append((f"{m['run']}: reliability (test tracks)", os.path.join(path, "reliability.png")))
         if os.path.exists(os.path.join(path, "genre_ap.png")):
-            section.images.append((f"{m['run']}: average precision per genre (test tracks)", os.path.join(path, "genre_ap.png")))
+            section.images.append(
+                (f"{m['run']}: average precision per genre (test tracks)", os.path.join(path, "genre_ap.png"))
+            )
     return section
 
 
 def sweeps(run_dir: str) -> list[str]:
     root = os.path.join(run_dir, "sweeps")
-    return [os.path.join(root, n) for n in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, n, "best.json"))] if os.path.isdir(root) else []
+    return (
+        [os.path.join(root, n) for n in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, n, "best.json"))]
+        if os.path.isdir(root)
+        else []
+    )
 
 
 def tuning(run_dir: str) -> Section:
@@ -182,7 +198,10 @@ def labelling(run_dir: str) -> Section:
     if os.path.isfile(truth):
         from mgc import label
 
-        by_flag = label.accuracy_by_flag(label.current(path, columns=["status", "top_genres", "uncertain"]), pd.read_csv(truth, keep_default_na=False))
+        by_flag = label.accuracy_by_flag(
+            label.current(path, columns=["status", "top_genres", "uncertain"]),
+            pd.read_csv(truth, keep_default_na=False),
+        )
         lines.append(
             f"Where the genre is known ({truth}), the top genre is right for {_share(by_flag.iloc[0])} of the files flagged "
             f"uncertain and {_share(by_flag.iloc[1])} of the rest."
@@ -200,7 +219,9 @@ def recommendations(run_dir: str) -> Section:
     if not os.path.isfile(path):
         return _missing("Recommendations", os.path.dirname(path), "mgc embed")
     line = "For each test track, the share of its 5 and 10 nearest catalogue neighbours (cosine similarity of embeddings) with the same genre."
-    return Section("Recommendations", [line], [("Genre precision of the 5 and 10 nearest neighbours", _csv(path).round(4))])
+    return Section(
+        "Recommendations", [line], [("Genre precision of the 5 and 10 nearest neighbours", _csv(path).round(4))]
+    )
 
 
 def _hardware() -> list[tuple[str, Any]]:
@@ -208,7 +229,9 @@ def _hardware() -> list[tuple[str, Any]]:
 
     cpu = platform.processor() or ""
     if os.path.isfile("/proc/cpuinfo"):
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), cpu)
+        cpu = next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), cpu
+        )
     rows = [("machine", f"{platform.system()} {platform.machine()}"), ("CPU", cpu), ("cores", os.cpu_count()),
             ("memory (GiB)", round(psutil.virtual_memory().total / 2**30, 1))]  # fmt: skip
     try:
@@ -228,16 +251,30 @@ def facts(run_dir: str) -> Section:
             versions.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             versions.append((name, "not installed"))
-    section.tables.append(("Versions (of the environment that rendered this report)", pd.DataFrame(versions, columns=["package", "version"])))
-    section.tables.append(("Hardware (where this report was rendered)", pd.DataFrame(_hardware(), columns=["item", "value"])))
+    section.tables.append(
+        (
+            "Versions (of the environment that rendered this report)",
+            pd.DataFrame(versions, columns=["package", "version"]),
+        )
+    )
+    section.tables.append(
+        ("Hardware (where this report was rendered)", pd.DataFrame(_hardware(), columns=["item", "value"]))
+    )
     config = _json(os.path.join(run_dir, "features", "_config.json"))
     if config is not None:
-        features = list(config["feature_config"].items()) + [("tracks_per_shard", config["tracks_per_shard"]), ("genres", ", ".join(config["labels"]))]
-        section.tables.append(("Feature configuration (features/_config.json)", pd.DataFrame(features, columns=["parameter", "value"])))
+        features = list(config["feature_config"].items()) + [
+            ("tracks_per_shard", config["tracks_per_shard"]),
+            ("genres", ", ".join(config["labels"])),
+        ]
+        section.tables.append(
+            ("Feature configuration (features/_config.json)", pd.DataFrame(features, columns=["parameter", "value"]))
+        )
     demo = _json(os.path.join(run_dir, "demo.json"))
     if demo is not None:
         stages = [(name, s["wall_s"]) for name, s in demo["stages"].items()]
-        section.tables.append(("Wall time per stage, seconds (demo.json)", pd.DataFrame(stages, columns=["stage", "wall_s"])))
+        section.tables.append(
+            ("Wall time per stage, seconds (demo.json)", pd.DataFrame(stages, columns=["stage", "wall_s"]))
+        )
     return section
 
 
@@ -259,7 +296,17 @@ def collect(run_dir: str) -> list[Section]:
 
 
 def _html_table(caption: str, df: pd.DataFrame) -> str:
-    return f"<h3>{html.escape(caption)}</h3>\n<div class='w'>" + df.to_html(index=False, border=0, classes="t", na_rep="", float_format=lambda v: f"{v:.4g}" if abs(v) < 1e-3 else f"{v:.4f}".rstrip("0").rstrip(".")) + "</div>"
+    return (
+        f"<h3>{html.escape(caption)}</h3>\n<div class='w'>"
+        + df.to_html(
+            index=False,
+            border=0,
+            classes="t",
+            na_rep="",
+            float_format=lambda v: f"{v:.4g}" if abs(v) < 1e-3 else f"{v:.4f}".rstrip("0").rstrip("."),
+        )
+        + "</div>"
+    )
 
 
 def _png(path: str) -> str:
@@ -284,7 +331,9 @@ def render_html(sections: list[Section], title: str) -> str:
         parts += [_html_table(caption, df) for caption, df in s.tables]
         for caption, path in s.images:
             if os.path.isfile(path):
-                parts.append(f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{_png(path)}'><figcaption>{html.escape(caption)}</figcaption></figure>")
+                parts.append(
+                    f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{_png(path)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+                )
     parts.append("</body></html>")
     return "\n".join(parts)
 

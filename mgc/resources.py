@@ -125,7 +125,11 @@ def ended_jobs() -> set[str]:
     """Ids of the cluster's jobs that have ended (a placement group of one is a leak)."""
     from ray.util.state import list_jobs
 
-    return {j.job_id for j in list_jobs(raise_on_missing_output=False) if j.job_id and j.status in ("SUCCEEDED", "FAILED", "STOPPED")}
+    return {
+        j.job_id
+        for j in list_jobs(raise_on_missing_output=False)
+        if j.job_id and j.status in ("SUCCEEDED", "FAILED", "STOPPED")
+    }
 
 
 def holders() -> str:
@@ -184,7 +188,9 @@ def waiting() -> dict[str, str]:
     )  # fmt: skip
     job, out = _job(), {}
     for lister, by_job, state, describe in kinds:
-        for item in lister(filters=[(by_job, "=", job), ("state", "=", state)], detail=True, limit=1000, raise_on_missing_output=False):
+        for item in lister(
+            filters=[(by_job, "=", job), ("state", "=", state)], detail=True, limit=1000, raise_on_missing_output=False
+        ):
             key, what, held = describe(item)
             if held:
                 out[key] = f"{what} ({_fmt(held)})"

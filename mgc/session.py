@@ -76,7 +76,9 @@ def connect() -> dict[str, float]:
             # the start-up limit (the raylet's only knob for it) silences that at its cause.
             os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
         # Harmless notices at start-up: the token it generated, where the dashboard is.
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.INFO if loud else logging.ERROR)
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.INFO if loud else logging.ERROR
+        )
         ray.init(address=address, log_to_driver=loud, logging_level=logging.INFO if loud else logging.WARNING)
     if not loud:
         # Tune's current console output prints its experiment heading even at verbose=0; its

@@ -43,7 +43,7 @@ def resolve(path: str) -> tuple[pafs.FileSystem, str]:
             return pafs.FileSystem.from_uri(path)
         except (pa.ArrowInvalid, OSError) as e:
             raise MgcError(f"{path}: cannot open storage: {e}") from e
-    local = path[len("file://"):] if path.startswith("file://") else path
+    local = path[len("file://") :] if path.startswith("file://") else path
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
 
 
@@ -160,7 +160,11 @@ def file_stats(root: str, files: list[str]) -> dict[str, tuple[int, int]]:
     base, wanted = p.rstrip("/") + "/", set(files)
     with _clear_errors(root):
         infos = fs.get_file_info(pafs.FileSelector(p, recursive=True))
-    return {i.path[len(base) :]: (i.size, i.mtime_ns) for i in infos if i.path[len(base) :] in wanted and i.mtime_ns is not None}
+    return {
+        i.path[len(base) :]: (i.size, i.mtime_ns)
+        for i in infos
+        if i.path[len(base) :] in wanted and i.mtime_ns is not None
+    }
 
 
 @dataclasses.dataclass
@@ -265,7 +269,9 @@ def read_json(path: str) -> Any:
         raise MgcError(f"{path}: not valid JSON ({e})") from None
 
 
-def write_parquet(table: pa.Table, path: str, scalar_columns: list[str] | None = None, row_groups: list[int] | None = None) -> None:
+def write_parquet(
+    table: pa.Table, path: str, scalar_columns: list[str] | None = None, row_groups: list[int] | None = None
+) -> None:
     """Write one Parquet file atomically.
 
     With `scalar_columns`, only those columns get dictionaries and statistics: on tensor columns

@@ -169,11 +169,15 @@ class SynthConfig:
         if self.link_pool < 0:
             raise MgcError("synth: --link-pool must be at least 0")
         if not 0 < self.held_out <= 0.4:
-            raise MgcError("synth: --held-out must be in (0, 0.4]: validation and test take that share each, training the rest")
+            raise MgcError(
+                "synth: --held-out must be in (0, 0.4]: validation and test take that share each, training the rest"
+            )
         if not 0 <= self.multi_genre <= 1 or not 0 <= self.crossover <= 1:
             raise MgcError("synth: --multi-genre and --crossover must be in [0, 1]")
         if self.link_pool and (self.truthful or self.crossover):
-            raise MgcError("synth: --link-pool shares one clip per genre; it cannot be used with --multi-genre, --subgenres or --crossover")
+            raise MgcError(
+                "synth: --link-pool shares one clip per genre; it cannot be used with --multi-genre, --subgenres or --crossover"
+            )
 
     @property
     def truthful(self) -> bool:
@@ -330,7 +334,9 @@ def _drums(mix: _Mix, rng, bpm: float, patterns: dict[str, tuple[str, float]], s
             for i, c in enumerate(pat):
                 if c == "x":
                     at = (bar * 16 + i) * step + (swing * step if i % 2 else 0.0)
-                    mix.add(sounds[kind], at, gain * rng.uniform(0.75, 1.0), pan=0.2 if kind in ("hat", "shaker") else 0.0)
+                    mix.add(
+                        sounds[kind], at, gain * rng.uniform(0.75, 1.0), pan=0.2 if kind in ("hat", "shaker") else 0.0
+                    )
         bar += 1
 
 
@@ -341,7 +347,16 @@ def _bars(mix: _Mix, bpm: float):
 
 def _electronic(mix, rng, style):
     bpm, root = style["bpm"], style["root"]
-    _drums(mix, rng, bpm, {"kick": ("x...x...x...x...", 0.9), "hat": ("..x...x...x...x.", 0.35), "clap": ("....x.......x...", 0.4 * style["flag"])})
+    _drums(
+        mix,
+        rng,
+        bpm,
+        {
+            "kick": ("x...x...x...x...", 0.9),
+            "hat": ("..x...x...x...x.", 0.35),
+            "clap": ("....x.......x...", 0.4 * style["flag"]),
+        },
+    )
     starts, bar_s = _bars(mix, bpm)
     prog = [0, 5, 6, 4]
     for b, t0 in enumerate(starts):
@@ -349,7 +364,9 @@ def _electronic(mix, rng, style):
         bass = _degree("minor", root, d)
         for i in range(16 if style["flag"] else 8):
             step = bar_s / (16 if style["flag"] else 8)
-            mix.add(_note(_midi(bass + 12 * (i % 4 == 2)), step * 0.9, mix.sr, "saw", 0.003, 0.08, rng), t0 + i * step, 0.25)
+            mix.add(
+                _note(_midi(bass + 12 * (i % 4 == 2)), step * 0.9, mix.sr, "saw", 0.003, 0.08, rng), t0 + i * step, 0.25
+            )
         for m in _chord("minor", root + 24, d):
             mix.add(_note(_midi(m), bar_s, mix.sr, "saw", 0.3, 1.5, rng), t0, 0.05, pan=rng.uniform(-0.5, 0.5))
     mix.add(_noise(mix.buf.shape[1], 0.0, rng), 0, style["noise"] * 0.3)
@@ -358,24 +375,44 @@ def _electronic(mix, rng, style):
 def _hiphop(mix, rng, style):
     bpm, root = style["bpm"], style["root"]
     kick = "x.....x...x....." if style["flag"] else "x......x..x....."
-    _drums(mix, rng, bpm, {"kick": (kick, 1.0), "snare": ("....x.......x...", 0.6), "hat": ("x.x.x.x.x.x.x.x.", 0.25)}, swing=style["swing"])
+    _drums(
+        mix,
+        rng,
+        bpm,
+        {"kick": (kick, 1.0), "snare": ("....x.......x...", 0.6), "hat": ("x.x.x.x.x.x.x.x.", 0.25)},
+        swing=style["swing"],
+    )
     starts, bar_s = _bars(mix, bpm)
     for b, t0 in enumerate(starts):
         d = [0, 0, 3, 2][b % 4]
         for i, c in enumerate(kick):
             if c == "x":
-                mix.add(_note(_midi(_degree("minor_pent", root, d)), bar_s / 4, mix.sr, "sine", 0.005, 0.4, rng), t0 + i * bar_s / 16, 0.6)
+                mix.add(
+                    _note(_midi(_degree("minor_pent", root, d)), bar_s / 4, mix.sr, "sine", 0.005, 0.4, rng),
+                    t0 + i * bar_s / 16,
+                    0.6,
+                )
         for beat in range(4):
             if rng.random() < 0.5:
                 m = _degree("minor_pent", root + 24, int(rng.integers(0, 7)))
-                mix.add(_note(_midi(m), bar_s / 4, mix.sr, style["timbre"], 0.005, 0.3, rng), t0 + beat * bar_s / 4, 0.12, pan=-0.3)
+                mix.add(
+                    _note(_midi(m), bar_s / 4, mix.sr, style["timbre"], 0.005, 0.3, rng),
+                    t0 + beat * bar_s / 4,
+                    0.12,
+                    pan=-0.3,
+                )
     crackle = (rng.random(mix.buf.shape[1]) < 8 / mix.sr) * rng.uniform(-1, 1, mix.buf.shape[1])
     mix.add(_noise(mix.buf.shape[1], 2.0, rng) * 0.5 + crackle, 0, style["noise"] * 0.5)
 
 
 def _rock(mix, rng, style):
     bpm, root = style["bpm"], style["root"]
-    _drums(mix, rng, bpm, {"kick": ("x.......x.x.....", 0.9), "snare": ("....x.......x...", 0.8), "hat": ("x.x.x.x.x.x.x.x.", 0.35)})
+    _drums(
+        mix,
+        rng,
+        bpm,
+        {"kick": ("x.......x.x.....", 0.9), "snare": ("....x.......x...", 0.8), "hat": ("x.x.x.x.x.x.x.x.", 0.35)},
+    )
     starts, bar_s = _bars(mix, bpm)
     prog = [0, 6, 3, 0] if style["flag"] else [0, 3, 4, 3]
     for b, t0 in enumerate(starts):
@@ -397,14 +434,24 @@ def _folk(mix, rng, style):
         ch = _chord("major", root + 12, prog[b % 4]) + [_degree("major", root + 24, prog[b % 4])]
         order = [0, 1, 2, 3, 2, 1, 2, 3] if style["flag"] else [0, 2, 1, 3, 0, 2, 1, 3]
         for i, k in enumerate(order):
-            mix.add(_note(_midi(ch[k]), bar_s / 2, mix.sr, "pluck", 0.002, 0.6, rng), t0 + i * bar_s / 8, 0.3, pan=rng.uniform(-0.3, 0.3))
+            mix.add(
+                _note(_midi(ch[k]), bar_s / 2, mix.sr, "pluck", 0.002, 0.6, rng),
+                t0 + i * bar_s / 8,
+                0.3,
+                pan=rng.uniform(-0.3, 0.3),
+            )
         mix.add(_note(_midi(_degree("major", root, prog[b % 4])), bar_s, mix.sr, "pluck", 0.002, 0.9, rng), t0, 0.35)
     mix.add(_noise(mix.buf.shape[1], 1.0, rng), 0, style["noise"] * 0.05)
 
 
 def _pop(mix, rng, style):
     bpm, root = style["bpm"], style["root"]
-    _drums(mix, rng, bpm, {"kick": ("x.......x.......", 0.8), "clap": ("....x.......x...", 0.55), "hat": ("x.x.x.x.x.x.x.x.", 0.2)})
+    _drums(
+        mix,
+        rng,
+        bpm,
+        {"kick": ("x.......x.......", 0.8), "clap": ("....x.......x...", 0.55), "hat": ("x.x.x.x.x.x.x.x.", 0.2)},
+    )
     starts, bar_s = _bars(mix, bpm)
     prog = [0, 5, 3, 4]
     motif = [int(x) for x in rng.integers(0, 6, 4)]
@@ -413,7 +460,11 @@ def _pop(mix, rng, style):
         for m in _chord("major", root + 12, d):
             mix.add(_note(_midi(m), bar_s, mix.sr, "organ", 0.05, 2.0, rng), t0, 0.07, pan=rng.uniform(-0.4, 0.4))
         for beat in range(4):
-            mix.add(_note(_midi(_degree("major", root - 12, d)), bar_s / 4, mix.sr, "sine", 0.005, 0.3, rng), t0 + beat * bar_s / 4, 0.4)
+            mix.add(
+                _note(_midi(_degree("major", root - 12, d)), bar_s / 4, mix.sr, "sine", 0.005, 0.3, rng),
+                t0 + beat * bar_s / 4,
+                0.4,
+            )
         for i, deg in enumerate(motif):
             m = _degree("major_pent", root + 24, deg + (b % 2))
             mix.add(_note(_midi(m), bar_s / 4, mix.sr, "square", 0.01, 0.35, rng), t0 + i * bar_s / 4, 0.12)
@@ -429,7 +480,9 @@ def _experimental(mix, rng, style):
         if kind == 0:
             x = _noise(n, rng.uniform(0, 2), rng) * _env(n, mix.sr, 0.01, dur / 3)
         elif kind == 1:
-            x = sum(_note(f, dur, mix.sr, "sine", 0.05, dur / 2, rng) for f in rng.uniform(100, 4000, rng.integers(3, 7)))
+            x = sum(
+                _note(f, dur, mix.sr, "sine", 0.05, dur / 2, rng) for f in rng.uniform(100, 4000, rng.integers(3, 7))
+            )
         elif kind == 2:
             tt = np.arange(n) / mix.sr
             f = rng.uniform(60, 600) * np.exp(np.log(rng.uniform(0.25, 4)) * tt / dur)
@@ -476,7 +529,12 @@ def _international(mix, rng, style):
         for i in range(8):
             deg = int(np.clip(deg + rng.integers(-2, 3), 0, 10))
             m = _degree("hijaz", root + 24, deg)
-            mix.add(_note(_midi(m), bar_s / 6, mix.sr, "bell", 0.003, 0.25, rng), t0 + i * bar_s / 8, 0.18, pan=rng.uniform(-0.5, 0.5))
+            mix.add(
+                _note(_midi(m), bar_s / 6, mix.sr, "bell", 0.003, 0.25, rng),
+                t0 + i * bar_s / 8,
+                0.18,
+                pan=rng.uniform(-0.5, 0.5),
+            )
     mix.add(_noise(mix.buf.shape[1], 0.0, rng), 0, style["noise"] * 0.05)
 
 
@@ -496,7 +554,9 @@ def _add_voice(mix: _Mix, subgenre: int, style: dict, rng) -> None:
     if kind == "pad":
         for b, t0 in enumerate(starts):
             for m in _chord("minor", root + 12, [0, 3, 4, 0][b % 4]):
-                voice.add(_note(_midi(m), bar_s * 1.05, mix.sr, timbre, 0.15, 4.0, rng), t0, 1.0, pan=rng.uniform(-0.4, 0.4))
+                voice.add(
+                    _note(_midi(m), bar_s * 1.05, mix.sr, timbre, 0.15, 4.0, rng), t0, 1.0, pan=rng.uniform(-0.4, 0.4)
+                )
         # A deep tremolo, four to seven beats a second: it moves where the parent holds still.
         t = np.arange(voice.buf.shape[1]) / mix.sr
         voice.buf *= 1.0 - 0.8 * (0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(4, 7) * t))
@@ -506,7 +566,12 @@ def _add_voice(mix: _Mix, subgenre: int, style: dict, rng) -> None:
         for t0 in starts:
             for i in range(16):
                 m = _degree("minor_pent", root + 36, figure[i % 4])
-                voice.add(_note(_midi(m), step * 0.9, mix.sr, timbre, 0.002, 0.08, rng), t0 + i * step, rng.uniform(0.8, 1.0), pan=0.3)
+                voice.add(
+                    _note(_midi(m), step * 0.9, mix.sr, timbre, 0.002, 0.08, rng),
+                    t0 + i * step,
+                    rng.uniform(0.8, 1.0),
+                    pan=0.3,
+                )
     mix.buf += voice.buf * (VOICE_GAIN * _rms(mix.buf) / _rms(voice.buf))
 
 
@@ -536,9 +601,17 @@ GENRES = tuple(RENDERERS)
 
 
 def render(
-    genre: str, artist_seed: int, track_seed: int, seconds: float, sr: int, upload: tuple[str, ...] = (),
-    subgenre: int | None = None, blend: str | None = None, blend_subgenre: int | None = None,
-    crossover: str | None = None, crossover_level: float = 0.0,
+    genre: str,
+    artist_seed: int,
+    track_seed: int,
+    seconds: float,
+    sr: int,
+    upload: tuple[str, ...] = (),
+    subgenre: int | None = None,
+    blend: str | None = None,
+    blend_subgenre: int | None = None,
+    crossover: str | None = None,
+    crossover_level: float = 0.0,
 ) -> np.ndarray:
     """One clip [samples, 2] float32 of `genre` in the style of an artist, varied per track; as
     the catalogue holds it (mastered alike: clean, full band, peak-normalised to -10.5 to -0.9
@@ -594,7 +667,9 @@ def render(
 UPLOAD_OFFSET_S = 2.0
 
 
-def record_upload(x: np.ndarray, sr: int, n: int, conditions: tuple[str, ...], level: float, rng) -> tuple[np.ndarray, float]:
+def record_upload(
+    x: np.ndarray, sr: int, n: int, conditions: tuple[str, ...], level: float, rng
+) -> tuple[np.ndarray, float]:
     """`n` samples of the clip x [samples, 2] as a new upload records it, under `conditions`
     (UPLOAD_CONDITIONS), each drawn per track from `rng`, and its peak level:
     - offset: the clip starts anywhere in its first UPLOAD_OFFSET_S, not on a bar;
@@ -607,7 +682,11 @@ def record_upload(x: np.ndarray, sr: int, n: int, conditions: tuple[str, ...], l
     if "band" in conditions:
         f = np.maximum(np.fft.rfftfreq(n, 1 / sr), 1.0)
         hp, lp = np.exp(rng.uniform(np.log(40), np.log(300))), np.exp(rng.uniform(np.log(3000), np.log(10000)))
-        gain = (f / 1000) ** (rng.uniform(-4, 4) / (20 * np.log10(2))) / np.sqrt(1 + (hp / f) ** 4) / np.sqrt(1 + (f / lp) ** 8)
+        gain = (
+            (f / 1000) ** (rng.uniform(-4, 4) / (20 * np.log10(2)))
+            / np.sqrt(1 + (hp / f) ** 4)
+            / np.sqrt(1 + (f / lp) ** 8)
+        )
         x = np.fft.irfft(np.fft.rfft(x, axis=0) * gain[:, None], n, axis=0)
     if "noise" in conditions:
         noise = np.stack([_noise(n, rng.uniform(0, 2), rng) for _ in range(x.shape[1])], axis=1)
@@ -739,7 +818,9 @@ def plan(cfg: SynthConfig) -> pd.DataFrame:
         mg = np.random.default_rng(cfg.seed + 3)
         ok = np.flatnonzero((df["kind"] == "ok").to_numpy())
         chosen = np.sort(mg.choice(ok, size=int(round(cfg.multi_genre * len(ok))), replace=False))
-        df.loc[chosen, "blend"] = [[g for g in GENRES if g != genre][int(mg.integers(len(GENRES) - 1))] for genre in df.loc[chosen, "genre"]]
+        df.loc[chosen, "blend"] = [
+            [g for g in GENRES if g != genre][int(mg.integers(len(GENRES) - 1))] for genre in df.loc[chosen, "genre"]
+        ]
         if cfg.subgenres:
             df.loc[chosen, "blend_subgenre"] = [SUBGENRES[g][int(mg.integers(2))][0] for g in df.loc[chosen, "blend"]]
         # A blend is tagged (with two genres, genre_top empty), and truthfully: label noise flips
@@ -750,7 +831,10 @@ def plan(cfg: SynthConfig) -> pd.DataFrame:
     df["crossover"], df["crossover_level"] = "", 0.0
     if cfg.crossover:
         cx = np.random.default_rng(cfg.seed + 5)
-        second = {a: [g for g in GENRES if g != genre][int(cx.integers(len(GENRES) - 1))] for a, genre in df.groupby("artist_id")["genre"].first().items()}
+        second = {
+            a: [g for g in GENRES if g != genre][int(cx.integers(len(GENRES) - 1))]
+            for a, genre in df.groupby("artist_id")["genre"].first().items()
+        }
         df["crossover"] = df["artist_id"].map(second)
         df["crossover_level"] = cfg.crossover * cx.uniform(0.2, 1.0, len(df))
     return df
@@ -774,7 +858,9 @@ def _listed(df: pd.DataFrame) -> tuple[list[list[int]], list[list[int]]]:
 
 def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
     rng = np.random.default_rng(cfg.seed + 1)
-    out = pd.DataFrame(index=pd.Index(df["track_id"], name="track_id"), columns=pd.MultiIndex.from_tuples(TRACKS_COLUMNS))
+    out = pd.DataFrame(
+        index=pd.Index(df["track_id"], name="track_id"), columns=pd.MultiIndex.from_tuples(TRACKS_COLUMNS)
+    )
     out.loc[:, :] = ""
     genres_col, genres_all = [], []
     if cfg.truthful:
@@ -836,7 +922,9 @@ def _genres_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
     rows = [(gid, int(count.get(gid, 0)), 0, title, gid) for gid, title in TOP_GENRES]
     for parent, subs in SUBGENRES.items():
         for gid, title in subs:
-            rows.append((gid, int(count.get(gid, 0)) if cfg.truthful else 0, GENRE_IDS[parent], title, GENRE_IDS[parent]))
+            rows.append(
+                (gid, int(count.get(gid, 0)) if cfg.truthful else 0, GENRE_IDS[parent], title, GENRE_IDS[parent])
+            )
     g = pd.DataFrame(rows, columns=["genre_id", "#tracks", "parent", "title", "top_level"]).set_index("genre_id")
     return g.sort_index()
 
@@ -855,14 +943,22 @@ def _link_pool(df: pd.DataFrame, paths: list[str], cfg: SynthConfig) -> tuple[li
         key = (r.genre, int(i) % per_genre) if r.kind == "ok" else (r.kind, 0)
         if key not in sources:
             sources[key] = os.path.join(pool_dir, f"{key[0].replace(' ', '_').replace('/', '_')}-{key[1]}.mp3")
-            jobs.append((sources[key], r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind, (), {}))
+            jobs.append(
+                (sources[key], r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind, (), {})
+            )
         links.append((sources[key], path))
     return jobs, links
 
 
 def _layers(r) -> dict:
     """`render`'s keyword arguments for a plan row's sub-genre, blend and crossover, if any."""
-    layers = {"subgenre": int(r.subgenre), "blend": r.blend, "blend_subgenre": int(r.blend_subgenre), "crossover": r.crossover, "crossover_level": float(r.crossover_level)}
+    layers = {
+        "subgenre": int(r.subgenre),
+        "blend": r.blend,
+        "blend_subgenre": int(r.blend_subgenre),
+        "crossover": r.crossover,
+        "crossover_level": float(r.crossover_level),
+    }
     return {k: v for k, v in layers.items() if v}
 
 
@@ -871,7 +967,13 @@ def stamp_of(cfg: SynthConfig) -> dict:
     at their defaults, so that a corpus written before they existed keeps its stamp (and is reused)."""
     wanted = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "workers")}
     wanted["upload_conditions"] = list(cfg.upload_conditions)
-    for k, unset in (("upload_conditions", []), ("held_out", 0.1), ("multi_genre", 0.0), ("subgenres", False), ("crossover", 0.0)):
+    for k, unset in (
+        ("upload_conditions", []),
+        ("held_out", 0.1),
+        ("multi_genre", 0.0),
+        ("subgenres", False),
+        ("crossover", 0.0),
+    ):
         if wanted[k] == unset:
             del wanted[k]
     return wanted
@@ -895,7 +997,17 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
     audio_root = os.path.join(cfg.out, cfg.audio_dir)
     paths = [fma.audio_path(audio_root, t) for t in df["track_id"]]
     jobs = [
-        (p, r.genre, r.artist_seed, r.track_seed, cfg.seconds, cfg.sample_rate, r.kind, cfg.upload_conditions if r.upload else (), _layers(r))
+        (
+            p,
+            r.genre,
+            r.artist_seed,
+            r.track_seed,
+            cfg.seconds,
+            cfg.sample_rate,
+            r.kind,
+            cfg.upload_conditions if r.upload else (),
+            _layers(r),
+        )
         for p, r in zip(paths, df.itertuples())
     ]
     links: list[tuple[str, str]] = []
@@ -903,7 +1015,9 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
         jobs, links = _link_pool(df, paths, cfg)
     workers = cfg.workers or os.cpu_count() or 1
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for _ in tqdm(pool.map(_write_track, jobs, chunksize=4), total=len(jobs), desc="synth", unit="track", disable=not progress):
+        for _ in tqdm(
+            pool.map(_write_track, jobs, chunksize=4), total=len(jobs), desc="synth", unit="track", disable=not progress
+        ):
             pass
     for source, path in tqdm(links, desc="link", unit="track", disable=not progress or not links, mininterval=1.0):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -913,10 +1027,26 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
     os.makedirs(meta_dir, exist_ok=True)
     _tracks_csv(df, cfg).to_csv(os.path.join(meta_dir, "tracks.csv"))
     _genres_csv(df, cfg).to_csv(os.path.join(meta_dir, "genres.csv"))
-    truth = df[["track_id", "genre", "listed_genre", "split", "subset", "labelled", "kind", "expected", "upload", "crossover", "crossover_level"]].copy()
+    truth = df[
+        [
+            "track_id",
+            "genre",
+            "listed_genre",
+            "split",
+            "subset",
+            "labelled",
+            "kind",
+            "expected",
+            "upload",
+            "crossover",
+            "crossover_level",
+        ]
+    ].copy()
     # What each track sounds like: its genre(s) and sub-genre(s), "|"-joined, the track's own first.
     truth["genres"] = [g + (f"|{b}" if b else "") for g, b in zip(df["genre"], df["blend"])]
-    truth["subgenres"] = ["|".join(SUBGENRE_TITLES[i] for i in (s, b) if i) for s, b in zip(df["subgenre"], df["blend_subgenre"])]
+    truth["subgenres"] = [
+        "|".join(SUBGENRE_TITLES[i] for i in (s, b) if i) for s, b in zip(df["subgenre"], df["blend_subgenre"])
+    ]
     truth.to_csv(os.path.join(meta_dir, "synth_truth.csv"), index=False)
     storage.write_json(stamp, wanted)
     return cfg.out
@@ -926,13 +1056,23 @@ def generate(cfg: SynthConfig, progress: bool = True) -> str:
 # New uploads, for labelling
 
 # (extension, soundfile format, subtype) of the upload formats, in turn.
-UPLOAD_FORMATS = [("mp3", "MP3", "MPEG_LAYER_III"), ("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS")]
+UPLOAD_FORMATS = [
+    ("mp3", "MP3", "MPEG_LAYER_III"),
+    ("wav", "WAV", "PCM_16"),
+    ("flac", "FLAC", "PCM_16"),
+    ("ogg", "OGG", "VORBIS"),
+]
 UPLOAD_RATES = (44100, 48000, 22050, 32000)
 
 
 def uploads(
-    out: str, n: int = 24, seconds: float = 15.0, long_seconds: float = 0.0, seed: int = 100,
-    crossover: float = 0.0, conditions: tuple[str, ...] = (),
+    out: str,
+    n: int = 24,
+    seconds: float = 15.0,
+    long_seconds: float = 0.0,
+    seed: int = 100,
+    crossover: float = 0.0,
+    conditions: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """A folder of synthetic "new uploads", by new artists: n clips of the genres in turn, in
     mixed formats, sample rates and channel counts, in nested folders; one long file of
@@ -947,20 +1087,35 @@ def uploads(
         sr = UPLOAD_RATES[(i // len(UPLOAD_FORMATS)) % len(UPLOAD_RATES)]
         layers = {}
         if crossover:
-            layers = {"crossover": [g for g in GENRES if g != genre][int(cx.integers(len(GENRES) - 1))], "crossover_level": crossover * cx.uniform(0.2, 1.0)}
+            layers = {
+                "crossover": [g for g in GENRES if g != genre][int(cx.integers(len(GENRES) - 1))],
+                "crossover_level": crossover * cx.uniform(0.2, 1.0),
+            }
         x = render(genre, 10_000 + seed * 100 + i, int(rng.integers(1 << 31)), seconds, sr, conditions, **layers)
         if i % 3 == 0:
             x = x.mean(axis=1)  # mono
         rows.append((f"day{i % 2}/upload_{i:03d}.{ext}", genre, x, sr, fmt, subtype))
     if long_seconds:
-        rows.append(("long/long_mix.flac", "Electronic", render("Electronic", 99_999, 1, long_seconds, 22050), 22050, "FLAC", "PCM_16"))
+        rows.append(
+            (
+                "long/long_mix.flac",
+                "Electronic",
+                render("Electronic", 99_999, 1, long_seconds, 22050),
+                22050,
+                "FLAC",
+                "PCM_16",
+            )
+        )
     truth = []
     for rel, genre, x, sr, fmt, subtype in rows:
         path = os.path.join(out, rel)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         sf.write(path, x, sr, format=fmt, subtype=subtype)
         truth.append({"file": rel, "genre": genre, "status": "ok", "reason": ""})
-    broken = {"broken/empty.mp3": (b"", "decode_error"), "broken/not_audio.wav": (b"<html>404 Not Found</html>\n" * 40, "decode_error")}
+    broken = {
+        "broken/empty.mp3": (b"", "decode_error"),
+        "broken/not_audio.wav": (b"<html>404 Not Found</html>\n" * 40, "decode_error"),
+    }
     for rel, (data, reason) in broken.items():
         os.makedirs(os.path.join(out, "broken"), exist_ok=True)
         with open(os.path.join(out, rel), "wb") as f:

@@ -138,7 +138,11 @@ def build(m: Manifest, kind: str, shard_tracks: pd.DataFrame, min_tracks: int = 
     manifest `m`'s labels. Multi-label classes: the genres of at least `min_tracks` training tracks."""
     if kind not in TARGETS:
         raise MgcError(f"unknown --target {kind!r}; choose one of {', '.join(TARGETS)}")
-    tracks = shard_tracks[["track_id", "split"]].merge(m.tracks.drop(columns=["split"]), on="track_id", how="left").sort_values("track_id")
+    tracks = (
+        shard_tracks[["track_id", "split"]]
+        .merge(m.tracks.drop(columns=["split"]), on="track_id", how="left")
+        .sort_values("track_id")
+    )
     ids = tracks["track_id"].to_numpy(np.int64)
     genre_top = tracks["genre_top"].where(tracks["genre_top"].notna(), None)
     if kind == "genre_top":
@@ -187,7 +191,9 @@ def load_manifest(source: str, features: str) -> Manifest:
     extracted = storage.join(features, "_manifest.parquet")
     if not source:
         if not storage.exists(extracted):
-            raise MgcError(f"{features}: no _manifest.parquet (not the output of mgc extract); pass --manifest with the tracks' labels")
+            raise MgcError(
+                f"{features}: no _manifest.parquet (not the output of mgc extract); pass --manifest with the tracks' labels"
+            )
         return manifests.read(extracted)
     if not storage.exists(source):
         raise MgcError(f"{source}: manifest not found")
@@ -201,9 +207,13 @@ def load_manifest(source: str, features: str) -> Manifest:
     df = m.tracks
     if "track_id" not in _csv_columns(source):  # ids by path, as the extraction numbered them
         if known is None:
-            raise MgcError(f"{source}: no track_id column, and {features} has no _manifest.parquet to match its paths to")
+            raise MgcError(
+                f"{source}: no track_id column, and {features} has no _manifest.parquet to match its paths to"
+            )
         ids = dict(zip(known.tracks["path"], known.tracks["track_id"]))
-        df = df.assign(track_id=[ids.get(p, -1 - i) for i, p in enumerate(df["path"])])  # unknown paths: ids no shard has
+        df = df.assign(
+            track_id=[ids.get(p, -1 - i) for i, p in enumerate(df["path"])]
+        )  # unknown paths: ids no shard has
     # A CSV has no genre tree: the extraction's (FMA's genres.csv) gives genres_all its ancestors.
     # Built again, so that duplicate ids (a path listed twice) are refused too.
     return manifests.build(df, m.source, source, known.parents if known is not None else {})

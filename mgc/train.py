@@ -52,14 +52,26 @@ SCORE = "val_track_f1_macro"
 SCHEDULES = ("cosine", "constant")
 # The recipe before issue 15, as TrainConfig overrides: plain Adam at a constant rate, no
 # augmentation, no early stopping (bench/recipe.py and the tests compare the two).
-PLAIN = {"weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0, "time_shift": 0.0, "spec_mask": 0.0, "gain_db": 0.0, "mixup": 0.0, "patience": 0}
+PLAIN = {
+    "weight_decay": 0.0,
+    "schedule": "constant",
+    "warmup_epochs": 0.0,
+    "time_shift": 0.0,
+    "spec_mask": 0.0,
+    "gain_db": 0.0,
+    "mixup": 0.0,
+    "patience": 0,
+}
 # Ray Train's controller takes a worker's report when it polls the workers, every 2 s by default,
 # and the worker's next report waits until it has: short epochs (a small catalogue, a sweep's
 # trials) spent most of a run waiting (bench/poll.py). Polls are cheap; a user's own
 # RAY_TRAIN_HEALTH_CHECK_INTERVAL_S stands.
 POLL_INTERVAL_S = 0.5
 # What every epoch reports (besides throughput): the metrics Tune and checkpoint ranking can use.
-REPORTED = ("train_loss", *(f"val_{level}_{k}" for level in ("segment", "track") for k in metrics.SCALARS + metrics.MULTILABEL_SCALARS))
+REPORTED = (
+    "train_loss",
+    *(f"val_{level}_{k}" for level in ("segment", "track") for k in metrics.SCALARS + metrics.MULTILABEL_SCALARS),
+)
 
 
 @dataclass(frozen=True)
@@ -117,13 +129,29 @@ class TrainConfig:
         if self.target not in targets.TARGETS:
             raise MgcError(f"unknown --target {self.target!r}; choose one of {', '.join(targets.TARGETS)}")
         if self.label_smoothing and self.target in targets.MULTILABEL:
-            raise MgcError(f"--label-smoothing spreads one genre's target over the others: --target {self.target} has no one genre")
+            raise MgcError(
+                f"--label-smoothing spreads one genre's target over the others: --target {self.target} has no one genre"
+            )
         if not self.lr > 0:
             raise MgcError(f"learning rate {self.lr} must be positive")
         if self.schedule not in SCHEDULES:
             raise MgcError(f"unknown --schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if min(self.weight_decay, self.warmup_epochs, self.label_smoothing, self.time_shift, self.spec_mask, self.gain_db, self.mixup, self.patience) < 0:
-            raise MgcError("--weight-decay, --warmup-epochs, --label-smoothing, --time-shift, --spec-mask, --gain-db, --mixup and --patience cannot be negative")
+        if (
+            min(
+                self.weight_decay,
+                self.warmup_epochs,
+                self.label_smoothing,
+                self.time_shift,
+                self.spec_mask,
+                self.gain_db,
+                self.mixup,
+                self.patience,
+            )
+            < 0
+        ):
+            raise MgcError(
+                "--weight-decay, --warmup-epochs, --label-smoothing, --time-shift, --spec-mask, --gain-db, --mixup and --patience cannot be negative"
+            )
         if self.label_smoothing >= 1 or self.time_shift > 1 or self.spec_mask > 1:
             raise MgcError("--label-smoothing must be below 1, --time-shift and --spec-mask at most 1")
 
@@ -218,7 +246,9 @@ def check(cfg: TrainConfig) -> Prepared:
     labelled = target.labelled(index["track_id"].to_numpy())  # per segment: multi-hot rows would not fit at scale
     split = index["split"].to_numpy()
     segments = {s: int((labelled & (split == s)).sum()) for s in SPLITS}
-    tracks = {s: int(index.loc[labelled & (split == s), "track_id"].nunique()) for s in SPLITS} | {"in_shards": int(index["track_id"].nunique())}
+    tracks = {s: int(index.loc[labelled & (split == s), "track_id"].nunique()) for s in SPLITS} | {
+        "in_shards": int(index["track_id"].nunique())
+    }
     for s, n in segments.items():
         if n == 0:
             listed = labels.tracks["track_id"].to_numpy()
@@ -236,12 +266,16 @@ def check(cfg: TrainConfig) -> Prepared:
         for s in ("validation", "test"):
             missing = sorted(set(y[labelled & (split == s)]) - seen)
             if missing:
-                raise MgcError(f"{cfg.features}: genre(s) {[target.classes[i] for i in missing]} appear in {s} but not in training")
+                raise MgcError(
+                    f"{cfg.features}: genre(s) {[target.classes[i] for i in missing]} appear in {s} but not in training"
+                )
         weights = None
         if cfg.class_weights:
             counts = np.bincount(y[training], minlength=len(target.classes))
             weights = (counts.sum() / (len(target.classes) * np.maximum(counts, 1))).tolist()
-    return Prepared(fcfg, target, dataclasses.replace(model_cfg, n_classes=len(target.classes)), {}, weights, segments, tracks)
+    return Prepared(
+        fcfg, target, dataclasses.replace(model_cfg, n_classes=len(target.classes)), {}, weights, segments, tracks
+    )
 
 
 def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
@@ -259,10 +293,18 @@ def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
             x = batch[n].astype(np.float64)
             axes = inputs.get(n).stats_axes(x.ndim)
             s = np.atleast_1d(x.sum(axis=axes))
-            out |= {f"{n}:n": np.array([x.size / s.size]), f"{n}:s": s[None], f"{n}:ss": np.atleast_1d((x**2).sum(axis=axes))[None]}
+            out |= {
+                f"{n}:n": np.array([x.size / s.size]),
+                f"{n}:s": s[None],
+                f"{n}:ss": np.atleast_1d((x**2).sum(axis=axes))[None],
+            }
         return out
 
-    parts = dataset(cfg.features, "training", prep.target, list(names)).map_batches(partial, batch_format="numpy", batch_size=256).take_all()
+    parts = (
+        dataset(cfg.features, "training", prep.target, list(names))
+        .map_batches(partial, batch_format="numpy", batch_size=256)
+        .take_all()
+    )
     norm = {}
     for n in names:  # take_all() gives one row per batch
         count = sum(float(p[f"{n}:n"]) for p in parts)
@@ -274,7 +316,9 @@ def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
         from mgc.models import build
 
         net = build(prep.model, norm)
-        fitted = prep.model.architecture.start(net, dataset(cfg.features, "training", prep.target, list(names)), prep.target.multilabel)
+        fitted = prep.model.architecture.start(
+            net, dataset(cfg.features, "training", prep.target, list(names)), prep.target.multilabel
+        )
         session.note(f"train {cfg.run_name}: starts from a closed-form fit (training loss {fitted['train_loss']:.3f})")
         start = {k: v.numpy() for k, v in net.state_dict().items() if not k.startswith(("norm.", "head."))}
     return dataclasses.replace(prep, norm=norm, start=start)
@@ -283,11 +327,25 @@ def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
 def check_run_dir(cfg: TrainConfig, fcfg: FeatureConfig, model_cfg: ModelConfig) -> None:
     """A run resumed by name must be the same run: same features, labels and model."""
     path = storage.join(cfg.run_dir, "run_config.json")
-    state = json.loads(json.dumps({"feature_config": fcfg.to_dict(), "model_config": model_cfg.to_dict(), "features": cfg.features, "target": cfg.target, "manifest": cfg.manifest}))
+    state = json.loads(
+        json.dumps(
+            {
+                "feature_config": fcfg.to_dict(),
+                "model_config": model_cfg.to_dict(),
+                "features": cfg.features,
+                "target": cfg.target,
+                "manifest": cfg.manifest,
+            }
+        )
+    )
     if not storage.exists(path):
         storage.write_json(path, state)
         return
-    old = {"target": "genre_top", "manifest": "", **storage.read_json(path)}  # runs from before targets: the extraction's genre_top
+    old = {
+        "target": "genre_top",
+        "manifest": "",
+        **storage.read_json(path),
+    }  # runs from before targets: the extraction's genre_top
     for key in state:
         if old.get(key) != state[key]:
             raise MgcError(f"{cfg.run_dir} holds a run with a different {key.replace('_', ' ')}; choose another --name")
@@ -321,7 +379,13 @@ def batch_dtypes(mc: ModelConfig, multilabel: bool, half: bool = False) -> dict[
     import torch
 
     x = torch.float16 if half else torch.float32
-    return {"dtypes": {**{n: x for n in mc.inputs}, "target": torch.float32 if multilabel else torch.int64, "track_id": torch.int64}}
+    return {
+        "dtypes": {
+            **{n: x for n in mc.inputs},
+            "target": torch.float32 if multilabel else torch.int64,
+            "track_id": torch.int64,
+        }
+    }
 
 
 def predict(model, batches, device, multilabel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -337,15 +401,28 @@ def predict(model, batches, device, multilabel: bool) -> tuple[np.ndarray, np.nd
         ys.append(batch["target"].cpu().numpy())
     if not ids:  # a rank whose share of the validation split is empty
         n = model.cfg.n_classes
-        return np.empty(0, np.int64), np.empty((0, n) if multilabel else 0, np.float32 if multilabel else int), np.empty((0, n), np.float32)
+        return (
+            np.empty(0, np.int64),
+            np.empty((0, n) if multilabel else 0, np.float32 if multilabel else int),
+            np.empty((0, n), np.float32),
+        )
     y = np.concatenate(ys)
     return np.concatenate(ids), y if multilabel else y.astype(int), np.concatenate(lps)
 
 
-def evaluate(target: targets.Target, ids: np.ndarray, ys: np.ndarray, lps: np.ndarray, temperature: float = 1.0, cut: list[float] | None = None) -> dict[str, dict[str, Any]]:
+def evaluate(
+    target: targets.Target,
+    ids: np.ndarray,
+    ys: np.ndarray,
+    lps: np.ndarray,
+    temperature: float = 1.0,
+    cut: list[float] | None = None,
+) -> dict[str, dict[str, Any]]:
     """A split's scores at segment and track level, for the target's kind of model."""
     if target.multilabel:
-        return metrics.evaluate_multilabel(ids, ys, lps, target.tops(ids), target.parents, temperature, cut, target.classes)
+        return metrics.evaluate_multilabel(
+            ids, ys, lps, target.tops(ids), target.parents, temperature, cut, target.classes
+        )
     return metrics.evaluate(ids, ys, lps, len(target.classes), temperature)
 
 
@@ -382,7 +459,11 @@ def train_loop(config: dict[str, Any]) -> None:
         opt.load_state_dict(saved["optimizer"])
         if "scheduler" in saved:  # checkpoints of mgc before the schedule have none
             sched.load_state_dict(saved["scheduler"])
-        state = {"epoch": saved["epoch"], "history": saved["history"], "resumed_at": saved["resumed_at"] + [saved["epoch"]]}
+        state = {
+            "epoch": saved["epoch"],
+            "history": saved["history"],
+            "resumed_at": saved["resumed_at"] + [saved["epoch"]],
+        }
     model = ray.train.torch.prepare_model(net)  # DDP over the workers, on the worker's device
     weight = torch.tensor(config["class_weights"], device=device) if config["class_weights"] else None
     if target.multilabel:  # a sigmoid per genre; the weights are the positives'
@@ -406,7 +487,9 @@ def train_loop(config: dict[str, Any]) -> None:
             y = batch["target"]
             # Targets as distributions (multi-hot rows, multi-label), so that mixup can blend them.
             hot = y if target.multilabel else torch.nn.functional.one_hot(y, mc.n_classes).float()
-            x, mixed = aug.mix({n: batch[n].float() for n in mc.inputs}, hot, batch["track_id"])  # float16 on a GPU until here
+            x, mixed = aug.mix(
+                {n: batch[n].float() for n in mc.inputs}, hot, batch["track_id"]
+            )  # float16 on a GPU until here
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = loss_fn(model(x, augment=aug).float(), mixed)
             opt.zero_grad(set_to_none=True)
@@ -420,7 +503,9 @@ def train_loop(config: dict[str, Any]) -> None:
         train_s = time.perf_counter() - started
         if world > 1:
             # Every rank's weights, hashed: DDP keeps them identical, and the history shows it.
-            digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in net.parameters())).hexdigest()[:16]
+            digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in net.parameters())).hexdigest()[
+                :16
+            ]
             digests: list[Any] = [None] * world
             dist.all_gather_object(digests, digest)
         row: dict[str, Any] = {
@@ -452,14 +537,25 @@ def train_loop(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             saved_checkpoint = None
             if rank == 0:
-                row.update(metrics.flat(evaluate(target, *predicted), "val"), val_segments=len(predicted[0]), val_s=time.perf_counter() - val_started)
-                row["early_stop"] = bool(tc.patience) and epochs_since_best([*state["history"], row], score_name, score_mode) >= tc.patience
+                row.update(
+                    metrics.flat(evaluate(target, *predicted), "val"),
+                    val_segments=len(predicted[0]),
+                    val_s=time.perf_counter() - val_started,
+                )
+                row["early_stop"] = (
+                    bool(tc.patience)
+                    and epochs_since_best([*state["history"], row], score_name, score_mode) >= tc.patience
+                )
                 state["history"].append(row)
                 storage.write_json(storage.join(tc.run_dir, "history.json"), state["history"])  # live progress
                 torch.save(
                     {
-                        "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                        "history": state["history"], "resumed_at": state["resumed_at"],
+                        "model": net.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "epoch": epoch + 1,
+                        "history": state["history"],
+                        "resumed_at": state["resumed_at"],
                     },  # fmt: skip
                     os.path.join(tmp, "state.pt"),
                 )
@@ -547,12 +643,16 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
             "score": list(score),
             "start": prep.start,
         },
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=_worker_resources(cfg)),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=_worker_resources(cfg)
+        ),
         run_config=RunConfig(
             name=cfg.run_name,
             **ray_storage(cfg.storage_path),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=score[0], checkpoint_score_order=score[1]),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=score[0], checkpoint_score_order=score[1]
+            ),
             callbacks=callbacks or [],
         ),
         datasets={
@@ -575,7 +675,9 @@ def check_resources(cfg: TrainConfig, cluster: dict[str, float]) -> None:
     """Training workers must leave a CPU for Ray Data's reads, or training waits for data forever."""
     need_gpu = cfg.num_workers * cfg.gpus_per_worker if cfg.use_gpu else 0
     if cluster.get("GPU", 0) < need_gpu:
-        raise MgcError(f"{cfg.num_workers} workers x {cfg.gpus_per_worker:g} GPU need {need_gpu:g} GPUs; the cluster has {cluster.get('GPU', 0):g}")
+        raise MgcError(
+            f"{cfg.num_workers} workers x {cfg.gpus_per_worker:g} GPU need {need_gpu:g} GPUs; the cluster has {cluster.get('GPU', 0):g}"
+        )
     free = cluster.get("CPU", 0) - cfg.num_workers * cfg.cpus_per_worker
     if free < 1:
         raise MgcError(
@@ -611,7 +713,9 @@ def _split_predictions(cfg: TrainConfig, prep: Prepared, net, split: str) -> tup
     import torch
 
     multilabel = prep.target.multilabel
-    batches = dataset(cfg.features, split, prep.target, list(prep.model.inputs)).iter_torch_batches(batch_size=256, **batch_dtypes(prep.model, multilabel))
+    batches = dataset(cfg.features, split, prep.target, list(prep.model.inputs)).iter_torch_batches(
+        batch_size=256, **batch_dtypes(prep.model, multilabel)
+    )
     return predict(net, batches, torch.device("cpu"), multilabel)
 
 
@@ -619,7 +723,9 @@ def _tensor(x: np.ndarray) -> pa.Array:
     return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(x, dtype=np.float32))
 
 
-def _track_probs(target: targets.Target, ids: np.ndarray, ys: np.ndarray, lps: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def _track_probs(
+    target: targets.Target, ids: np.ndarray, ys: np.ndarray, lps: np.ndarray, temperature: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """(targets, probabilities) per track, as labelling gives them (multi-label: tree-consistent)."""
     if target.multilabel:
         _, y, p = metrics.track_level_multilabel(ids, ys, lps, temperature)
@@ -631,12 +737,22 @@ def _track_probs(target: targets.Target, ids: np.ndarray, ys: np.ndarray, lps: n
 def _calibration(target: targets.Target, y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """ECE, log loss and the reliability curve of track probabilities."""
     if target.multilabel:
-        return {"ece": metrics.binary_ece(y, probs), "log_loss": metrics.binary_log_loss(y, probs), "curve": metrics.binary_reliability(y, probs)}
+        return {
+            "ece": metrics.binary_ece(y, probs),
+            "log_loss": metrics.binary_log_loss(y, probs),
+            "curve": metrics.binary_reliability(y, probs),
+        }
     lp = np.log(np.maximum(probs.astype(np.float64), 1e-300))  # in float32 the floor would be 0
-    return {"ece": metrics.ece(y, lp), "log_loss": metrics.scores(y, lp, len(target.classes))["log_loss"], "curve": metrics.reliability(y, lp)}
+    return {
+        "ece": metrics.ece(y, lp),
+        "log_loss": metrics.scores(y, lp, len(target.classes))["log_loss"],
+        "curve": metrics.reliability(y, lp),
+    }
 
 
-def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+def finish(
+    cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics: dict[str, Any], last: dict[str, Any]
+) -> dict[str, Any]:
     """Export the `best` checkpointed state as an artifact into cfg.run_dir, with a temperature
     (and, multi-label, per-genre thresholds) fitted on the validation split's tracks; score the
     test split once, write the outputs; `last` is the latest state (for the whole history)."""
@@ -655,20 +771,37 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
     else:
         fitted, cut, extra = metrics.fit_temperature(*metrics.track_level(*val)[1:]), None, {}
     temperature = fitted["temperature"]
-    artifact.save(storage.join(run_dir, "model"), net, prep.features, prep.labels, {"epoch": best["epoch"], "run": cfg.run_name, "temperature": temperature, **extra})
+    artifact.save(
+        storage.join(run_dir, "model"),
+        net,
+        prep.features,
+        prep.labels,
+        {"epoch": best["epoch"], "run": cfg.run_name, "temperature": temperature, **extra},
+    )
 
     ids, ys, lps = _split_predictions(cfg, prep, net, "test")
     test = evaluate(target, ids, ys, lps, temperature, cut)
-    before = {split: _calibration(target, *_track_probs(target, *p)) for split, p in (("validation", val), ("test", (ids, ys, lps)))}
-    after = {split: _calibration(target, *_track_probs(target, *p, temperature)) for split, p in (("validation", val), ("test", (ids, ys, lps)))}
+    before = {
+        split: _calibration(target, *_track_probs(target, *p))
+        for split, p in (("validation", val), ("test", (ids, ys, lps)))
+    }
+    after = {
+        split: _calibration(target, *_track_probs(target, *p, temperature))
+        for split, p in (("validation", val), ("test", (ids, ys, lps)))
+    }
     calibration = {
         "temperature": temperature,
         "temperature_fit": {k: v for k, v in fitted.items() if k != "temperature"},  # how T was chosen
-        **{split: {"ece_before": before[split]["ece"], "ece_after": after[split]["ece"]} for split in ("validation", "test")},
+        **{
+            split: {"ece_before": before[split]["ece"], "ece_after": after[split]["ece"]}
+            for split in ("validation", "test")
+        },
     }
     calibration["test"] |= {"log_loss_before": before["test"]["log_loss"], "log_loss_after": after["test"]["log_loss"]}
     # Single-label: `label`, the class index, as before multi-label targets; multi-label: `target`, the multi-hot rows.
-    predictions = pa.table({"track_id": ids, **({"target": _tensor(ys)} if target.multilabel else {"label": ys}), "logprobs": _tensor(lps)})
+    predictions = pa.table(
+        {"track_id": ids, **({"target": _tensor(ys)} if target.multilabel else {"label": ys}), "logprobs": _tensor(lps)}
+    )
     storage.write_parquet(predictions, storage.join(run_dir, "test_predictions.parquet"))
 
     out = {
@@ -692,14 +825,23 @@ def finish(cfg: TrainConfig, prep: Prepared, best: dict[str, Any], best_metrics:
     storage.write_json(storage.join(run_dir, "history.json"), history)
     tops = [prep.labels[r] for r in target.roots]  # a multi-label model's top genres: its roots
     if test["track"]["confusion"]:  # none where no test track's genre_top is a class (--target genres)
-        plots.confusion_matrix(test["track"]["confusion"], tops, storage.join(run_dir, "confusion_matrix.png"), f"{cfg.run_name}: test, track level" + (", top genres" if target.multilabel else ""))
+        plots.confusion_matrix(
+            test["track"]["confusion"],
+            tops,
+            storage.join(run_dir, "confusion_matrix.png"),
+            f"{cfg.run_name}: test, track level" + (", top genres" if target.multilabel else ""),
+        )
     plots.learning_curves(history, storage.join(run_dir, "learning_curves.png"), cfg.run_name)
     plots.reliability(
         {"before": before["test"]["curve"], f"after (T = {temperature:.2f})": after["test"]["curve"]},
         storage.join(run_dir, "reliability.png"), f"{cfg.run_name}: test tracks", target.multilabel,
     )  # fmt: skip
     if target.multilabel:
-        plots.genre_ap(test["track"]["per_genre"], storage.join(run_dir, "genre_ap.png"), f"{cfg.run_name}: test AP per genre (top-genre accuracy {test['track']['accuracy']:.3f})")
+        plots.genre_ap(
+            test["track"]["per_genre"],
+            storage.join(run_dir, "genre_ap.png"),
+            f"{cfg.run_name}: test AP per genre (top-genre accuracy {test['track']['accuracy']:.3f})",
+        )
     return out
 
 
@@ -721,7 +863,9 @@ def absolute(cfg: TrainConfig) -> TrainConfig:
     def fix(path: str) -> str:
         return path if storage.is_uri(path) else os.path.abspath(path)
 
-    return dataclasses.replace(cfg, features=fix(cfg.features), storage_path=fix(cfg.storage_path), manifest=cfg.manifest and fix(cfg.manifest))
+    return dataclasses.replace(
+        cfg, features=fix(cfg.features), storage_path=fix(cfg.storage_path), manifest=cfg.manifest and fix(cfg.manifest)
+    )
 
 
 @contextlib.contextmanager
@@ -740,7 +884,9 @@ def epoch_bar(cfg: TrainConfig):
             except (OSError, ValueError):  # mid-write on a store without atomic renames
                 continue
             if len(history) > bar.n:
-                bar.set_postfix(val_track_acc=f"{history[-1]['val_track_accuracy']:.3f}", refresh=False)  # multi-label: top genre
+                bar.set_postfix(
+                    val_track_acc=f"{history[-1]['val_track_accuracy']:.3f}", refresh=False
+                )  # multi-label: top genre
                 bar.update(len(history) - bar.n)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -771,12 +917,23 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     cluster = session.connect()
     cfg = with_workers(cfg, cluster)
     check_resources(cfg, cluster)
-    session.note(f"train {cfg.run_name}: {cfg.num_workers} worker(s) x {cfg.cpus_per_worker:g} CPU" + (f" + {cfg.gpus_per_worker:g} GPU" if cfg.use_gpu else ""))
+    session.note(
+        f"train {cfg.run_name}: {cfg.num_workers} worker(s) x {cfg.cpus_per_worker:g} CPU"
+        + (f" + {cfg.gpus_per_worker:g} GPU" if cfg.use_gpu else "")
+    )
     prep = prepare(cfg, checked)
     with resources.released(), epoch_bar(cfg):
         result = trainer(cfg, prep).fit()
-    best_epoch, best_metrics = max(((m["epoch"], m) for _, m in result.best_checkpoints), key=lambda em: em[1][prep.target.score])
-    return finish(cfg, prep, checkpoint_state(cfg.run_dir, best_epoch), best_metrics, checkpoint_state(cfg.run_dir, result.metrics["epoch"]))
+    best_epoch, best_metrics = max(
+        ((m["epoch"], m) for _, m in result.best_checkpoints), key=lambda em: em[1][prep.target.score]
+    )
+    return finish(
+        cfg,
+        prep,
+        checkpoint_state(cfg.run_dir, best_epoch),
+        best_metrics,
+        checkpoint_state(cfg.run_dir, result.metrics["epoch"]),
+    )
 
 
 def fit(cfg: TrainConfig, prep: Prepared) -> dict[str, Any]:
@@ -802,7 +959,9 @@ def export_best(runs: list[dict[str, Any]], storage_path: str, name: str = "best
     (the run, its score, every candidate's); returns best.json."""
     kinds = {r.get("target", "genre_top") for r in runs}
     if len(kinds) > 1:
-        raise MgcError(f"--export-best compares models on one target's validation score; these runs have {', '.join(sorted(kinds))}")
+        raise MgcError(
+            f"--export-best compares models on one target's validation score; these runs have {', '.join(sorted(kinds))}"
+        )
     score = targets.score(kinds.pop())
     scored = [r for r in runs if not math.isnan(r["validation"][score])]
     if not scored:
@@ -822,7 +981,13 @@ def compare(runs: list[dict[str, Any]], storage_path: str | None = None) -> pd.D
     as comparison.csv and comparison.md under `storage_path` if given."""
     rows = []
     for r in runs:
-        row = {"model": r["model"]["name"], "run": r["run"], "target": r.get("target", "genre_top"), "parameters": r["parameters"], "best_epoch": r["best_epoch"]}
+        row = {
+            "model": r["model"]["name"],
+            "run": r["run"],
+            "target": r.get("target", "genre_top"),
+            "parameters": r["parameters"],
+            "best_epoch": r["best_epoch"],
+        }
         for level in ("segment", "track"):
             for k in metrics.SCALARS + metrics.MULTILABEL_SCALARS:  # multi-label runs' accuracy: the top genre's
                 if k in r["test"][level]:
@@ -831,5 +996,7 @@ def compare(runs: list[dict[str, Any]], storage_path: str | None = None) -> pd.D
     table = pd.DataFrame(rows)
     if storage_path is not None:
         storage.write_bytes(storage.join(storage_path, "comparison.csv"), table.to_csv(index=False).encode())
-        storage.write_bytes(storage.join(storage_path, "comparison.md"), (table.to_markdown(index=False) + "\n").encode())
+        storage.write_bytes(
+            storage.join(storage_path, "comparison.md"), (table.to_markdown(index=False) + "\n").encode()
+        )
     return table

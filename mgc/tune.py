@@ -96,17 +96,29 @@ def check_options(sweep: SweepConfig) -> None:
     if architecture(sweep.train.model).fit:
         raise MgcError(f"{sweep.train.model} is fitted in closed form: it has no learning rate or dropout to tune")
     if not 0 < sweep.lr_min < sweep.lr_max:
-        raise MgcError(f"learning-rate range [{sweep.lr_min:g}, {sweep.lr_max:g}] is empty or inverted: need 0 < --lr-min < --lr-max")
+        raise MgcError(
+            f"learning-rate range [{sweep.lr_min:g}, {sweep.lr_max:g}] is empty or inverted: need 0 < --lr-min < --lr-max"
+        )
     if not 0 <= sweep.dropout_min < sweep.dropout_max < 1:
-        raise MgcError(f"dropout range [{sweep.dropout_min:g}, {sweep.dropout_max:g}] is empty or inverted: need 0 <= --dropout-min < --dropout-max < 1")
+        raise MgcError(
+            f"dropout range [{sweep.dropout_min:g}, {sweep.dropout_max:g}] is empty or inverted: need 0 <= --dropout-min < --dropout-max < 1"
+        )
     if sweep.weight_decay_max and not 0 < sweep.weight_decay_min < sweep.weight_decay_max:
-        raise MgcError(f"weight-decay range [{sweep.weight_decay_min:g}, {sweep.weight_decay_max:g}] is empty or inverted: need 0 < --weight-decay-min < --weight-decay-max")
+        raise MgcError(
+            f"weight-decay range [{sweep.weight_decay_min:g}, {sweep.weight_decay_max:g}] is empty or inverted: need 0 < --weight-decay-min < --weight-decay-max"
+        )
     if sweep.mixup_max and not 0 <= sweep.mixup_min < sweep.mixup_max:
-        raise MgcError(f"mixup range [{sweep.mixup_min:g}, {sweep.mixup_max:g}] is empty or inverted: need 0 <= --mixup-min < --mixup-max")
+        raise MgcError(
+            f"mixup range [{sweep.mixup_min:g}, {sweep.mixup_max:g}] is empty or inverted: need 0 <= --mixup-min < --mixup-max"
+        )
     if sweep.metric not in training.REPORTED:
-        raise MgcError(f"metric {sweep.metric!r} is not reported by training; choose one of {', '.join(training.REPORTED)}")
+        raise MgcError(
+            f"metric {sweep.metric!r} is not reported by training; choose one of {', '.join(training.REPORTED)}"
+        )
     if sweep.train.target not in MULTILABEL and sweep.metric.endswith(metrics.MULTILABEL_SCALARS):
-        raise MgcError(f"metric {sweep.metric!r} scores multi-label models; --target {sweep.train.target} reports {', '.join(metrics.SCALARS)}")
+        raise MgcError(
+            f"metric {sweep.metric!r} scores multi-label models; --target {sweep.train.target} reports {', '.join(metrics.SCALARS)}"
+        )
     if sweep.num_samples < 1:
         raise MgcError("--num-samples must be at least 1")
     if not 1 <= sweep.grace_period <= sweep.train.epochs or sweep.reduction_factor < 2:
@@ -122,7 +134,9 @@ def check_cluster(sweep: SweepConfig, cluster: dict[str, float]) -> None:
     training.check_resources(trial_config(sweep, {"lr": sweep.lr_min, "dropout": sweep.dropout_min}, "check"), cluster)
 
 
-def trial_config(sweep: SweepConfig, params: dict[str, Any], trial_id: str, layers: tuple[str, ...] = ()) -> TrainConfig:
+def trial_config(
+    sweep: SweepConfig, params: dict[str, Any], trial_id: str, layers: tuple[str, ...] = ()
+) -> TrainConfig:
     """One trial's training run: the sampled learning rate, dropout (and weight decay, mixup where
     searched), under runs/<trial_id>."""
     dropout = tuple(params[f"dropout_{name}"] for name in layers) if sweep.dropout_per_layer else params["dropout"]
@@ -169,7 +183,9 @@ def _searcher(sweep: SweepConfig, max_concurrent: int = 1):
 
         return ConcurrencyLimiter(HyperOptSearch(random_state_seed=sweep.train.seed), max_concurrent)
     except ImportError as e:
-        raise MgcError(f"--search {sweep.search} needs the {sweep.search} package ({e}): pip install {sweep.search}") from None
+        raise MgcError(
+            f"--search {sweep.search} needs the {sweep.search} package ({e}): pip install {sweep.search}"
+        ) from None
 
 
 def _trial(params: dict[str, Any], sweep: SweepConfig, prep: training.Prepared) -> None:
@@ -245,12 +261,19 @@ def _trial_bar(sweep: SweepConfig):
 
     class TrialBar(tune.Callback):
         def __init__(self) -> None:
-            self.bar = tqdm(total=sweep.num_samples, desc=f"tune {sweep.train.run_name}", unit="trial", disable=not sweep.train.progress)
+            self.bar = tqdm(
+                total=sweep.num_samples,
+                desc=f"tune {sweep.train.run_name}",
+                unit="trial",
+                disable=not sweep.train.progress,
+            )
             self.best: float | None = None
 
         def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
             score = result.get(sweep.metric)
-            if score is not None and (self.best is None or (score > self.best if sweep.mode == "max" else score < self.best)):
+            if score is not None and (
+                self.best is None or (score > self.best if sweep.mode == "max" else score < self.best)
+            ):
                 self.best = score
                 self.bar.set_postfix({sweep.metric: f"{score:.3f}"})
 
@@ -276,11 +299,16 @@ def free_finished_worker_groups() -> None:
     from ray.util.state import list_actors, list_placement_groups
 
     job = ray.get_runtime_context().get_job_id()
-    created = {g.placement_group_id for g in list_placement_groups(filters=[("state", "=", "CREATED"), ("creator_job_id", "=", job)], limit=10_000)}
+    created = {
+        g.placement_group_id
+        for g in list_placement_groups(filters=[("state", "=", "CREATED"), ("creator_job_id", "=", job)], limit=10_000)
+    }
     if not created:
         return
     states: dict[str, set[str]] = {}
-    for a in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("job_id", "=", job)], detail=True, limit=10_000):
+    for a in list_actors(
+        filters=[("class_name", "=", "RayTrainWorker"), ("job_id", "=", job)], detail=True, limit=10_000
+    ):
         if a.placement_group_id in created:
             states.setdefault(a.placement_group_id, set()).add(a.state)
     for group, seen in states.items():
@@ -333,17 +361,37 @@ def _fit(sweep: SweepConfig, resume: bool) -> dict[str, Any]:
     where = training.ray_storage(sweep.train.storage_path)
     experiment = f"{where['storage_path'].rstrip('/')}/{sweep.train.run_name}"
     if resume and tune.Tuner.can_restore(experiment, storage_filesystem=where.get("storage_filesystem")):
-        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=where.get("storage_filesystem"))
+        tuner = tune.Tuner.restore(
+            experiment,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=where.get("storage_filesystem"),
+        )
     else:  # a new sweep, or one killed before Tune saved any state
         tuner = tune.Tuner(
             trainable,
             param_space=_space(sweep, prep.model.dropout_layers),
             tune_config=tune.TuneConfig(
-                metric=sweep.metric, mode=sweep.mode, search_alg=_searcher(sweep, concurrency(sweep, cluster)), num_samples=sweep.num_samples,
-                scheduler=ASHAScheduler(time_attr="epoch", max_t=sweep.train.epochs, grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor),
+                metric=sweep.metric,
+                mode=sweep.mode,
+                search_alg=_searcher(sweep, concurrency(sweep, cluster)),
+                num_samples=sweep.num_samples,
+                scheduler=ASHAScheduler(
+                    time_attr="epoch",
+                    max_t=sweep.train.epochs,
+                    grace_period=sweep.grace_period,
+                    reduction_factor=sweep.reduction_factor,
+                ),
             ),  # fmt: skip
             # Tune's own tables stay off (verbose 0): the bar shows finished trials and the best score.
-            run_config=tune.RunConfig(name=sweep.train.run_name, failure_config=tune.FailureConfig(max_failures=1), verbose=0, callbacks=[_trial_bar(sweep), _worker_group_reaper()], **where),
+            run_config=tune.RunConfig(
+                name=sweep.train.run_name,
+                failure_config=tune.FailureConfig(max_failures=1),
+                verbose=0,
+                callbacks=[_trial_bar(sweep), _worker_group_reaper()],
+                **where,
+            ),
         )
     with resources.released():  # trials' groups that Tune's ends of trials left behind
         grid = tuner.fit()
@@ -359,7 +407,11 @@ def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFra
         trial_id = result.metrics.get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1]
         config = result.config or {}
         searched = [k for k in SEARCHED if k in config]
-        row: dict[str, Any] = {"trial_id": trial_id, "lr": config.get("lr"), **{k: config.get(k) for k in [*dropout_keys, *searched]}}
+        row: dict[str, Any] = {
+            "trial_id": trial_id,
+            "lr": config.get("lr"),
+            **{k: config.get(k) for k in [*dropout_keys, *searched]},
+        }
         history = result.metrics_dataframe
         if history is not None and "epoch" in history:
             # A restarted trial may report an epoch twice: keep the latest report of each.
@@ -367,7 +419,10 @@ def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFra
         if history is not None and len(history) and sweep.metric in history:
             # Ray keeps a trial's best checkpoints; among epochs with tied scores, take one it kept.
             trial_dir = storage.join(sweep.sweep_dir, "runs", trial_id)
-            kept = {int(p.split("/")[0].removeprefix("epoch-")) for p in storage.list_files(trial_dir, "state.pt", recursive=True)}
+            kept = {
+                int(p.split("/")[0].removeprefix("epoch-"))
+                for p in storage.list_files(trial_dir, "state.pt", recursive=True)
+            }
             scored = history[history["epoch"].isin(kept)] if kept else history
             best = scored.loc[_best(scored[sweep.metric], sweep.mode)]
             row.update({
@@ -376,7 +431,15 @@ def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFra
                 "last_val_track_accuracy": float(history["val_track_accuracy"].iloc[-1]),
             })  # fmt: skip
         else:
-            row.update({"epochs_run": 0, f"last_{sweep.metric}": None, f"best_{sweep.metric}": None, "best_epoch": None, "last_val_track_accuracy": None})
+            row.update(
+                {
+                    "epochs_run": 0,
+                    f"last_{sweep.metric}": None,
+                    f"best_{sweep.metric}": None,
+                    "best_epoch": None,
+                    "last_val_track_accuracy": None,
+                }
+            )
         if result.error:
             row["stop_reason"] = f"error: {str(result.error).strip().splitlines()[-1][:200]}"
         elif row["epochs_run"] >= sweep.train.epochs:
@@ -453,4 +516,3 @@ def config_file_values(path: str) -> dict[str, Any]:
             raise MgcError(f"{path}: unknown option {key!r}")
         out[name] = tuple(value) if isinstance(value, list) else value
     return out
-

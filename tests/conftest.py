@@ -33,7 +33,9 @@ TOKEN = secrets.token_hex(32)
 
 
 def pytest_addoption(parser):
-    parser.addoption("--gpu", action="store_true", help="give the test cluster this machine's GPUs and run the tests marked gpu")
+    parser.addoption(
+        "--gpu", action="store_true", help="give the test cluster this machine's GPUs and run the tests marked gpu"
+    )
 
 
 def pytest_configure(config):
@@ -87,7 +89,9 @@ def _start_moto(port: int, env: dict[str, str] | None = None) -> subprocess.Pope
     import time
 
     cmd = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 60
     while True:
         try:
@@ -106,7 +110,12 @@ def s3_server():
     variables that point clients at it."""
     port = _free_port()
     proc = _start_moto(port)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "mgc-test", "AWS_SECRET_ACCESS_KEY": "mgc-test", "AWS_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "mgc-test",
+        "AWS_SECRET_ACCESS_KEY": "mgc-test",
+        "AWS_REGION": "us-east-1",
+    }
     try:
         with _environment(env):
             yield env
@@ -128,7 +137,9 @@ def start_head(env: dict[str, str], gpus: bool = False) -> dict:
         "--disable-usage-stats", f"--temp-dir={temp}", *([] if gpus else ["--num-gpus=0"]),
         *(f"--{p}={n}" for p, n in zip(("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port"), others)),
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     seen = []
     deadline = time.time() + 180
     for line in proc.stdout:  # `ray start` says so once every process runs, then blocks
@@ -219,7 +230,10 @@ def _extract(corpus: Path, out: Path, **features) -> Path:
     from mgc.extract import ExtractConfig, run
     from mgc.features import FeatureConfig
 
-    run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), tracks_per_shard=16, features=FeatureConfig(**features), progress=False))
+    run(
+        fma.manifest(str(corpus)),
+        ExtractConfig(out=str(out), tracks_per_shard=16, features=FeatureConfig(**features), progress=False),
+    )
     return out
 
 
@@ -234,14 +248,26 @@ def features(ray_connected, train_corpus, tmp_path_factory) -> Path:
 def all_inputs(ray_connected, train_corpus, tmp_path_factory) -> Path:
     """The same corpus with every input (the waveform too), the STFT of the FMA study by Maccani
     et al. (window 4096, hop 1024) and 64 mel bands: the waveform and multimodal models' input."""
-    return _extract(train_corpus, tmp_path_factory.mktemp("all_inputs"), inputs=("logmel", "mfcc", "waveform"), n_fft=4096, hop_length=1024, n_mels=64)
+    return _extract(
+        train_corpus,
+        tmp_path_factory.mktemp("all_inputs"),
+        inputs=("logmel", "mfcc", "waveform"),
+        n_fft=4096,
+        hop_length=1024,
+        n_mels=64,
+    )
 
 
 @pytest.fixture(scope="session")
 def tagged(ray_connected, train_corpus, tmp_path_factory) -> Path:
     """The training corpus extracted with the pretrained tagger's input beside the defaults, the
     network run on each track's middle segment only (--musicnn-patches 1: a third of the cost)."""
-    return _extract(train_corpus, tmp_path_factory.mktemp("musicnn_features"), inputs=("logmel", "mfcc", "musicnn"), musicnn_patches=1)
+    return _extract(
+        train_corpus,
+        tmp_path_factory.mktemp("musicnn_features"),
+        inputs=("logmel", "mfcc", "musicnn"),
+        musicnn_patches=1,
+    )
 
 
 MUSICNN_HEAD = dict(epochs=12, batch_size=32, lr=3e-3, num_workers=1, cache_data=True, progress=False)
@@ -255,8 +281,26 @@ def musicnn_runs(tagged, tmp_path_factory) -> Path:
     from mgc.cli import main
 
     runs = tmp_path_factory.mktemp("musicnn_runs")
-    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in MUSICNN_HEAD.items() if k != "progress"]
-    assert main(["compare", "--models", "baseline,head", "--features", str(tagged), "--storage-path", str(runs), *flags, "--no-progress", "--export-best"]) == 0
+    flags = [
+        f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in MUSICNN_HEAD.items() if k != "progress"
+    ]
+    assert (
+        main(
+            [
+                "compare",
+                "--models",
+                "baseline,head",
+                "--features",
+                str(tagged),
+                "--storage-path",
+                str(runs),
+                *flags,
+                "--no-progress",
+                "--export-best",
+            ]
+        )
+        == 0
+    )
     return runs
 
 
@@ -289,7 +333,19 @@ def compared(features, tmp_path_factory) -> Path:
 # for 24 epochs (the best checkpoint is kept). Training is reproducible per seed, so each budget is
 # measured: at these settings (2026-12-02) the compared models first reach >= 0.9 on validation at
 # epochs 5-8 of 12 (cnn_bilstm 0.92 at 8), crnn at epoch 9 of 16, lstm only at epoch 23 of 24.
-SMALL_ALL = ["--dense", "64,32", "--batch-size", "16", "--dropout", "0.2", "--num-workers", "1", "--cache-data", "--no-progress", *PLAIN_RECIPE]
+SMALL_ALL = [
+    "--dense",
+    "64,32",
+    "--batch-size",
+    "16",
+    "--dropout",
+    "0.2",
+    "--num-workers",
+    "1",
+    "--cache-data",
+    "--no-progress",
+    *PLAIN_RECIPE,
+]
 
 
 @pytest.fixture(scope="session")
@@ -302,7 +358,27 @@ def compared_all(all_inputs, tmp_path_factory) -> Path:
     assert main(["compare", "--models", "baseline,cnn_bilstm,resnet2d,cnn1d,mm_crnn", "--epochs", "12", "--lr", "0.003", "--channels", "4,8,16,16",
                  "--lstm-units", "64", *common]) == 0  # fmt: skip
     assert main(["train", "--model", "lstm", "--epochs", "24", "--lr", "0.003", "--lstm-units", "64,64", *common]) == 0
-    assert main(["train", "--model", "crnn", "--input", "mfcc", "--epochs", "16", "--lr", "0.001", "--channels", "16,32,64,64", "--lstm-units", "128", *common]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "crnn",
+                "--input",
+                "mfcc",
+                "--epochs",
+                "16",
+                "--lr",
+                "0.001",
+                "--channels",
+                "16,32,64,64",
+                "--lstm-units",
+                "128",
+                *common,
+            ]
+        )
+        == 0
+    )
     return runs
 
 
@@ -323,7 +399,9 @@ def extracted(ray_connected, corpus, tmp_path_factory) -> tuple[Path, dict]:
     from mgc.extract import ExtractConfig, run
 
     out = tmp_path_factory.mktemp("features")
-    summary = run(fma.manifest(str(corpus), "fma_large", "large"), ExtractConfig(out=str(out), tracks_per_shard=5, progress=False))
+    summary = run(
+        fma.manifest(str(corpus), "fma_large", "large"), ExtractConfig(out=str(out), tracks_per_shard=5, progress=False)
+    )
     return out, summary
 
 
@@ -351,7 +429,9 @@ def wait_for_free_cpus(timeout: float = 120, after: str = "") -> None:
     total, deadline = ray.cluster_resources().get("CPU", 0), time.time() + timeout
     while ray.available_resources().get("CPU", 0) < total:
         if time.time() > deadline:
-            pytest.fail(f"CPUs still held {timeout:.0f} s after {after or 'the last stage'} ended:\n  {resources.holders()}")
+            pytest.fail(
+                f"CPUs still held {timeout:.0f} s after {after or 'the last stage'} ended:\n  {resources.holders()}"
+            )
         time.sleep(0.5)
 
 
@@ -420,19 +500,34 @@ def sweep(ray_connected, features, tmp_path_factory):
     storage_path = tmp_path_factory.mktemp("sweeps")
     runs = storage_path / "sw" / "runs"
     # A relative --storage-path: trials run in Ray workers with other working directories.
-    cmd = [sys.executable, str(REPO / "jobs" / "tune.py"), "--features", str(features), "--storage-path", storage_path.name, "--name", "sw", *SWEEP]
+    cmd = [
+        sys.executable,
+        str(REPO / "jobs" / "tune.py"),
+        "--features",
+        str(features),
+        "--storage-path",
+        storage_path.name,
+        "--name",
+        "sw",
+        *SWEEP,
+    ]
     # Tune saves its experiment state at most every 10 s by default; at every step here, so that
     # "finished before the kill" means "recorded as finished".
     env = {**ray_connected["env"], "TUNE_GLOBAL_CHECKPOINT_S": "0"}
     log = open(storage_path / "driver.log", "w")
-    proc = subprocess.Popen(cmd, env=env, cwd=storage_path.parent, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=storage_path.parent, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and len(list(runs.glob("*/attempts.json"))) < 3:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     started = sorted(runs.glob("*/attempts.json"), key=lambda p: json.loads(p.read_text())[0])
-    assert len(started) == 3, f"not killed while the third trial ran: {len(started)} started\n" + (storage_path / "driver.log").read_text()[-3000:]
+    assert len(started) == 3, (
+        f"not killed while the third trial ran: {len(started)} started\n"
+        + (storage_path / "driver.log").read_text()[-3000:]
+    )
 
     _free_groups_of_ended_jobs(after_s=60)
     wait_for_free_cpus(after="the killed sweep")
@@ -444,7 +539,20 @@ def submit_job(cluster: dict, *args: str, options: tuple[str, ...] = (), timeout
     """`ray job submit --working-dir REPO [options] -- python ARGS --no-progress` with the real client
     (outside the cluster: no RAY_ADDRESS, the token from the environment); asserts that it succeeded
     (or, with --no-wait, was submitted) and returns its output."""
-    cmd = [cluster["ray"], "job", "submit", "--address", cluster["dashboard"], "--working-dir", str(REPO), *options, "--", "python", *args, "--no-progress"]
+    cmd = [
+        cluster["ray"],
+        "job",
+        "submit",
+        "--address",
+        cluster["dashboard"],
+        "--working-dir",
+        str(REPO),
+        *options,
+        "--",
+        "python",
+        *args,
+        "--no-progress",
+    ]
     env = {k: v for k, v in cluster["env"].items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
@@ -472,7 +580,20 @@ def labelled(ray_cluster, model, inbox, tmp_path_factory):
     """The uploads labelled by the real `ray job submit` client, analysing at most 60 s a file."""
     folder, _ = inbox
     out = tmp_path_factory.mktemp("labels")
-    submit_job(ray_cluster, "jobs/label.py", "--model", model, "--input", str(folder), "--out", str(out), "--max-seconds", "60", "--files-per-batch", "4")
+    submit_job(
+        ray_cluster,
+        "jobs/label.py",
+        "--model",
+        model,
+        "--input",
+        str(folder),
+        "--out",
+        str(out),
+        "--max-seconds",
+        "60",
+        "--files-per-batch",
+        "4",
+    )
     return out
 
 

@@ -11,7 +11,9 @@ from mgc import manifest, storage
 def read_output(out: Path | str):
     """The shards' segments (track_id, segment, split, and the manifest's genre_top and label)
     and the rejects."""
-    feats = storage.read_parquet(storage.join(str(out), "features"), columns=["track_id", "segment", "split"]).to_pandas()
+    feats = storage.read_parquet(
+        storage.join(str(out), "features"), columns=["track_id", "segment", "split"]
+    ).to_pandas()
     labels = manifest.read(storage.join(str(out), "_manifest.parquet")).tracks[["track_id", "genre_top", "label"]]
     feats = feats.merge(labels, on="track_id", how="left")
     rejects = storage.read_parquet(storage.join(str(out), "rejects")).to_pandas()
@@ -32,14 +34,20 @@ def assert_complete_and_unique(out: Path | str, truth, segments_per_track: int):
     full = good[good["kind"] == "ok"]["track_id"]
     assert (per_track.loc[full, "count"] == segments_per_track).all()
     got = dict(zip(rejects["track_id"], rejects["reason"]))
-    assert got == dict(zip(truth.loc[truth["expected"] != "ok", "track_id"], truth.loc[truth["expected"] != "ok", "expected"]))
+    assert got == dict(
+        zip(truth.loc[truth["expected"] != "ok", "track_id"], truth.loc[truth["expected"] != "ok", "expected"])
+    )
     return feats, rejects
 
 
 def first_shard_tensors(out: Path):
     name = sorted(p for p in (out / "features").glob("part-*.parquet"))[0]
     table = pq.read_table(name)
-    return table.column("logmel").combine_chunks().to_numpy_ndarray(), table.column("mfcc").combine_chunks().to_numpy_ndarray(), np.asarray(table.column("track_id"))
+    return (
+        table.column("logmel").combine_chunks().to_numpy_ndarray(),
+        table.column("mfcc").combine_chunks().to_numpy_ndarray(),
+        np.asarray(table.column("track_id")),
+    )
 
 
 def shuffled_manifest(features, dest) -> str:
@@ -53,4 +61,3 @@ def shuffled_manifest(features, dest) -> str:
         t.loc[train, c] = t.loc[order, c].to_numpy()
     manifest.write(m, str(dest))
     return str(dest)
-

@@ -2,13 +2,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from mgc import inputs
 from mgc.audio import load
 from mgc.errors import Reject
-from mgc import inputs
 from mgc.features import FeatureConfig
 
 CFG = FeatureConfig()
-FORMATS = {"mp3": ("MP3", "MPEG_LAYER_III"), "wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
+FORMATS = {
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "ogg": ("OGG", "VORBIS"),
+}
 
 
 def write_tone(path, sr, channels, seconds=4.0, freq=440.0):

@@ -30,7 +30,11 @@ def test_every_option_is_explained_with_its_default(command):
         text = (action.help or "").strip()
         # An explanation, not only "(default: x)".
         assert len(text.split("(")[0].strip()) >= 10, f"mgc {command} {action.option_strings}: {text!r}"
-        if action.option_strings and action.default not in (None, False, "", argparse.SUPPRESS) and action.required is False:
+        if (
+            action.option_strings
+            and action.default not in (None, False, "", argparse.SUPPRESS)
+            and action.required is False
+        ):
             assert "default" in text, f"mgc {command} {action.option_strings} does not show its default: {text!r}"
 
 
@@ -48,12 +52,24 @@ def test_every_numeric_option_is_range_checked(command):
     "argv,words",
     [
         (["train", "--features", "f", "--epochs", "0"], "argument --epochs: 0 is out of range: must be at least 1"),
-        (["train", "--features", "f", "--dropout", "0.2,1.0"], "argument --dropout: 1.0 is out of range: must be at least 0 and below 1"),
-        (["tune", "--features", "f", "--reduction-factor", "1"], "argument --reduction-factor: 1 is out of range: must be at least 2"),
-        (["label", "--model", "m", "--input", "i", "--out", "o", "--uncertain-below", "1.5"], "must be at least 0 and at most 1"),
+        (
+            ["train", "--features", "f", "--dropout", "0.2,1.0"],
+            "argument --dropout: 1.0 is out of range: must be at least 0 and below 1",
+        ),
+        (
+            ["tune", "--features", "f", "--reduction-factor", "1"],
+            "argument --reduction-factor: 1 is out of range: must be at least 2",
+        ),
+        (
+            ["label", "--model", "m", "--input", "i", "--out", "o", "--uncertain-below", "1.5"],
+            "must be at least 0 and at most 1",
+        ),
         (["similar", "--catalogue", "c", "--track-id", "1", "-k", "0"], "argument -k: 0 is out of range"),
         (["synth", "--out", "o", "--tracks", "many"], "argument --tracks: 'many' is not an integer"),
-        (["extract", "--folder", "f", "--out", "o", "--n-fft", "0"], "argument --n-fft: 0 is out of range: must be at least 16"),
+        (
+            ["extract", "--folder", "f", "--out", "o", "--n-fft", "0"],
+            "argument --n-fft: 0 is out of range: must be at least 16",
+        ),
     ],
 )
 def test_out_of_range_options_are_one_line_errors(argv, words, capsys):
@@ -106,7 +122,11 @@ def test_the_demo_runs_end_to_end_with_our_progress_not_rays_logs(ray_cluster, t
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert [int(k) for k in re.findall(r"^\[(\d)/7\]", proc.stdout, re.M)] == list(range(1, 8)), proc.stdout
-    noise = [line for line in out.splitlines() if re.search(r"\bINFO\b|\(raylet\)|Trial status|Execution plan|RuntimeWarning", line)]
+    noise = [
+        line
+        for line in out.splitlines()
+        if re.search(r"\bINFO\b|\(raylet\)|Trial status|Execution plan|RuntimeWarning", line)
+    ]
     assert not noise, "\n".join(noise[:10])
     assert re.search(r"extract: 100%.*48/48", proc.stderr) and re.search(r"train cnn: .*2/2", proc.stderr)  # our bars
     md = (work / "report" / "report.md").read_text()

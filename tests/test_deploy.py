@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 from packaging.specifiers import SpecifierSet
 
-from conftest import REPO
 from mgc.cli import build_parser
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-RAY_VERSION = next(re.search(r"^ray\[.*\]==(\S+)$", d).group(1) for d in PROJECT["dependencies"] if d.startswith("ray["))
+RAY_VERSION = next(
+    re.search(r"^ray\[.*\]==(\S+)$", d).group(1) for d in PROJECT["dependencies"] if d.startswith("ray[")
+)
 IMAGE = re.compile(r"^[a-z0-9.\-]+/[a-z0-9\-]+/mgc:(?P<version>[0-9.]+)-(?P<variant>cpu|gpu)$")
 IN_IMAGE = "/home/ray/mgc/"
 SUBCOMMAND = {"extract_full.py": "extract", "train.py": "train", "tune.py": "tune", "label.py": "label"}
@@ -55,7 +57,9 @@ def test_cluster_launcher_config_validates_against_rays_schema():
     assert types[config["head_node_type"]]["resources"] == {"CPU": 0}
     cpu, gpu = types["cpu_workers"], types["gpu_workers"]
     assert cpu["min_workers"] == 0 < cpu["max_workers"] and gpu["min_workers"] == 0 < gpu["max_workers"]  # autoscaling
-    assert re.match(r"^(g|p)\d", gpu["node_config"]["InstanceType"]) and not re.match(r"^(g|p)\d", cpu["node_config"]["InstanceType"])
+    assert re.match(r"^(g|p)\d", gpu["node_config"]["InstanceType"]) and not re.match(
+        r"^(g|p)\d", cpu["node_config"]["InstanceType"]
+    )
     _image(config["docker"]["image"], "cpu")
     _image(gpu["docker"]["worker_image"], "gpu")
     # Token authentication on every node, with the token mounted from the launching machine.
@@ -79,13 +83,18 @@ def test_kuberay_manifests_carry_the_pinned_ray_the_image_and_real_entry_points(
             wants_gpu = "nvidia.com/gpu" in container["resources"]["limits"]
             _image(container["image"], "gpu" if wants_gpu else "cpu")
             if wants_gpu:
-                assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"], name
+                assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"], (
+                    name
+                )
             assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
         if doc["kind"] == "RayJob":
             assert doc["spec"]["shutdownAfterJobFinishes"] is True, name
             stage = _check_job_command(shlex.split(doc["spec"]["entrypoint"]))
             stages.add(stage)
-            gpus = any("nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]["limits"] for g in spec["workerGroupSpecs"])
+            gpus = any(
+                "nvidia.com/gpu" in g["template"]["spec"]["containers"][0]["resources"]["limits"]
+                for g in spec["workerGroupSpecs"]
+            )
             assert gpus == (stage in ("train", "tune")), name
     assert stages == {"extract", "train", "tune", "label"}
 

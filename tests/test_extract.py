@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-
 from helpers import assert_complete_and_unique, first_shard_tensors, read_output
+
 from mgc import fma, manifest
 from mgc.cli import main
 from mgc.errors import MgcError
@@ -20,7 +20,9 @@ def test_shards_hold_every_good_track_once_and_every_bad_one_as_a_reject(extract
     out, summary = extracted
     feats, rejects = assert_complete_and_unique(out, truth, segments_per_track=3)
     assert (rejects["path"].str.startswith(str(corpus))).all()
-    assert all(detail.startswith(f"{path}: ") for path, detail in zip(rejects["path"], rejects["detail"]))  # every reason, too_short and silent too
+    assert all(
+        detail.startswith(f"{path}: ") for path, detail in zip(rejects["path"], rejects["detail"])
+    )  # every reason, too_short and silent too
     # Labels, genres and splits per track agree with the metadata and the label map.
     config = json.loads((out / "_config.json").read_text())
     labels = config["labels"]
@@ -70,7 +72,9 @@ def test_each_split_is_a_row_group_that_split_reads_skip_and_labels_are_in_the_m
     fragments = [f.subset(wanted) for f in dataset.get_fragments()]
     kept = sum(f.num_row_groups for f in fragments)
     assert 0 < kept == wanted_groups < groups, (kept, wanted_groups, groups)
-    assert sum(f.to_table(columns=["split"]).num_rows for f in fragments if f.num_row_groups) == dataset.count_rows(filter=wanted)
+    assert sum(f.to_table(columns=["split"]).num_rows for f in fragments if f.num_row_groups) == dataset.count_rows(
+        filter=wanted
+    )
 
 
 def test_extraction_in_waves_writes_the_same_segments(extracted, corpus, tmp_path, monkeypatch, truth):
@@ -80,7 +84,9 @@ def test_extraction_in_waves_writes_the_same_segments(extracted, corpus, tmp_pat
 
     monkeypatch.setattr(extract, "WAVE", 1)  # waves of 8 chunks per CPU
     out = tmp_path / "waves"
-    summary = run(fma.manifest(str(corpus), "fma_large", "large"), ExtractConfig(out=str(out), tracks_per_shard=2, progress=False))
+    summary = run(
+        fma.manifest(str(corpus), "fma_large", "large"), ExtractConfig(out=str(out), tracks_per_shard=2, progress=False)
+    )
     assert summary["this_run"]["chunks_processed"] == 24 > 8 * summary["this_run"]["cluster_cpus"]
     ours, _ = assert_complete_and_unique(out, truth, segments_per_track=3)
     theirs, _ = read_output(extracted[0])
@@ -99,7 +105,9 @@ def test_ray_data_reads_the_shards_as_tensors(extracted):
 def test_rerun_skips_everything_and_rewrites_nothing(extracted, corpus):
     out, first = extracted
     before = {p: p.stat().st_mtime_ns for p in (out / "features").iterdir()}
-    summary = run(fma.manifest(str(corpus), "fma_large", "large"), ExtractConfig(out=str(out), tracks_per_shard=5, progress=False))
+    summary = run(
+        fma.manifest(str(corpus), "fma_large", "large"), ExtractConfig(out=str(out), tracks_per_shard=5, progress=False)
+    )
     assert summary["this_run"]["tracks_processed"] == 0 and summary["this_run"]["chunks_skipped"] == 10
     assert {p: p.stat().st_mtime_ns for p in (out / "features").iterdir()} == before
     assert summary["tracks_ok"] == first["tracks_ok"]
@@ -108,9 +116,14 @@ def test_rerun_skips_everything_and_rewrites_nothing(extracted, corpus):
 def test_a_changed_feature_config_into_the_same_output_is_refused(extracted, corpus):
     out, _ = extracted
     with pytest.raises(MgcError, match=r"different FeatureConfig \(n_mels: 128 -> 64\)"):
-        run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), features=FeatureConfig(n_mels=64), tracks_per_shard=5))
+        run(
+            fma.manifest(str(corpus)),
+            ExtractConfig(out=str(out), features=FeatureConfig(n_mels=64), tracks_per_shard=5),
+        )
     more = FeatureConfig(inputs=("logmel", "mfcc", "waveform"))
-    with pytest.raises(MgcError, match=r"different FeatureConfig \(inputs: \['logmel', 'mfcc'\] -> \['logmel', 'mfcc', 'waveform'\]\)"):
+    with pytest.raises(
+        MgcError, match=r"different FeatureConfig \(inputs: \['logmel', 'mfcc'\] -> \['logmel', 'mfcc', 'waveform'\]\)"
+    ):
         run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), features=more, tracks_per_shard=5))
     with pytest.raises(MgcError, match="tracks-per-shard"):
         run(fma.manifest(str(corpus)), ExtractConfig(out=str(out), tracks_per_shard=6))
@@ -123,7 +136,10 @@ def test_a_changed_feature_config_into_the_same_output_is_refused(extracted, cor
     [
         (["--fma-root", "{tmp}/nowhere", "--out", "{tmp}/o"], "nowhere: FMA root not found"),
         (["--fma-root", "{corpus}", "--out", "{tmp}/file.txt/o"], "file.txt/o: output is not writable"),
-        (["--fma-root", "{corpus}", "--audio-dir", "fma_small", "--out", "{tmp}/o"], "fma_small: audio folder not found"),
+        (
+            ["--fma-root", "{corpus}", "--audio-dir", "fma_small", "--out", "{tmp}/o"],
+            "fma_small: audio folder not found",
+        ),
         (["--manifest", "{tmp}/none.csv", "--out", "{tmp}/o"], "none.csv: manifest not found"),
     ],
 )
@@ -144,7 +160,9 @@ def test_unknown_subset_is_refused_by_the_cli(capsys, corpus):
 def test_csv_manifest_of_mixed_formats_and_rates(ray_connected, tmp_path):
     rng = np.random.default_rng(0)
     rows = []
-    for i, (ext, fmt, sr, ch) in enumerate([("wav", "WAV", 16000, 1), ("flac", "FLAC", 48000, 2), ("ogg", "OGG", 32000, 2), ("mp3", "MP3", 44100, 1)] * 3):
+    for i, (ext, fmt, sr, ch) in enumerate(
+        [("wav", "WAV", 16000, 1), ("flac", "FLAC", 48000, 2), ("ogg", "OGG", 32000, 2), ("mp3", "MP3", 44100, 1)] * 3
+    ):
         x = 0.2 * np.sin(2 * np.pi * (200 + 100 * i) * np.arange(int(6.5 * sr)) / sr)
         x = x + 0.01 * rng.standard_normal(len(x))
         sf.write(tmp_path / f"t{i}.{ext}", np.stack([x] * ch, 1) if ch > 1 else x, sr, format=fmt)
@@ -152,7 +170,9 @@ def test_csv_manifest_of_mixed_formats_and_rates(ray_connected, tmp_path):
     rows.append({"path": "gone.wav", "label": "low"})
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     out = tmp_path / "out"
-    summary = run(manifest.from_csv(str(tmp_path / "m.csv")), ExtractConfig(out=str(out), tracks_per_shard=4, progress=False))
+    summary = run(
+        manifest.from_csv(str(tmp_path / "m.csv")), ExtractConfig(out=str(out), tracks_per_shard=4, progress=False)
+    )
     assert summary["tracks_ok"] == 12 and summary["segments"] == 24
     assert summary["rejects_by_reason"] == {"missing_file": 1}
     feats, _ = read_output(out)

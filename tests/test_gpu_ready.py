@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from conftest import REPO
+
 from mgc.models import ARCHITECTURES
 
 # bench/gpu.py as on a bare CUDA machine: Ray, librosa, soundfile and soxr cannot be imported.

@@ -82,7 +82,9 @@ def test_the_head_starts_as_the_baseline_and_ends_at_least_level_with_it(hard):
     from mgc import artifact, train
     from mgc.models import build
 
-    prep = train.prepare(train.TrainConfig(features=str(hard / "features"), model="head", storage_path=str(hard / "runs")))
+    prep = train.prepare(
+        train.TrainConfig(features=str(hard / "features"), model="head", storage_path=str(hard / "runs"))
+    )
     head = build(prep.model, prep.norm).eval()
     head.load_state_dict({k: torch.from_numpy(v) for k, v in prep.start.items()}, strict=False)
     baseline, _ = artifact.load(str(hard / "runs" / "baseline_musicnn" / "model"))
@@ -90,6 +92,9 @@ def test_the_head_starts_as_the_baseline_and_ends_at_least_level_with_it(hard):
     with torch.no_grad():
         assert torch.allclose(head(x), baseline(x), atol=1e-4)
 
-    accuracy = {run: json.loads((hard / "runs" / run / "metrics.json").read_text())["test"]["track"] for run in ("head", "baseline_musicnn")}
+    accuracy = {
+        run: json.loads((hard / "runs" / run / "metrics.json").read_text())["test"]["track"]
+        for run in ("head", "baseline_musicnn")
+    }
     one_track = 1 / accuracy["head"]["n"]
     assert accuracy["head"]["accuracy"] >= accuracy["baseline_musicnn"]["accuracy"] - one_track, accuracy

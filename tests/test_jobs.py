@@ -9,14 +9,25 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-
-from helpers import assert_complete_and_unique
 from conftest import REPO, submit_job
+from helpers import assert_complete_and_unique
 
 
 def test_ray_job_submit_extracts_the_corpus(ray_cluster, corpus, truth, tmp_path):
     out = tmp_path / "features"
-    submit_job(ray_cluster, "jobs/extract_full.py", "--fma-root", str(corpus), "--subset", "large", "--out", str(out), "--tracks-per-shard", "8", timeout=600)
+    submit_job(
+        ray_cluster,
+        "jobs/extract_full.py",
+        "--fma-root",
+        str(corpus),
+        "--subset",
+        "large",
+        "--out",
+        str(out),
+        "--tracks-per-shard",
+        "8",
+        timeout=600,
+    )
     assert_complete_and_unique(out, truth, segments_per_track=3)
 
 
@@ -28,12 +39,31 @@ def test_ray_job_submit_needs_the_token(ray_cluster, tmp_path):
     assert proc.returncode != 0 and "token" in (proc.stdout + proc.stderr).lower()
 
 
-@pytest.mark.parametrize("inputs,options", [("logmel,mfcc", []), ("logmel,mfcc,musicnn", ["--network-actors", "1"])], ids=["default", "musicnn_in_an_actor"])
+@pytest.mark.parametrize(
+    "inputs,options",
+    [("logmel,mfcc", []), ("logmel,mfcc,musicnn", ["--network-actors", "1"])],
+    ids=["default", "musicnn_in_an_actor"],
+)
 def test_driver_killed_midway_resumes_without_duplicates(ray_cluster, corpus, truth, tmp_path, inputs, options):
     """The defaults, and the pretrained network in an actor pool fed by the decode tasks."""
     out = tmp_path / "features"
-    cmd = [sys.executable, str(REPO / "jobs" / "extract_full.py"), "--fma-root", str(corpus), "--out", str(out), "--tracks-per-shard", "1", "--inputs", inputs, *options, "--no-progress"]
-    proc = subprocess.Popen(cmd, env=ray_cluster["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        str(REPO / "jobs" / "extract_full.py"),
+        "--fma-root",
+        str(corpus),
+        "--out",
+        str(out),
+        "--tracks-per-shard",
+        "1",
+        "--inputs",
+        inputs,
+        *options,
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=ray_cluster["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
         if len(list((out / "features").glob("part-*.parquet"))) >= 2 if (out / "features").exists() else False:
@@ -49,7 +79,9 @@ def test_driver_killed_midway_resumes_without_duplicates(ray_cluster, corpus, tr
     assert '"chunks_skipped"' in rerun.stdout
     assert_complete_and_unique(out, truth, segments_per_track=3)
     assert not list((out / "features").glob(".*.tmp"))
-    assert pq.read_schema(next((out / "features").glob("part-*.parquet"))).names[-len(inputs.split(",")) :] == inputs.split(",")
+    assert pq.read_schema(next((out / "features").glob("part-*.parquet"))).names[
+        -len(inputs.split(",")) :
+    ] == inputs.split(",")
 
 
 @pytest.mark.slow
@@ -69,12 +101,22 @@ def test_the_suites_cluster_stops_without_stopping_another(tmp_path):
         assert theirs["proc"].poll() is None, "".join(theirs["output"])[-3000:]
         for _ in range(3):  # a loaded 2-core machine can keep a live GCS from answering in time
             try:
-                status = subprocess.run([theirs["ray"], "status", "--address", theirs["address"]], env=env, capture_output=True, text=True, timeout=120)
+                status = subprocess.run(
+                    [theirs["ray"], "status", "--address", theirs["address"]],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
             except subprocess.TimeoutExpired as e:
-                status = subprocess.CompletedProcess(e.cmd, 124, e.stdout or "", f"ray status: no answer in {e.timeout} s")
+                status = subprocess.CompletedProcess(
+                    e.cmd, 124, e.stdout or "", f"ray status: no answer in {e.timeout} s"
+                )
             if status.returncode == 0 or theirs["proc"].poll() is not None:
                 break
-        assert status.returncode == 0 and "Active:" in status.stdout, status.stdout + status.stderr + "".join(theirs["output"])[-3000:]
+        assert status.returncode == 0 and "Active:" in status.stdout, (
+            status.stdout + status.stderr + "".join(theirs["output"])[-3000:]
+        )
         assert theirs["proc"].poll() is None
     finally:
         stop_head(theirs)

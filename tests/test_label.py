@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO
+
 from mgc import label, recommend
 from mgc.cli import main
 from mgc.errors import MgcError
@@ -45,10 +45,17 @@ def test_every_upload_is_labelled_once_and_well(labelled, inbox):
     assert accuracy >= 0.9, accuracy
     # The long file: 2 minutes long, its first 60 s analysed (20 segments of 3 s).
     long = ok.loc["long/long_mix.flac"]
-    assert long["n_segments"] == 20 and long["analysed_s"] == pytest.approx(60.0) and long["duration_s"] == pytest.approx(120.0)
+    assert (
+        long["n_segments"] == 20
+        and long["analysed_s"] == pytest.approx(60.0)
+        and long["duration_s"] == pytest.approx(120.0)
+    )
     summary = pd.read_csv(labelled / "summary.csv")
     assert summary.loc[summary["kind"] == "genre", "files"].sum() == len(good)
-    assert dict(summary.loc[summary["kind"] == "error", ["name", "files"]].values) == {"decode_error": 2, "too_short": 1}
+    assert dict(summary.loc[summary["kind"] == "error", ["name", "files"]].values) == {
+        "decode_error": 2,
+        "too_short": 1,
+    }
 
 
 def test_a_rerun_labels_nothing_new(ray_connected, labelled, model, inbox):
@@ -64,7 +71,9 @@ def test_a_killed_run_rerun_ends_without_duplicates(ray_cluster, model, inbox, t
     out = tmp_path / "labels"
     cmd = [sys.executable, str(REPO / "jobs" / "label.py"), "--model", model, "--input", str(folder), "--out", str(out),
            "--max-seconds", "60", "--files-per-batch", "1", "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=ray_cluster["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=ray_cluster["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and len(list((out / "labels").glob("part-*.parquet"))) < 3:
         time.sleep(0.05)
@@ -82,7 +91,9 @@ def test_a_killed_run_rerun_ends_without_duplicates(ray_cluster, model, inbox, t
 def test_bad_inputs_are_error_rows_or_clear_messages(ray_connected, model, inbox, tmp_path):
     folder, _ = inbox
     manifest = folder / "batch.csv"
-    pd.DataFrame({"path": ["day0/upload_000.mp3", "../elsewhere/secret.wav", "day1/gone.wav"]}).to_csv(manifest, index=False)
+    pd.DataFrame({"path": ["day0/upload_000.mp3", "../elsewhere/secret.wav", "day1/gone.wav"]}).to_csv(
+        manifest, index=False
+    )
     out = tmp_path / "labels"
     summary = label.run(LabelConfig(model=model, input=str(manifest), out=str(out), progress=False))
     assert (summary["labelled"], summary["errors"]) == (1, 2)
@@ -128,7 +139,9 @@ def test_recommendations_find_tracks_of_the_same_genre(catalogue, features, mode
     # driver as batches arrive, a track possibly cut by a batch boundary).
     table = storage.read_parquet(str(features / "features"))
     genre_top = pd.read_parquet(features / "_manifest.parquet").set_index("track_id")["genre_top"]
-    shards = table.select(["track_id"]).to_pandas().assign(genre_top=lambda t: genre_top.reindex(t["track_id"]).to_numpy())
+    shards = (
+        table.select(["track_id"]).to_pandas().assign(genre_top=lambda t: genre_top.reindex(t["track_id"]).to_numpy())
+    )
     rows = recommend.load_catalogue(str(catalogue / "catalogue.parquet")).set_index("id")
     assert sorted(rows.index) == sorted(str(t) for t in shards["track_id"].unique())  # ids as strings
     predict = Predictor.load(model)
@@ -153,7 +166,9 @@ def test_recommendations_find_tracks_of_the_same_genre(catalogue, features, mode
     assert len(lines) == 6 and all(line.split()[0] != some for line in lines[1:])
     folder, truth = inbox
     first = truth[truth["status"] == "ok"].iloc[0]
-    assert main(["similar", "--catalogue", path, "--file", str(folder / first["file"]), "--model", model, "-k", "10"]) == 0
+    assert (
+        main(["similar", "--catalogue", path, "--file", str(folder / first["file"]), "--model", model, "-k", "10"]) == 0
+    )
     found = capsys.readouterr().out.strip().splitlines()[1:]
     assert len(found) == 10 and sum(first["genre"] in r for r in found) >= 7
 
@@ -175,7 +190,9 @@ def test_relabelling_follows_each_files_content_and_the_model(ray_connected, com
     out = tmp_path / "labels"
 
     def run(model_path, threshold=0.5):
-        return label.run(LabelConfig(model=model_path, input=str(src), out=str(out), uncertain_below=threshold, progress=False))
+        return label.run(
+            LabelConfig(model=model_path, input=str(src), out=str(out), uncertain_below=threshold, progress=False)
+        )
 
     assert run(model, threshold=0.999)["labelled"] == 4
     first = label.current(str(out))
@@ -209,7 +226,10 @@ def test_relabelling_follows_each_files_content_and_the_model(ray_connected, com
     hashed = run(model)
     assert (hashed["labelled"], hashed["skipped"]) == (1, 3)
     assert len(label.read_labels(str(out))) == 6
-    assert label.current(str(out), label.model_id(model)).set_index("path").loc[str(kept), "modified_ns"] == kept.stat().st_mtime_ns
+    assert (
+        label.current(str(out), label.model_id(model)).set_index("path").loc[str(kept), "modified_ns"]
+        == kept.stat().st_mtime_ns
+    )
 
     other = str(compared / "cnn_lstm" / "model")
     third = run(other)
@@ -225,7 +245,9 @@ def test_relabelling_follows_each_files_content_and_the_model(ray_connected, com
 
 
 @pytest.mark.parametrize("name", ["cnn1d", "mm_crnn"])
-def test_labelling_gives_the_trained_models_probabilities(ray_connected, compared_all, all_inputs, train_corpus, tmp_path, name):
+def test_labelling_gives_the_trained_models_probabilities(
+    ray_connected, compared_all, all_inputs, train_corpus, tmp_path, name
+):
     """The waveform and multimodal artifacts label the test split's audio files, decoded and
     featurised again from the files, with the probabilities the model gave them at training end
     (test_predictions.parquet, from the shards), calibrated by the artifact's temperature."""
@@ -233,15 +255,23 @@ def test_labelling_gives_the_trained_models_probabilities(ray_connected, compare
 
     run = compared_all / name
     saved = pq.read_table(run / "test_predictions.parquet")
-    lp = pd.DataFrame(saved["logprobs"].combine_chunks().to_numpy_ndarray()).groupby(saved["track_id"].to_numpy()).mean()
-    calibrated = lp.to_numpy() / json.loads((run / "model" / "model.json").read_text())["temperature"]  # fitted on validation
+    lp = (
+        pd.DataFrame(saved["logprobs"].combine_chunks().to_numpy_ndarray()).groupby(saved["track_id"].to_numpy()).mean()
+    )
+    calibrated = (
+        lp.to_numpy() / json.loads((run / "model" / "model.json").read_text())["temperature"]
+    )  # fitted on validation
     expected = np.exp(calibrated - np.logaddexp.reduce(calibrated, axis=1, keepdims=True))
     tracks = pq.read_table(all_inputs / "_manifest.parquet").to_pandas().set_index("track_id").loc[lp.index]
     batch = train_corpus / f"test_split_{name}.csv"  # beside the audio: manifest paths stay inside its folder
     pd.DataFrame({"path": [os.path.relpath(p, train_corpus) for p in tracks["path"]]}).to_csv(batch, index=False)
-    summary = label.run(LabelConfig(model=str(run / "model"), input=str(batch), out=str(tmp_path / "labels"), progress=False))
+    summary = label.run(
+        LabelConfig(model=str(run / "model"), input=str(batch), out=str(tmp_path / "labels"), progress=False)
+    )
     assert (summary["labelled"], summary["errors"]) == (len(tracks), 0)
     rows = label.read_labels(str(tmp_path / "labels")).set_index("path").loc[tracks["path"]]
     got = np.stack(rows["probabilities"].to_numpy())
     assert np.allclose(got, expected, atol=1e-4), np.abs(got - expected).max()
-    assert json.loads((run / "model" / "model.json").read_text())["model_config"]["inputs"] == (["waveform"] if name == "cnn1d" else ["waveform", "logmel"])
+    assert json.loads((run / "model" / "model.json").read_text())["model_config"]["inputs"] == (
+        ["waveform"] if name == "cnn1d" else ["waveform", "logmel"]
+    )

@@ -32,9 +32,9 @@ def test_stratified_split_is_by_track_and_independent_of_row_order():
 
 
 def test_csv_with_its_own_split_and_track_ids_is_kept(tmp_path):
-    pd.DataFrame({"path": ["/x/a.mp3", "/x/b.mp3"], "label": ["a", ""], "split": ["test", "training"], "track_id": [7, 9]}).to_csv(
-        tmp_path / "m.csv", index=False
-    )
+    pd.DataFrame(
+        {"path": ["/x/a.mp3", "/x/b.mp3"], "label": ["a", ""], "split": ["test", "training"], "track_id": [7, 9]}
+    ).to_csv(tmp_path / "m.csv", index=False)
     t = manifest.from_csv(str(tmp_path / "m.csv")).tracks
     assert t["track_id"].tolist() == [7, 9] and t["split"].tolist() == ["test", "training"]
     assert t["label"].tolist() == [0, -1] and t["path"].tolist() == ["/x/a.mp3", "/x/b.mp3"]

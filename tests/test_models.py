@@ -28,8 +28,21 @@ def _batch(cfg: ModelConfig, n: int = 5) -> dict[str, torch.Tensor]:
 
 
 def test_every_registered_model_is_offered_and_builds_for_each_input_it_reads():
-    helps = {c: p.format_help() for c, p in next(a for a in build_parser()._actions if a.dest == "command").choices.items()}
-    assert list(MODELS) == ["baseline", "cnn", "cnn_lstm", "cnn_bilstm", "lstm", "crnn", "resnet2d", "cnn1d", "mm_crnn", "head"]
+    helps = {
+        c: p.format_help() for c, p in next(a for a in build_parser()._actions if a.dest == "command").choices.items()
+    }
+    assert list(MODELS) == [
+        "baseline",
+        "cnn",
+        "cnn_lstm",
+        "cnn_bilstm",
+        "lstm",
+        "crnn",
+        "resnet2d",
+        "cnn1d",
+        "mm_crnn",
+        "head",
+    ]
     fcfg = FeatureConfig(inputs=tuple(inputs.INPUTS))
     for name, arch in ARCHITECTURES.items():
         for command in ("train", "compare", "tune"):
@@ -38,7 +51,9 @@ def test_every_registered_model_is_offered_and_builds_for_each_input_it_reads():
             cfg = small(name, inputs=names, shapes=tuple(inputs.get(n).shape(fcfg) for n in names))
             out = build(cfg).eval()(_batch(cfg, 2))
             assert out.shape == (2, 8) and torch.isfinite(out).all(), (name, names)
-    assert ARCHITECTURES["cnn"].reads == (("logmel",), ("mfcc",)) and ARCHITECTURES["mm_crnn"].reads == (("waveform", "logmel"),)
+    assert ARCHITECTURES["cnn"].reads == (("logmel",), ("mfcc",)) and ARCHITECTURES["mm_crnn"].reads == (
+        ("waveform", "logmel"),
+    )
     with pytest.raises(MgcError, match="cnn1d cannot read mfcc; it reads waveform"):
         small("cnn1d", inputs=("mfcc",))
     with pytest.raises(MgcError, match="4 pooling blocks leave no frequency bands of 13"):
@@ -73,8 +88,12 @@ def test_inference_form_gives_the_trained_models_outputs(name):
         assert torch.allclose(fast(x), model(x), atol=1e-4)
         assert torch.allclose(fast.embed(x), model.embed(x), atol=1e-4)
     norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
-    assert not any(isinstance(m, norms) for m in fast.modules()), "every batch norm follows a convolution and is folded into it"
-    assert any(isinstance(m, norms) for m in model.modules()) == (name not in ("lstm", "baseline", "head")), "the trained model is left as it was"
+    assert not any(isinstance(m, norms) for m in fast.modules()), (
+        "every batch norm follows a convolution and is folded into it"
+    )
+    assert any(isinstance(m, norms) for m in model.modules()) == (name not in ("lstm", "baseline", "head")), (
+        "the trained model is left as it was"
+    )
 
 
 def test_predictor_runs_an_artifact_in_steps_like_the_model(tmp_path):

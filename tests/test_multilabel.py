@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import PLAIN_RECIPE
+from helpers import shuffled_manifest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from conftest import PLAIN_RECIPE
-from helpers import shuffled_manifest
 from mgc import fma, metrics, targets
 from mgc.cli import main
 from mgc.errors import MgcError
@@ -43,7 +43,10 @@ def test_the_real_tree_is_the_fmas():
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.float64, st.tuples(st.integers(1, 8), st.just(len(TITLES))), elements=st.floats(-30, 30)), st.integers(0, 2**31 - 1))
+@given(
+    arrays(np.float64, st.tuples(st.integers(1, 8), st.just(len(TITLES))), elements=st.floats(-30, 30)),
+    st.integers(0, 2**31 - 1),
+)
 def test_every_prediction_is_consistent_with_the_real_tree(logits, seed):
     """Over random logits and the FMA's own genres.csv, and over a random subset of its genres (a
     model's classes: a class's parent is its nearest kept ancestor): no genre above its parent,
@@ -81,7 +84,9 @@ def _manifest() -> Manifest:
         (4, "training", "Electronic", ["Techno"]), (5, "validation", "Rock", ["Punk"]), (6, "test", None, []),
         (7, "training", "Electronic", ["Electronic"]),
     ]  # fmt: skip
-    df = pd.DataFrame(rows, columns=["track_id", "split", "genre_top", "genres"]).assign(path=lambda d: [f"{t}.mp3" for t in d["track_id"]])
+    df = pd.DataFrame(rows, columns=["track_id", "split", "genre_top", "genres"]).assign(
+        path=lambda d: [f"{t}.mp3" for t in d["track_id"]]
+    )
     return build(df, {}, "test", {"Punk": "Rock", "Post-Rock": "Rock", "Techno": "Electronic"})
 
 
@@ -148,10 +153,20 @@ def test_a_csv_of_several_genres_per_file_relabels_and_an_old_manifest_refuses_m
     pd.DataFrame({"path": ["a.mp3", "b.mp3", "c.mp3"], "label": ["Rock", "", "Rock"], "genres": ["Punk", "Techno|Punk", ""],
                   "split": ["training"] * 3, "track_id": [1, 2, 3]}).to_csv(tmp_path / "new.csv", index=False)  # fmt: skip
     m = targets.load_manifest(str(tmp_path / "new.csv"), str(tmp_path))
-    assert m.tracks["genres"].tolist() == [["Punk", "Rock"], ["Techno", "Punk"], ["Rock"]] and m.tracks["genre_top"].tolist() == ["Rock", None, "Rock"]
+    assert m.tracks["genres"].tolist() == [["Punk", "Rock"], ["Techno", "Punk"], ["Rock"]] and m.tracks[
+        "genre_top"
+    ].tolist() == ["Rock", None, "Rock"]
     t = targets.build(m, "genres", m.tracks[["track_id", "split"]], min_tracks=1)
     assert t.classes == ["Punk", "Rock", "Techno"] and t.lookup(np.array([2]))[1].tolist() == [[1, 0, 1]]
-    old = pd.DataFrame({"track_id": [1, 2], "path": ["a.mp3", "b.mp3"], "split": ["training", "training"], "genre_top": ["Rock", None], "label": [0, -1]})
+    old = pd.DataFrame(
+        {
+            "track_id": [1, 2],
+            "path": ["a.mp3", "b.mp3"],
+            "split": ["training", "training"],
+            "genre_top": ["Rock", None],
+            "label": [0, -1],
+        }
+    )
     old.to_parquet(tmp_path / "_manifest.parquet")
     legacy = manifest.read(str(tmp_path / "_manifest.parquet"))
     assert targets.build(legacy, "genre_top", old[["track_id", "split"]]).classes == ["Rock"]
@@ -187,7 +202,10 @@ def blends(ray_connected, tmp_path_factory):
 def _shard_state(features: Path) -> dict[str, tuple[int, str]]:
     import hashlib
 
-    return {p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in sorted((features / "features").glob("*.parquet"))}
+    return {
+        p.name: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted((features / "features").glob("*.parquet"))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -200,10 +218,22 @@ def ml_runs(blends, tmp_path_factory):
     runs = tmp_path_factory.mktemp("ml_runs")
     before = _shard_state(features)
     out = {
-        "multi": train(TrainConfig(features=str(features), target="genres_all", name="multi", storage_path=str(runs), **ML)),
-        "single": train(TrainConfig(features=str(features), target="genre_top", name="single", storage_path=str(runs), **ML)),
-        "control": train(TrainConfig(features=str(features), target="genres_all", name="control", storage_path=str(runs),
-                                     manifest=shuffled_manifest(features, runs / "shuffled.parquet"), **{**ML, "patience": 4})),  # fmt: skip
+        "multi": train(
+            TrainConfig(features=str(features), target="genres_all", name="multi", storage_path=str(runs), **ML)
+        ),
+        "single": train(
+            TrainConfig(features=str(features), target="genre_top", name="single", storage_path=str(runs), **ML)
+        ),
+        "control": train(
+            TrainConfig(
+                features=str(features),
+                target="genres_all",
+                name="control",
+                storage_path=str(runs),
+                manifest=shuffled_manifest(features, runs / "shuffled.parquet"),
+                **{**ML, "patience": 4},
+            )
+        ),  # fmt: skip
     }
     return runs, out, before, _shard_state(features)
 
@@ -257,8 +287,14 @@ def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_
     assert len(target.classes) == 24  # 8 genres and their 16 sub-genres, all audible
     prior = _prior_ap(features, target)
     assert prior < 0.25 and multi["validation"]["val_track_ap_micro"] >= 0.8, (prior, multi["validation"])
-    assert control["validation"]["val_track_ap_micro"] < prior + 0.15 and control["stopped_early"], (prior, control["validation"])
-    (ours, our_two, our_both), (theirs, their_two, their_both) = _blends(runs, "multi", truth), _blends(runs, "control", truth)
+    assert control["validation"]["val_track_ap_micro"] < prior + 0.15 and control["stopped_early"], (
+        prior,
+        control["validation"],
+    )
+    (ours, our_two, our_both), (theirs, their_two, their_both) = (
+        _blends(runs, "multi", truth),
+        _blends(runs, "control", truth),
+    )
     assert len(ours) >= 10 and np.mean(ours) >= 0.7 and np.mean(ours) >= np.mean(theirs) + 0.2, (ours, theirs)
     # Its two genres the two most probable: 9, 9 and 11 of 14 test blends with training seeds 0-2;
     # both tagged: 7, 7 and 8 (bench/blends.py, 2026-12-06); the control 1.
@@ -273,7 +309,10 @@ def test_the_multilabel_models_top_genre_is_at_least_the_single_label_models(ml_
     multi, single = out["multi"], out["single"]
     assert multi["tracks"]["training"] > single["tracks"]["training"]
     assert multi["test"]["track"]["n_top"] == single["test"]["track"]["n"]
-    assert multi["test"]["track"]["accuracy"] >= single["test"]["track"]["accuracy"], (multi["test"]["track"], single["test"]["track"])
+    assert multi["test"]["track"]["accuracy"] >= single["test"]["track"]["accuracy"], (
+        multi["test"]["track"],
+        single["test"]["track"],
+    )
 
 
 def test_relabelling_retrains_on_the_same_shards(ml_runs):
@@ -297,7 +336,21 @@ def test_labelling_writes_tags_at_the_models_thresholds(ray_connected, ml_runs, 
     folder = tmp_path / "uploads"
     uploads(str(folder), n=8, seconds=6.0)
     for name in ("multi", "single"):
-        assert main(["label", "--model", str(runs / name / "model"), "--input", str(folder), "--out", str(tmp_path / name), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "label",
+                    "--model",
+                    str(runs / name / "model"),
+                    "--input",
+                    str(folder),
+                    "--out",
+                    str(tmp_path / name),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         rows = label.current(str(tmp_path / name))
         ok = rows[rows["status"] == "ok"]
         assert len(ok) == 8
@@ -326,8 +379,36 @@ def test_the_multilabel_baseline_is_one_vs_rest_beside_the_network(blends, tmp_p
     regressions as the multi-label baseline, in one table with the network and with the
     single-label runs: top-genre accuracy for all four, the multi-label scores for two."""
     features, _ = blends
-    flags = ["--epochs", "1", "--channels", "8,16,32,32", "--dense", "64,32", "--num-workers", "1", "--min-genre-tracks", "3", "--no-progress"]
-    assert main(["compare", "--models", "baseline,cnn", "--targets", "genre_top,genres_all", "--features", str(features), "--storage-path", str(tmp_path), *flags]) == 0
+    flags = [
+        "--epochs",
+        "1",
+        "--channels",
+        "8,16,32,32",
+        "--dense",
+        "64,32",
+        "--num-workers",
+        "1",
+        "--min-genre-tracks",
+        "3",
+        "--no-progress",
+    ]
+    assert (
+        main(
+            [
+                "compare",
+                "--models",
+                "baseline,cnn",
+                "--targets",
+                "genre_top,genres_all",
+                "--features",
+                str(features),
+                "--storage-path",
+                str(tmp_path),
+                *flags,
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(tmp_path / "comparison.csv").set_index("run")
     assert list(table.index) == ["baseline", "cnn", "baseline-genres_all", "cnn-genres_all"]
     assert table["target"].tolist() == ["genre_top"] * 2 + ["genres_all"] * 2 and table["track_accuracy"].notna().all()
@@ -344,7 +425,25 @@ def test_the_multilabel_baseline_is_one_vs_rest_beside_the_network(blends, tmp_p
     assert base["multilabel"] and len(base["thresholds"]) == len(base["labels"]) == 24
     # --target genres: the chosen genres, no tree (a sub-genre is listed without its parent), so
     # no top genre to read; the run still ends with its metrics and plots.
-    assert main(["train", "--model", "baseline", "--target", "genres", "--features", str(features), "--storage-path", str(tmp_path), "--name", "own", *flags]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "baseline",
+                "--target",
+                "genres",
+                "--features",
+                str(features),
+                "--storage-path",
+                str(tmp_path),
+                "--name",
+                "own",
+                *flags,
+            ]
+        )
+        == 0
+    )
     own = json.loads((tmp_path / "own" / "metrics.json").read_text())
     assert len(own["labels"]) == 16 and own["test"]["track"]["n_top"] == 0 and own["test"]["track"]["ap_micro"] > 0.5
     assert (tmp_path / "own" / "genre_ap.png").is_file() and not (tmp_path / "own" / "confusion_matrix.png").exists()
@@ -368,7 +467,10 @@ def test_a_sweep_on_genres_all_optimises_validation_map(blends, tmp_path):
     top = trials.loc[trials["best_val_track_ap_micro"].idxmax()]
     assert best["trial_id"] == top["trial_id"] and best["score"] == pytest.approx(top["best_val_track_ap_micro"])
     exported = json.loads((sweep / "best" / "metrics.json").read_text())
-    assert exported["validation"]["val_track_ap_micro"] == pytest.approx(best["score"]) and "ap_micro" in best["test"]["track"]
+    assert (
+        exported["validation"]["val_track_ap_micro"] == pytest.approx(best["score"])
+        and "ap_micro" in best["test"]["track"]
+    )
     meta = json.loads((sweep / "best" / "model" / "model.json").read_text())
     assert meta["multilabel"] and len(meta["thresholds"]) == len(meta["labels"]) == 24
     assert (sweep / "best" / "genre_ap.png").is_file()

@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import _free_ports, submit_job
 from helpers import assert_complete_and_unique
 
@@ -24,11 +23,20 @@ def second_node(ray_connected):
     id and the process group to kill. Stopped (the whole group) at the end."""
     import ray
 
-    names = ("node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
+    names = (
+        "node-manager-port",
+        "object-manager-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+    )
     ports = {f"--{p}": str(n) for p, n in zip(names, _free_ports(len(names)))}
     cmd = [ray_connected["ray"], "start", f"--address={ray_connected['address']}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
            "--resources", json.dumps({"second_node": 1}), "--disable-usage-stats", "--block", *(f"{k}={v}" for k, v in ports.items())]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=ray_connected["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=ray_connected["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     node = None
     while node is None:
@@ -58,7 +66,18 @@ def _submit(cluster, out, *wait: str):
     from ray.job_submission import JobSubmissionClient
 
     sid = f"mgc-multinode-{time.time_ns()}"
-    submit_job(cluster, "jobs/extract_full.py", "--fma-root", str(cluster["corpus"]), "--out", str(out), "--tracks-per-shard", "2", options=("--submission-id", sid, *wait), timeout=600)
+    submit_job(
+        cluster,
+        "jobs/extract_full.py",
+        "--fma-root",
+        str(cluster["corpus"]),
+        "--out",
+        str(out),
+        "--tracks-per-shard",
+        "2",
+        options=("--submission-id", sid, *wait),
+        timeout=600,
+    )
     return sid, JobSubmissionClient(cluster["dashboard"])
 
 
@@ -82,8 +101,13 @@ def test_extraction_runs_on_both_nodes_and_survives_losing_one(ray_connected, se
     sid, client = _submit({**ray_connected, "corpus": corpus}, out, "--no-wait")
     deadline = time.time() + 300
     # A node's first tasks include its workers' imports (seconds), so a running task is seen in time.
-    while not any(t.state == "RUNNING" and t.node_id == node and t.name.startswith(EXTRACTION) for t in _extraction_tasks(client, sid)):
-        assert time.time() < deadline and not client.get_job_status(sid).is_terminal(), "the second node never ran extraction tasks"
+    while not any(
+        t.state == "RUNNING" and t.node_id == node and t.name.startswith(EXTRACTION)
+        for t in _extraction_tasks(client, sid)
+    ):
+        assert time.time() < deadline and not client.get_job_status(sid).is_terminal(), (
+            "the second node never ran extraction tasks"
+        )
         time.sleep(0.05)
     os.killpg(group.pid, signal.SIGKILL)  # the node's raylet, agents and workers at once
     group.wait()

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile
-
 from conftest import MUSICNN_HEAD
 from helpers import shuffled_manifest
+
 from mgc import label, musicnn
 from mgc.cli import main
 from mgc.train import TrainConfig
@@ -23,7 +23,12 @@ REFERENCE = Path(__file__).parent / "data" / "musicnn_reference"  # a copy of ..
 # same weights in float64 already differs from the reference by up to 2.1x those (the reference's
 # own float32 rounding), and a float32 port's summation order moves it further; relative to the
 # values (max_pool's reach ~110) these are still 5e-6 or less.
-TOLERANCE = {"tags": ("taggram", 1.6e-6), "embedding": ("penultimate", 2e-5), "mean_pool": ("mean_pool", 5.2e-5), "max_pool": ("max_pool", 5.2e-4)}
+TOLERANCE = {
+    "tags": ("taggram", 1.6e-6),
+    "embedding": ("penultimate", 2e-5),
+    "mean_pool": ("mean_pool", 5.2e-5),
+    "max_pool": ("max_pool", 5.2e-4),
+}
 
 
 @pytest.mark.parametrize("clip", ["loud", "quiet"])
@@ -38,7 +43,9 @@ def test_the_port_reproduces_the_original_tensorflow_graph(clip):
     out = musicnn.run(x)
     for ours, (theirs, tol) in TOLERANCE.items():
         assert np.abs(out[ours] - ref[f"{theirs}_{clip}"]).max() <= tol, ours
-    assert musicnn.TAGS == tuple((REFERENCE / "tags.txt").read_text().split("\n")[:50])  # the order of the graph's outputs
+    assert musicnn.TAGS == tuple(
+        (REFERENCE / "tags.txt").read_text().split("\n")[:50]
+    )  # the order of the graph's outputs
     assert (np.argsort(-out["tags"].mean(0))[:5] == np.argsort(-ref[f"taggram_{clip}"].mean(0))[:5]).all()
 
 
@@ -51,7 +58,9 @@ def test_the_stored_input_is_the_packages_front_end_for_music_above_16_khz(tmp_p
     y16, _ = soundfile.read(REFERENCE / "loud.wav", dtype="float32")
     soundfile.write(tmp_path / "loud44.wav", librosa.resample(y16, orig_sr=16000, target_sr=44100), 44100)
     cfg = FeatureConfig(inputs=("musicnn",))
-    stored = inputs.compute(audio.load(str(tmp_path / "loud44.wav"), cfg), cfg, ("musicnn",))["musicnn"].astype(np.float32)
+    stored = inputs.compute(audio.load(str(tmp_path / "loud44.wav"), cfg), cfg, ("musicnn",))["musicnn"].astype(
+        np.float32
+    )
     package = musicnn.run(musicnn.patches(librosa.load(tmp_path / "loud44.wav", sr=musicnn.SR)[0]))
     assert len(stored) == len(package["tags"]) == 2
     # Patch 0 starts at 0 s in both (the package's patch 1 at 2.992 s, the second segment at 3 s).
@@ -64,8 +73,12 @@ def test_loud_audio_gives_finite_tags():
     rng = np.random.default_rng(0)
     t = np.arange(4 * musicnn.SR) / musicnn.SR
     y = np.clip(8 * (np.sign(np.sin(2 * np.pi * 55 * t)) + rng.normal(0, 1, len(t))), -1, 1).astype(np.float32)
-    mel = librosa.feature.melspectrogram(y=y, sr=musicnn.SR, hop_length=musicnn.HOP, n_fft=musicnn.N_FFT, n_mels=musicnn.N_MELS)
-    assert (10000 * mel.astype(np.float16).astype(np.float32) > np.finfo(np.float16).max).mean() > 0.1, "not loud enough to show the defect"
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=musicnn.SR, hop_length=musicnn.HOP, n_fft=musicnn.N_FFT, n_mels=musicnn.N_MELS
+    )
+    assert (10000 * mel.astype(np.float16).astype(np.float32) > np.finfo(np.float16).max).mean() > 0.1, (
+        "not loud enough to show the defect"
+    )
     x = musicnn.patches(y)
     out = musicnn.run(x)
     assert np.isfinite(x).all() and all(np.isfinite(v).all() for v in out.values())
@@ -75,7 +88,12 @@ def _segments(features: Path) -> pd.DataFrame:
     from mgc import storage
 
     rows = storage.read_parquet(str(features / "features"), columns=["track_id", "musicnn"]).to_pandas()
-    return rows.assign(genre_top=pd.read_parquet(features / "_manifest.parquet").set_index("track_id")["genre_top"].reindex(rows["track_id"]).to_numpy())
+    return rows.assign(
+        genre_top=pd.read_parquet(features / "_manifest.parquet")
+        .set_index("track_id")["genre_top"]
+        .reindex(rows["track_id"])
+        .to_numpy()
+    )
 
 
 def test_synthetic_genres_get_different_tags(tagged):
@@ -103,11 +121,26 @@ def test_the_head_learns_the_genres_from_the_embedding_and_not_shuffled_labels(m
     from mgc.train import run as train
 
     assert json.loads((musicnn_runs / "head" / "metrics.json").read_text())["validation"]["val_track_accuracy"] >= 0.9
-    assert list(pd.read_csv(musicnn_runs / "comparison.csv")["model"]) == ["baseline", "head"]  # `mgc compare` shows them side by side
+    assert list(pd.read_csv(musicnn_runs / "comparison.csv")["model"]) == [
+        "baseline",
+        "head",
+    ]  # `mgc compare` shows them side by side
     shuffled = shuffled_manifest(tagged, tmp_path / "shuffled.parquet")
-    control = train(TrainConfig(features=str(tagged), manifest=shuffled, model="head", storage_path=str(tmp_path / "control"), **MUSICNN_HEAD))
+    control = train(
+        TrainConfig(
+            features=str(tagged),
+            manifest=shuffled,
+            model="head",
+            storage_path=str(tmp_path / "control"),
+            **MUSICNN_HEAD,
+        )
+    )
     assert control["validation"]["val_track_accuracy"] < 0.5, control["validation"]
-    base = train(TrainConfig(features=str(tagged), model="baseline", input="musicnn", storage_path=str(tmp_path / "runs"), **MUSICNN_HEAD))
+    base = train(
+        TrainConfig(
+            features=str(tagged), model="baseline", input="musicnn", storage_path=str(tmp_path / "runs"), **MUSICNN_HEAD
+        )
+    )
     assert base["validation"]["val_track_accuracy"] >= 0.9, base["validation"]
 
 
@@ -115,11 +148,16 @@ def test_compare_exports_the_model_best_on_validation(musicnn_runs):
     """`mgc compare --export-best`: best/model is the artifact of the run whose validation score is
     the highest, byte for byte, and best.json says which and by what."""
     best = json.loads((musicnn_runs / "best" / "best.json").read_text())
-    scores = {run: json.loads((musicnn_runs / run / "metrics.json").read_text())["validation"]["val_track_f1_macro"] for run in ("baseline", "head")}
+    scores = {
+        run: json.loads((musicnn_runs / run / "metrics.json").read_text())["validation"]["val_track_f1_macro"]
+        for run in ("baseline", "head")
+    }
     assert best["metric"] == "val_track_f1_macro" and best["candidates"] == scores
     assert best["run"] == max(scores, key=scores.get) and best["score"] == max(scores.values())
     for f in ("model.json", "weights.pt"):
-        assert (musicnn_runs / "best" / "model" / f).read_bytes() == (musicnn_runs / best["run"] / "model" / f).read_bytes()
+        assert (musicnn_runs / "best" / "model" / f).read_bytes() == (
+            musicnn_runs / best["run"] / "model" / f
+        ).read_bytes()
 
 
 def test_the_head_reads_the_embedding_beside_the_statistics():
@@ -138,23 +176,59 @@ def test_label_and_embed_with_the_pretrained_tagger_and_no_training(ray_connecte
     labels nothing; `mgc embed --model musicnn` makes a catalogue of the embedding."""
     folder, truth = inbox
     out = tmp_path / "labels"
-    args = ["label", "--model", "musicnn", "--input", str(folder), "--out", str(out), "--max-seconds", "30", "--top-k", "5", "--no-progress"]
+    args = [
+        "label",
+        "--model",
+        "musicnn",
+        "--input",
+        str(folder),
+        "--out",
+        str(out),
+        "--max-seconds",
+        "30",
+        "--top-k",
+        "5",
+        "--no-progress",
+    ]
     assert main(args) == 0
-    rows = label.read_labels(str(out)).assign(file=lambda d: [str(Path(p).relative_to(folder)) for p in d["path"]]).set_index("file")
+    rows = (
+        label.read_labels(str(out))
+        .assign(file=lambda d: [str(Path(p).relative_to(folder)) for p in d["path"]])
+        .set_index("file")
+    )
     assert len(rows) == len(truth)
     good = truth[truth["status"] == "ok"]["file"]
     ok = rows.loc[good]
     assert (ok["status"] == "ok").all() and (rows.drop(index=good)["status"] == "error").all()
-    assert all(set(g) <= set(musicnn.TAGS) and len(g) == 5 and np.all(np.diff(p) <= 0) for g, p in zip(ok["top_genres"], ok["top_probs"]))
+    assert all(
+        set(g) <= set(musicnn.TAGS) and len(g) == 5 and np.all(np.diff(p) <= 0)
+        for g, p in zip(ok["top_genres"], ok["top_probs"])
+    )
     probs = np.stack(ok["probabilities"].to_numpy())
-    assert probs.shape[1] == 50 and ((probs > 0) & (probs < 1)).all() and not np.allclose(probs.sum(1), 1.0)  # a sigmoid per tag
+    assert (
+        probs.shape[1] == 50 and ((probs > 0) & (probs < 1)).all() and not np.allclose(probs.sum(1), 1.0)
+    )  # a sigmoid per tag
     assert all(len(e) == musicnn.EMBEDDING for e in ok["embedding"])
     assert set(ok["model_id"]) == {label.model_id("musicnn")}
     assert main(args) == 0
     summary = json.loads((out / "_summary.json").read_text())
     assert summary["labelled"] == 0 and summary["skipped"] == len(truth)
 
-    assert main(["embed", "--features", str(tagged), "--model", "musicnn", "--out", str(tmp_path / "catalogue"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--features",
+                str(tagged),
+                "--model",
+                "musicnn",
+                "--out",
+                str(tmp_path / "catalogue"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     catalogue = pd.read_parquet(tmp_path / "catalogue" / "catalogue.parquet")
     assert len(catalogue) == _segments(tagged)["track_id"].nunique()
     assert len(catalogue["embedding"].iloc[0]) == musicnn.EMBEDDING
@@ -170,7 +244,12 @@ def test_a_head_artifact_labels_from_the_musicnn_input_alone(musicnn_runs, inbox
     model, meta = artifact.load(str(path))
     folder, truth = inbox
     audio = str(folder / truth[truth["status"] == "ok"]["file"].iloc[0])
-    row = featurise({"path": audio, "error": None, "size": -1, "mtime_ns": -1}, FeatureConfig.from_dict(meta["feature_config"]), model.cfg.inputs, {})
+    row = featurise(
+        {"path": audio, "error": None, "size": -1, "mtime_ns": -1},
+        FeatureConfig.from_dict(meta["feature_config"]),
+        model.cfg.inputs,
+        {},
+    )
     assert row["status"] == "ok" and "musicnn" in row and "logmel" not in row and "mfcc" not in row
     got = label.label_file(audio, str(path))
     assert got["status"] == "ok" and got["top_genres"][0] in meta["labels"]

@@ -54,7 +54,9 @@ def test_mixup_targets_sum_to_one_and_one_tracks_segments_stay_apart():
     assert torch.allclose(t.sum(1), torch.ones(16))
     assert (t.max(1).values < 1).sum() >= 8, "most segments are mixed"
     one_track, t1 = augment.mixup(x, targets, torch.zeros(16, dtype=torch.long), 0.4, _gen(), rng)
-    assert torch.equal(t1, targets) and torch.equal(one_track["logmel"], x["logmel"]), "segments of one track are never mixed"
+    assert torch.equal(t1, targets) and torch.equal(one_track["logmel"], x["logmel"]), (
+        "segments of one track are never mixed"
+    )
     assert augment.mixup(x, targets, tracks, 0.0, _gen(), rng)[1] is targets
 
 
@@ -132,7 +134,10 @@ def test_a_validation_split_all_right_cannot_collapse_the_temperature(n, margin)
         confidence = np.exp(metrics.calibrate(lp, fit["temperature"]).max(1)).mean()
         assert confidence <= (n + 1) / (n + 2) + 1e-6
         ty, tlp = _predictions(1000, 0.8, margin, 100 + seed)
-        loss = {t: metrics.scores(ty, metrics.calibrate(tlp, t), 5)["log_loss"] for t in (fit["temperature"], 1.0, np.exp(-3))}
+        loss = {
+            t: metrics.scores(ty, metrics.calibrate(tlp, t), 5)["log_loss"]
+            for t in (fit["temperature"], 1.0, np.exp(-3))
+        }
         assert loss[fit["temperature"]] < 2 and loss[1.0] < 2 < loss[np.exp(-3)], loss
 
 
@@ -144,8 +149,16 @@ def test_the_temperature_is_the_validation_fit_where_the_split_is_informative():
     from sklearn.metrics import log_loss
 
     fit = metrics.fit_temperature(y, lp)
-    plain = minimize_scalar(lambda s: log_loss(y, np.exp(metrics.calibrate(lp, np.exp(s))), labels=range(5)), bounds=(-3, 3), method="bounded")
-    assert not fit["floored"] and fit["temperature"] > 1.5 and fit["temperature"] == pytest.approx(np.exp(plain.x), rel=0.05)
+    plain = minimize_scalar(
+        lambda s: log_loss(y, np.exp(metrics.calibrate(lp, np.exp(s))), labels=range(5)),
+        bounds=(-3, 3),
+        method="bounded",
+    )
+    assert (
+        not fit["floored"]
+        and fit["temperature"] > 1.5
+        and fit["temperature"] == pytest.approx(np.exp(plain.x), rel=0.05)
+    )
     ty, tlp = _predictions(2000, 0.8, 6.0, 1)
     assert metrics.ece(ty, metrics.calibrate(tlp, fit["temperature"])) < metrics.ece(ty, tlp) - 0.05
 
@@ -201,7 +214,9 @@ def test_validation_never_sees_the_augmentation(features, tmp_path):
     for k in ("val_segment_accuracy", "val_segment_log_loss", "val_track_log_loss", "val_track_f1_macro"):
         assert again[k] == pytest.approx(out["validation"][k], abs=1e-5), k
     saved = pq.read_table(tmp_path / "cnn" / "test_predictions.parquet")
-    ours = metrics.track_level(saved["track_id"].to_numpy(), saved["label"].to_numpy(), saved["logprobs"].combine_chunks().to_numpy_ndarray())
+    ours = metrics.track_level(
+        saved["track_id"].to_numpy(), saved["label"].to_numpy(), saved["logprobs"].combine_chunks().to_numpy_ndarray()
+    )
     theirs = metrics.track_level(*scored("test"))
     assert np.array_equal(ours[0], theirs[0]) and np.allclose(ours[2], theirs[2], atol=1e-4)
 
@@ -222,16 +237,37 @@ def test_the_baseline_labels_embeds_and_compares_like_a_network(compared_all, al
     assert m["epochs_run"] == 1 and m["model"]["inputs"] == ["logmel", "mfcc"] and m["calibration"]["temperature"] > 0
     model = str(compared_all / "baseline" / "model")
     folder, truth = inbox
-    assert main(["label", "--model", model, "--input", str(folder), "--out", str(tmp_path / "labels"), "--no-progress"]) == 0
+    assert (
+        main(["label", "--model", model, "--input", str(folder), "--out", str(tmp_path / "labels"), "--no-progress"])
+        == 0
+    )
     rows = label.read_labels(str(tmp_path / "labels"))
-    ok = rows[rows["status"] == "ok"].assign(file=lambda r: [p.removeprefix(f"{folder}/") for p in r["path"]]).set_index("file")
+    ok = (
+        rows[rows["status"] == "ok"]
+        .assign(file=lambda r: [p.removeprefix(f"{folder}/") for p in r["path"]])
+        .set_index("file")
+    )
     good = truth[truth["status"] == "ok"].set_index("file")
     assert set(ok.index) == set(good.index)
     accuracy = float((ok.loc[good.index, "top_genres"].map(lambda g: g[0]) == good["genre"]).mean())
     assert accuracy >= 0.75, accuracy
     size = 2 * (64 + 20)  # mean and std of 64 mel bands and 20 MFCCs
     assert all(len(e) == size for e in ok["embedding"])
-    assert main(["embed", "--features", str(all_inputs), "--model", model, "--out", str(tmp_path / "catalogue"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--features",
+                str(all_inputs),
+                "--model",
+                model,
+                "--out",
+                str(tmp_path / "catalogue"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     precision = pd.read_csv(tmp_path / "catalogue" / "precision_at_k.csv").set_index("genre")
     assert precision.loc["all", "precision@5"] >= 0.8
 
@@ -242,7 +278,9 @@ def test_the_baseline_labels_embeds_and_compares_like_a_network(compared_all, al
 # (bench/README.md, "The training recipe"); here the recipe has work to do. The mid-size cnn at
 # 12 epochs is bench/recipe.py's setting, where the default recipe led on 11 of 12 measured pairs
 # (3 corpora x 2 seeds x 2 held-out shares); this corpus seed and training seed are one of them.
-UPLOADS = dict(tracks=240, seconds=9.0, label_noise=0.2, upload_conditions=("noise",), held_out=0.2, broken_share=0.0, seed=7)
+UPLOADS = dict(
+    tracks=240, seconds=9.0, label_noise=0.2, upload_conditions=("noise",), held_out=0.2, broken_share=0.0, seed=7
+)
 MID = dict(model="cnn", epochs=12, channels=(16, 32, 64, 64), dense=(256, 64, 32), batch_size=32, lr=1e-3)
 
 
@@ -256,28 +294,42 @@ def test_the_default_recipe_beats_the_plain_one_on_uploads_and_calibrates(ray_co
     import dataclasses
 
     import pandas as pd
-
     from conftest import _extract
+
     from mgc.synth import SynthConfig, generate
     from mgc.train import run as train
 
     corpus = generate(SynthConfig(out=str(tmp_path / "corpus"), **UPLOADS), progress=False)
     features = _extract(tmp_path / "corpus", tmp_path / "features")
     runs = tmp_path / "runs"
-    base = TrainConfig(features=str(features), num_workers=1, cache_data=True, storage_path=str(runs), progress=False, seed=0, **MID)
-    out = {recipe: train(dataclasses.replace(base, name=recipe, **options)) for recipe, options in (("plain", PLAIN), ("default", {"patience": 0}))}
+    base = TrainConfig(
+        features=str(features), num_workers=1, cache_data=True, storage_path=str(runs), progress=False, seed=0, **MID
+    )
+    out = {
+        recipe: train(dataclasses.replace(base, name=recipe, **options))
+        for recipe, options in (("plain", PLAIN), ("default", {"patience": 0}))
+    }
     truth = pd.read_csv(f"{corpus}/fma_metadata/synth_truth.csv")
     assert truth["upload"].sum() == (truth["split"] != "training").sum()
     tracks = int((truth["split"] == "validation").sum())
-    right = {k: round(o["validation"]["val_track_accuracy"] * tracks) for k, o in out.items()}  # validation tracks the exported models get right
+    right = {
+        k: round(o["validation"]["val_track_accuracy"] * tracks) for k, o in out.items()
+    }  # validation tracks the exported models get right
     assert right["default"] > right["plain"] and right["default"] >= 0.7 * tracks, (right, tracks)
     assert out["default"]["test"]["track"]["accuracy"] >= out["plain"]["test"]["track"]["accuracy"]
     # The rate at each epoch's end: the peak after the one-epoch warm-up (test_the_schedule_warms_up_then_decays_to_zero
     # checks the warm-up itself), then falling to zero.
     rates = [h["lr"] for h in json.loads((runs / "default" / "history.json").read_text())]
-    assert rates[0] == pytest.approx(MID["lr"]) and all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < MID["lr"] / 1000, rates
+    assert (
+        rates[0] == pytest.approx(MID["lr"])
+        and all(a > b for a, b in zip(rates, rates[1:]))
+        and rates[-1] < MID["lr"] / 1000
+    ), rates
     c = out["default"]["calibration"]
     assert json.loads((runs / "default" / "model" / "model.json").read_text())["temperature"] == c["temperature"] > 0
-    assert c["validation"]["ece_after"] < c["validation"]["ece_before"] and c["test"]["ece_after"] < c["test"]["ece_before"], c
+    assert (
+        c["validation"]["ece_after"] < c["validation"]["ece_before"]
+        and c["test"]["ece_after"] < c["test"]["ece_before"]
+    ), c
     assert out["default"]["test"]["track"]["ece"] == pytest.approx(c["test"]["ece_after"])
     assert (runs / "default" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

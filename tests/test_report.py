@@ -41,7 +41,9 @@ def run_dir(features, compared, sweep, labelled, catalogue, tmp_path_factory):
         (run / name).symlink_to(src)
     (run / "sweeps").mkdir()
     (run / "sweeps" / "sw").symlink_to(sweep[0])
-    (run / "demo.json").write_text(json.dumps({"config": {}, "stages": {"extract": {"wall_s": 12.5}, "train": {"wall_s": 80.0}}}))
+    (run / "demo.json").write_text(
+        json.dumps({"config": {}, "stages": {"extract": {"wall_s": 12.5}, "train": {"wall_s": 80.0}}})
+    )
     return run
 
 
@@ -56,7 +58,9 @@ def test_the_report_has_every_section_with_the_runs_figures(run_dir, capsys):
     # 3 figures per model (confusion, learning curves, reliability), the sweep's plane: embedded
     # in the HTML, copied beside the Markdown.
     assert page.count("src='data:image/png;base64,") == 7
-    assert len(re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", md)) == 7 and all((run_dir / "report" / f).is_file() for f in re.findall(r"\]\(([^)]+\.png)\)", md))
+    assert len(re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", md)) == 7 and all(
+        (run_dir / "report" / f).is_file() for f in re.findall(r"\]\(([^)]+\.png)\)", md)
+    )
 
     tables = _tables(md)
     summary = json.loads((run_dir / "features" / "_summary.json").read_text())
@@ -78,7 +82,10 @@ def test_the_report_has_every_section_with_the_runs_figures(run_dir, capsys):
         assert float(calibration.loc[run, "temperature"]) == pytest.approx(c["temperature"], abs=1e-3)
         assert float(calibration.loc[run, "test ece after"]) == pytest.approx(c["test"]["ece_after"], abs=1e-4)
         fit = c["temperature_fit"]  # how T was chosen, in metrics.json and in the report
-        assert calibration.loc[run, "how"].startswith("floor" if fit["floored"] else "fitted") and f"{fit['right']}/{fit['n']}" in calibration.loc[run, "how"]
+        assert (
+            calibration.loc[run, "how"].startswith("floor" if fit["floored"] else "fitted")
+            and f"{fit['right']}/{fit['n']}" in calibration.loc[run, "how"]
+        )
 
     best = json.loads((run_dir / "sweeps" / "sw" / "best.json").read_text())
     config = dict(tables["sw: best configuration"].values)
@@ -89,11 +96,17 @@ def test_the_report_has_every_section_with_the_runs_figures(run_dir, capsys):
 
     people = pd.read_csv(run_dir / "labels" / "summary.csv")
     genres = tables["Files per predicted genre, and the share flagged uncertain"]
-    assert dict(zip(genres["genre"], genres["files"].astype(int))) == dict(people.loc[people["kind"] == "genre", ["name", "files"]].values)
-    uncertain = (people["files"] * people["uncertain_share"].fillna(0)).sum() / people.loc[people["kind"] == "genre", "files"].sum()
+    assert dict(zip(genres["genre"], genres["files"].astype(int))) == dict(
+        people.loc[people["kind"] == "genre", ["name", "files"]].values
+    )
+    uncertain = (people["files"] * people["uncertain_share"].fillna(0)).sum() / people.loc[
+        people["kind"] == "genre", "files"
+    ].sum()
     assert f"({uncertain:.1%} flagged uncertain)" in md
     errors = tables["Errors by reason"]
-    assert dict(zip(errors["reason"], errors["files"].astype(int))) == dict(people.loc[people["kind"] == "error", ["name", "files"]].values)
+    assert dict(zip(errors["reason"], errors["files"].astype(int))) == dict(
+        people.loc[people["kind"] == "error", ["name", "files"]].values
+    )
     precision = pd.read_csv(run_dir / "catalogue" / "precision_at_k.csv").set_index("genre")
     shown = tables["Genre precision of the 5 and 10 nearest neighbours"].set_index("genre")
     assert float(shown.loc["all", "precision@5"]) == pytest.approx(precision.loc["all", "precision@5"], abs=1e-4)
@@ -143,5 +156,7 @@ def test_a_summary_missing_a_field_names_the_file_and_the_field(tmp_path):
     (tmp_path / "features" / "_summary.json").write_text("{}")
     html, md = report.write(str(tmp_path))
     text = open(md).read()
-    assert f"Could not be rendered: {tmp_path / 'features' / '_summary.json'}: no field 'tracks_ok'" in text, text[:2000]
+    assert f"Could not be rendered: {tmp_path / 'features' / '_summary.json'}: no field 'tracks_ok'" in text, text[
+        :2000
+    ]
     assert "KeyError" not in text and text.count("Not run") == 4

@@ -8,8 +8,8 @@ import signal
 import time
 
 import pytest
-
 from conftest import PLAIN_RECIPE, wait_for_free_cpus
+
 from mgc import resources
 from mgc.cli import main
 

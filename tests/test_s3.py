@@ -12,9 +12,9 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import _free_port, _start_moto, submit_job
 from helpers import assert_complete_and_unique
+
 from mgc import fma, storage
 from mgc.errors import MgcError
 from mgc.extract import ExtractConfig, run
@@ -38,7 +38,9 @@ def s3(s3_server):
 
 
 def _upload(fs, local, prefix: str) -> str:
-    pafs.copy_files(str(local), f"{BUCKET}/{prefix}", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    pafs.copy_files(
+        str(local), f"{BUCKET}/{prefix}", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+    )
     return f"s3://{BUCKET}/{prefix}"
 
 
@@ -59,7 +61,11 @@ def test_extraction_reads_the_corpus_from_s3_and_writes_shards_there(s3, s3_feat
     assert {k for k in keys if k.startswith("rejects/")} == {f"rejects/part-{k:06d}.parquet" for k in range(6)}
     assert not {k for k in keys if k.startswith(".") or "/." in k}  # no write probes or temporaries left
     assert_complete_and_unique(out, truth, segments_per_track=3)
-    assert storage.read_json(f"{out}/_summary.json")["tracks_ok"] == summary["tracks_ok"] == int((truth["expected"] == "ok").sum())
+    assert (
+        storage.read_json(f"{out}/_summary.json")["tracks_ok"]
+        == summary["tracks_ok"]
+        == int((truth["expected"] == "ok").sum())
+    )
     again = run(fma.manifest(fma_root), ExtractConfig(out=out, tracks_per_shard=8, progress=False))
     assert again["this_run"]["tracks_processed"] == 0
 
@@ -81,7 +87,9 @@ def test_a_folder_of_more_parquet_files_than_one_scan_reads_whole(where, s3, tmp
     schema = pa.schema([("i", pa.int64()), ("note", pa.string())])
     table = storage.read_parquet(root, schema=schema)
     assert table.schema == schema and table.num_rows == 2 * n
-    with_note = sorted(i for i, note in zip(table.column("i").to_pylist(), table.column("note").to_pylist()) if note == "x")
+    with_note = sorted(
+        i for i, note in zip(table.column("i").to_pylist(), table.column("note").to_pylist()) if note == "x"
+    )
     assert with_note == [i for i in range(n) if i % 3]
 
 
@@ -99,7 +107,13 @@ def test_train_label_and_embed_with_everything_in_s3(ray_cluster, s3, s3_feature
     sweep = "sweeps/cnn-sweep"
     found = keys(sweep)
     assert {"sweep.json", "trials.csv", "best.json", "search_plane.png"} <= found
-    assert {"best/model/model.json", "best/model/weights.pt", "best/metrics.json", "best/confusion_matrix.png", "best/learning_curves.png"} <= found
+    assert {
+        "best/model/model.json",
+        "best/model/weights.pt",
+        "best/metrics.json",
+        "best/confusion_matrix.png",
+        "best/learning_curves.png",
+    } <= found
     trials = pd.read_csv(io.BytesIO(storage.read_bytes(f"s3://{BUCKET}/{sweep}/trials.csv")))
     assert len(trials) == 2 and (trials["stop_reason"] == "completed").all() and trials["lr"].nunique() == 2
     for trial in trials["trial_id"]:  # every trial's Ray Train checkpoint is in the bucket
@@ -117,16 +131,22 @@ def test_train_label_and_embed_with_everything_in_s3(ray_cluster, s3, s3_feature
     assert {"summary.csv", "_summary.json"} <= label_keys and any(k.startswith("labels/part-") for k in label_keys)
     rows = storage.read_parquet(f"{out}/labels").to_pandas()
     assert sorted(rows["path"]) == sorted(f"{uploads_uri}/{f}" for f in truth["file"])
-    assert dict(zip(rows["path"].str[len(uploads_uri) + 1 :], rows["status"])) == dict(zip(truth["file"], truth["status"]))
+    assert dict(zip(rows["path"].str[len(uploads_uri) + 1 :], rows["status"])) == dict(
+        zip(truth["file"], truth["status"])
+    )
     ok = rows[rows["status"] == "ok"]
     assert np.allclose([np.sum(p) for p in ok["probabilities"]], 1.0, atol=1e-4)
 
     from mgc.cli import main
 
-    assert main(["embed", "--features", features, "--model", best["artifact"], "--out", f"s3://{BUCKET}/catalogue"]) == 0
+    assert (
+        main(["embed", "--features", features, "--model", best["artifact"], "--out", f"s3://{BUCKET}/catalogue"]) == 0
+    )
     assert {"catalogue.parquet", "precision_at_k.csv", "precision_at_k.md"} <= keys("catalogue")
     catalogue = pq.read_table(io.BytesIO(storage.read_bytes(f"s3://{BUCKET}/catalogue/catalogue.parquet")))
-    assert catalogue.num_rows == len(storage.read_parquet(f"{features}/features", columns=["track_id"]).column("track_id").unique())
+    assert catalogue.num_rows == len(
+        storage.read_parquet(f"{features}/features", columns=["track_id"]).column("track_id").unique()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +160,9 @@ def denying_server():
 
 
 @pytest.mark.parametrize("problem", ["missing bucket", "wrong credentials", "unreachable endpoint"])
-def test_storage_problems_fail_before_work_naming_the_uri(problem, ray_connected, s3_features, corpus, denying_server, monkeypatch, tmp_path):
+def test_storage_problems_fail_before_work_naming_the_uri(
+    problem, ray_connected, s3_features, corpus, denying_server, monkeypatch, tmp_path
+):
     """Each job's first step finds the problem and names the URI in one line; nothing is written."""
     fma_root, features, _ = s3_features
     from mgc.cli import main
@@ -154,8 +176,24 @@ def test_storage_problems_fail_before_work_naming_the_uri(problem, ray_connected
         bucket, why = BUCKET, "cannot reach the storage endpoint"
     commands = {
         f"s3://{bucket}/fma": ["extract", "--fma-root", f"s3://{bucket}/fma", "--out", str(tmp_path / "f")],
-        f"s3://{bucket}/features": ["train", "--features", f"s3://{bucket}/features", "--storage-path", str(tmp_path / "r"), "--cpus-per-worker", "0.5"],
-        f"s3://{bucket}/uploads": ["label", "--model", f"s3://{bucket}/runs/cnn/model", "--input", f"s3://{bucket}/uploads", "--out", str(tmp_path / "l")],
+        f"s3://{bucket}/features": [
+            "train",
+            "--features",
+            f"s3://{bucket}/features",
+            "--storage-path",
+            str(tmp_path / "r"),
+            "--cpus-per-worker",
+            "0.5",
+        ],
+        f"s3://{bucket}/uploads": [
+            "label",
+            "--model",
+            f"s3://{bucket}/runs/cnn/model",
+            "--input",
+            f"s3://{bucket}/uploads",
+            "--out",
+            str(tmp_path / "l"),
+        ],
     }
     if problem != "missing bucket":  # outputs: the probe write fails (a missing bucket is covered by inputs)
         commands[f"s3://{bucket}/out"] = ["extract", "--fma-root", str(corpus), "--out", f"s3://{bucket}/out"]
@@ -163,6 +201,9 @@ def test_storage_problems_fail_before_work_naming_the_uri(problem, ray_connected
         with pytest.raises(MgcError) as e:
             main(["--debug", *args, "--no-progress"])
         message = str(e.value)
-        assert message.startswith(("s3://", f"s3://{bucket}")) and uri.split("/")[2] in message and why in message, (args, message)
+        assert message.startswith(("s3://", f"s3://{bucket}")) and uri.split("/")[2] in message and why in message, (
+            args,
+            message,
+        )
         assert "\n" not in message
     assert not list(tmp_path.iterdir())

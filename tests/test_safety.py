@@ -54,15 +54,23 @@ def test_links_leading_out_of_a_folder_are_never_listed(linked):
     ok = sorted(os.path.relpath(r["path"], inbox) for r in listed.rows if r["error"] is None)
     refused = {os.path.relpath(r["path"], inbox): r["error"] for r in listed.rows if r["error"]}
     assert ok == ["pop/b.wav", "rock/a.wav"]
-    assert set(refused) == {"rock/out_file.wav", "pop/out_dir"} and all("outside the input folder" in e for e in refused.values())
+    assert set(refused) == {"rock/out_file.wav", "pop/out_dir"} and all(
+        "outside the input folder" in e for e in refused.values()
+    )
     assert listed.links_skipped == 2  # the link inside, and the loop
 
     followed = label.list_inputs(str(inbox), follow_links=True)
     ok = sorted(os.path.relpath(r["path"], inbox) for r in followed.rows if r["error"] is None)
-    assert ok == ["pop/b.wav", "pop/in_link.wav", "rock/a.wav"]  # the loop is walked once, the outward links still refused
+    assert ok == [
+        "pop/b.wav",
+        "pop/in_link.wav",
+        "rock/a.wav",
+    ]  # the loop is walked once, the outward links still refused
     assert sum(1 for r in followed.rows if r["error"]) == 2
     (inbox / "pop" / "again.wav").symlink_to(inbox / "rock" / "a.wav")  # a second name for a listed file: listed once
-    assert [r["path"] for r in label.list_inputs(str(inbox), follow_links=True).rows if r["error"] is None] == [str(inbox / p) for p in ok]
+    assert [r["path"] for r in label.list_inputs(str(inbox), follow_links=True).rows if r["error"] is None] == [
+        str(inbox / p) for p in ok
+    ]
     (inbox / "pop" / "again.wav").unlink()
 
     m = manifest.from_folder(str(inbox))  # mgc extract --folder: the same rule
@@ -100,7 +108,9 @@ def tiny_artifact(path, **changes) -> str:
 def test_labelling_reads_nothing_through_a_link_leading_out(ray_connected, linked, tmp_path):
     inbox, secret = linked
     out = tmp_path / "labels"
-    summary = label.run(LabelConfig(model=tiny_artifact(tmp_path / "model"), input=str(inbox), out=str(out), progress=False))
+    summary = label.run(
+        LabelConfig(model=tiny_artifact(tmp_path / "model"), input=str(inbox), out=str(out), progress=False)
+    )
     assert summary["labelled"] == 2 and summary["errors"] == 2 and summary["links_skipped"] == 2
     rows = label.read_labels(str(out)).set_index("path")
     refused = rows[rows["reason"] == "outside_root"]
@@ -114,9 +124,18 @@ def test_an_artifact_whose_parts_disagree_stops_the_job_before_ray_starts(tmp_pa
     inbox = tmp_path / "in"
     _wav(inbox / "a.wav")
     cases = {
-        "labels": (tiny_artifact(tmp_path / "labels", labels=list(GENRES[:7])), "the label map has 7 genres, the network 8 classes"),
-        "features": (tiny_artifact(tmp_path / "features", feature_config={"n_mels": 64}), "the feature config gives logmel of shape [64, 130]"),
-        "weights": (tiny_artifact(tmp_path / "weights", model_config={"channels": [4, 16]}), "weights.pt: the weights do not fit the network"),
+        "labels": (
+            tiny_artifact(tmp_path / "labels", labels=list(GENRES[:7])),
+            "the label map has 7 genres, the network 8 classes",
+        ),
+        "features": (
+            tiny_artifact(tmp_path / "features", feature_config={"n_mels": 64}),
+            "the feature config gives logmel of shape [64, 130]",
+        ),
+        "weights": (
+            tiny_artifact(tmp_path / "weights", model_config={"channels": [4, 16]}),
+            "weights.pt: the weights do not fit the network",
+        ),
     }
     script = f"""
 import json, sys
@@ -154,10 +173,26 @@ class _Exploit:
     "name,spoil,words",
     [
         ("empty weights", lambda p: (p / "weights.pt").write_bytes(b""), "weights.pt: empty"),
-        ("truncated weights", lambda p: (p / "weights.pt").write_bytes((p / "weights.pt").read_bytes()[:2000]), "weights.pt: truncated or corrupt"),
-        ("pickled object", lambda p: torch.save({"w": _Exploit(str(p / "pwned"))}, p / "weights.pt"), "weights.pt: not a plain state dict (it holds pickled objects): refused"),
-        ("corrupt model.json", lambda p: (p / "model.json").write_text('{"format_version": 2, "labels": ['), "model.json: not valid JSON"),
-        ("model.json lacks a part", lambda p: (p / "model.json").write_text(json.dumps({"format_version": artifact.FORMAT_VERSION})), "model.json: lacks 'model_config'"),
+        (
+            "truncated weights",
+            lambda p: (p / "weights.pt").write_bytes((p / "weights.pt").read_bytes()[:2000]),
+            "weights.pt: truncated or corrupt",
+        ),
+        (
+            "pickled object",
+            lambda p: torch.save({"w": _Exploit(str(p / "pwned"))}, p / "weights.pt"),
+            "weights.pt: not a plain state dict (it holds pickled objects): refused",
+        ),
+        (
+            "corrupt model.json",
+            lambda p: (p / "model.json").write_text('{"format_version": 2, "labels": ['),
+            "model.json: not valid JSON",
+        ),
+        (
+            "model.json lacks a part",
+            lambda p: (p / "model.json").write_text(json.dumps({"format_version": artifact.FORMAT_VERSION})),
+            "model.json: lacks 'model_config'",
+        ),
     ],
 )
 def test_corrupt_or_unsafe_artifact_files_are_named(tmp_path, name, spoil, words):
@@ -174,13 +209,17 @@ def test_a_report_with_one_unreadable_stage_renders_the_others(tmp_path):
     (tmp_path / "features").mkdir()
     (tmp_path / "features" / "_summary.json").write_text('{"tracks_ok": 3,')
     (tmp_path / "catalogue").mkdir()
-    pd.DataFrame({"genre": ["Rock", "all"], "tracks": [4, 4], "precision@5": [0.5, 0.5], "precision@10": [0.4, 0.4]}).to_csv(
-        tmp_path / "catalogue" / "precision_at_k.csv", index=False
-    )
+    pd.DataFrame(
+        {"genre": ["Rock", "all"], "tracks": [4, 4], "precision@5": [0.5, 0.5], "precision@10": [0.4, 0.4]}
+    ).to_csv(tmp_path / "catalogue" / "precision_at_k.csv", index=False)
     _, md = report.write(str(tmp_path))
     text = open(md).read()
     extraction = text.split("## Extraction")[1].split("## ")[0]
-    assert "Could not be rendered" in extraction and str(tmp_path / "features" / "_summary.json") in extraction and "not valid JSON" in extraction
+    assert (
+        "Could not be rendered" in extraction
+        and str(tmp_path / "features" / "_summary.json") in extraction
+        and "not valid JSON" in extraction
+    )
     assert "### Genre precision of the 5 and 10 nearest neighbours" in text and "| Rock" in text
     assert text.count("Not run") == 3  # models, tuning, labelling
 

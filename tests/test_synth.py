@@ -17,7 +17,9 @@ def test_plan_is_deterministic_artist_filtered_and_covers_every_genre_in_every_s
     assert a.groupby("artist_id")["split"].nunique().max() == 1
     assert (a.groupby("genre")["split"].nunique() == 3).all()
     assert set(a["genre"]) == set(synth.GENRES) and len(synth.GENRES) >= 8
-    assert a["kind"].value_counts().drop("ok").to_dict() == {k: 16 // 6 + (i < 16 % 6) for i, k in enumerate(synth.BROKEN_EXPECTED)}
+    assert a["kind"].value_counts().drop("ok").to_dict() == {
+        k: 16 // 6 + (i < 16 % 6) for i, k in enumerate(synth.BROKEN_EXPECTED)
+    }
     assert not synth.plan(synth.SynthConfig(out="unused", tracks=160, seed=2)).equals(a)
 
 
@@ -87,15 +89,29 @@ def test_genres_are_separable_but_not_trivially(tmp_path):
         correct += int(np.argmin(((centroids - feats[i]) ** 2).sum(1)) == labels[i])
     accuracy = correct / len(feats)
     assert accuracy > 3 / len(synth.GENRES), accuracy
-    within = np.mean([np.linalg.norm(feats[i] - feats[j]) for i in range(len(feats)) for j in range(len(feats)) if i != j and labels[i] == labels[j]])
+    within = np.mean(
+        [
+            np.linalg.norm(feats[i] - feats[j])
+            for i in range(len(feats))
+            for j in range(len(feats))
+            if i != j and labels[i] == labels[j]
+        ]
+    )
     assert within > 0.5  # tracks of one genre are not copies of each other
 
 
 def test_label_noise_flips_training_genres_in_the_metadata_only(tmp_path):
     """--label-noise gives that share of the training tracks another genre in tracks.csv; the
     audio, validation and test are as in the clean corpus, and synth_truth.csv has both."""
-    clean = synth.generate(synth.SynthConfig(out=str(tmp_path / "clean"), tracks=60, seconds=3.0, broken_share=0.0, seed=4), progress=False)
-    noisy = synth.generate(synth.SynthConfig(out=str(tmp_path / "noisy"), tracks=60, seconds=3.0, broken_share=0.0, label_noise=0.3, seed=4), progress=False)
+    clean = synth.generate(
+        synth.SynthConfig(out=str(tmp_path / "clean"), tracks=60, seconds=3.0, broken_share=0.0, seed=4), progress=False
+    )
+    noisy = synth.generate(
+        synth.SynthConfig(
+            out=str(tmp_path / "noisy"), tracks=60, seconds=3.0, broken_share=0.0, label_noise=0.3, seed=4
+        ),
+        progress=False,
+    )
     truth = pd.read_csv(f"{noisy}/fma_metadata/synth_truth.csv")
     meta = fma.read_tracks(f"{noisy}/fma_metadata/tracks.csv")[("track", "genre_top")]
     labelled = truth[truth["labelled"]]
@@ -118,14 +134,28 @@ def test_linked_corpus_at_fma_proportions_loads_like_the_real_tracks_csv(tmp_pat
     from mgc.cli import main
 
     out = tmp_path / "linked"
-    args = ["synth", "--out", str(out), "--tracks", "2000", "--seconds", "3", "--link-pool", "16", "--fma-proportions", "--no-progress"]
+    args = [
+        "synth",
+        "--out",
+        str(out),
+        "--tracks",
+        "2000",
+        "--seconds",
+        "3",
+        "--link-pool",
+        "16",
+        "--fma-proportions",
+        "--no-progress",
+    ]
     assert main(args) == 0
     ours = fma.read_tracks(str(out / "fma_metadata" / "tracks.csv"), columns=None)
     real = fma.read_tracks(str(fma_sample / "tracks.csv"), columns=None)
     assert list(ours.columns) == list(real.columns)
     pd.testing.assert_series_equal(ours.dtypes, real.dtypes)
     assert ours.index.dtype == real.index.dtype and len(ours) == 2000
-    assert set(ours[("set", "subset")]) == set(real[("set", "subset")]) and set(ours[("set", "split")]) == set(real[("set", "split")])
+    assert set(ours[("set", "subset")]) == set(real[("set", "subset")]) and set(ours[("set", "split")]) == set(
+        real[("set", "split")]
+    )
     subsets = ours[("set", "subset")].value_counts(normalize=True)
     for subset, share in synth.FMA_SUBSET_SHARES.items():
         assert abs(subsets[subset] - share) < 0.03, (subset, subsets[subset])
@@ -147,7 +177,10 @@ def test_linked_corpus_at_fma_proportions_loads_like_the_real_tracks_csv(tmp_pat
             assert not path.exists()
             continue
         source = pool[path.stat().st_ino]
-        assert source.startswith(row.genre.replace(" ", "_") + "-" if row.kind == "ok" else row.kind + "-"), (row, source)
+        assert source.startswith(row.genre.replace(" ", "_") + "-" if row.kind == "ok" else row.kind + "-"), (
+            row,
+            source,
+        )
 
 
 def test_upload_conditions_record_only_the_held_out_tracks_as_uploads(tmp_path):
@@ -163,7 +196,12 @@ def test_upload_conditions_record_only_the_held_out_tracks_as_uploads(tmp_path):
     ramp = np.repeat(np.arange(n + int(synth.UPLOAD_OFFSET_S * sr), dtype=float)[:, None], 2, axis=1)
     for seed in range(5):  # offset: a slice of the first UPLOAD_OFFSET_S and one clip long, at another start each time
         x, level = synth.record_upload(ramp, sr, n, ("offset",), 0.5, np.random.default_rng(seed))
-        assert len(x) == n and (np.diff(x[:, 0]) == 1).all() and 0 <= x[0, 0] <= synth.UPLOAD_OFFSET_S * sr and level == 0.5
+        assert (
+            len(x) == n
+            and (np.diff(x[:, 0]) == 1).all()
+            and 0 <= x[0, 0] <= synth.UPLOAD_OFFSET_S * sr
+            and level == 0.5
+        )
     white = rng.standard_normal((n, 2))
     x, _ = synth.record_upload(white, sr, n, ("band",), 0.5, rng)  # band: high pass <= 300 Hz, low pass <= 10 kHz
     power = np.abs(np.fft.rfft(x[:, 0])) ** 2
@@ -176,7 +214,9 @@ def test_upload_conditions_record_only_the_held_out_tracks_as_uploads(tmp_path):
         snr = 10 * np.log10(np.mean(tone**2) / np.mean((x - tone) ** 2))
         assert 10 - 1e-6 <= snr <= 30 + 1e-6, snr
     levels = [synth.record_upload(tone, sr, n, ("level",), 0.5, np.random.default_rng(s))[1] for s in range(20)]
-    assert all(10 ** (-30 / 20) <= v <= 10 ** (-1 / 20) for v in levels) and min(levels) < 0.1  # the catalogue's lowest: 0.3
+    assert (
+        all(10 ** (-30 / 20) <= v <= 10 ** (-1 / 20) for v in levels) and min(levels) < 0.1
+    )  # the catalogue's lowest: 0.3
     peaks = [np.abs(synth.render("Folk", 1, s, 3.0, 22050, upload=("level",))).max() for s in range(4)]
     assert all(10 ** (-30 / 20) - 1e-6 <= p <= 10 ** (-1 / 20) + 1e-6 for p in peaks), peaks  # render applies the level
 
@@ -228,18 +268,46 @@ def test_new_options_leave_the_default_corpus_and_its_stamp_alone(tmp_path):
     """Off (the default), --multi-genre and --subgenres change nothing: the stamp has no new keys
     (a corpus written before they existed is reused), and turning them on changes only the genre
     columns of the blends, never a track's artist, split, subset or kind."""
-    old_keys = {"tracks", "seconds", "sample_rate", "seed", "broken_share", "unlabelled_share", "label_noise", "audio_dir", "link_pool", "fma_proportions"}
+    old_keys = {
+        "tracks",
+        "seconds",
+        "sample_rate",
+        "seed",
+        "broken_share",
+        "unlabelled_share",
+        "label_noise",
+        "audio_dir",
+        "link_pool",
+        "fma_proportions",
+    }
     default = synth.SynthConfig(out=str(tmp_path / "d"), tracks=120, seed=5)
     assert set(synth.stamp_of(default)) == old_keys
-    on = synth.SynthConfig(out=str(tmp_path / "o"), tracks=120, seed=5, multi_genre=0.3, subgenres=True, label_noise=0.3)
+    on = synth.SynthConfig(
+        out=str(tmp_path / "o"), tracks=120, seed=5, multi_genre=0.3, subgenres=True, label_noise=0.3
+    )
     assert synth.stamp_of(on)["multi_genre"] == 0.3 and synth.stamp_of(on)["subgenres"] is True
     a, b = synth.plan(dataclasses.replace(default, label_noise=0.3)), synth.plan(on)
     blend = b["blend"] != ""
-    same = ["track_id", "artist_id", "genre", "split", "subset", "kind", "expected", "artist_seed", "track_seed", "upload"]
+    same = [
+        "track_id",
+        "artist_id",
+        "genre",
+        "split",
+        "subset",
+        "kind",
+        "expected",
+        "artist_seed",
+        "track_seed",
+        "upload",
+    ]
     pd.testing.assert_frame_equal(a[same], b[same])
-    pd.testing.assert_frame_equal(a.loc[~blend, ["labelled", "listed_genre"]], b.loc[~blend, ["labelled", "listed_genre"]])
+    pd.testing.assert_frame_equal(
+        a.loc[~blend, ["labelled", "listed_genre"]], b.loc[~blend, ["labelled", "listed_genre"]]
+    )
     assert (b.loc[blend, "kind"] == "ok").all() and abs(blend.sum() - 0.3 * (b["kind"] == "ok").sum()) <= 1
-    assert (b["blend"] != b["genre"]).all() and b.loc[blend, "blend"].nunique() >= 4  # another genre, not always the same
+    assert (b["blend"] != b["genre"]).all() and b.loc[
+        blend, "blend"
+    ].nunique() >= 4  # another genre, not always the same
     # Label noise: single-genre training tracks only, and a flipped track names a sub-genre of the genre it is listed as.
     flipped = b["listed_genre"] != b["genre"]
     assert flipped.any() and not (flipped & blend).any() and set(b.loc[flipped, "split"]) == {"training"}
@@ -258,7 +326,23 @@ def test_multi_genre_and_subgenres_corpus_lists_what_it_plays(tmp_path):
     from mgc.cli import main
 
     out = tmp_path / "mg"
-    args = ["synth", "--out", str(out), "--tracks", "48", "--seconds", "3", "--multi-genre", "0.3", "--subgenres", "--seed", "5", "--workers", "2", "--no-progress"]
+    args = [
+        "synth",
+        "--out",
+        str(out),
+        "--tracks",
+        "48",
+        "--seconds",
+        "3",
+        "--multi-genre",
+        "0.3",
+        "--subgenres",
+        "--seed",
+        "5",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]
     assert main(args) == 0
     meta = out / "fma_metadata"
     tracks = fma.read_tracks(str(meta / "tracks.csv"), columns=[("track", "genres"), ("track", "genres_all")])
@@ -288,13 +372,28 @@ def test_multi_genre_and_subgenres_corpus_lists_what_it_plays(tmp_path):
     # compare log-mel profiles, not samples).
     import soundfile as sf
 
-    plan = synth.plan(synth.SynthConfig(out=str(out), tracks=48, seconds=3, seed=5, multi_genre=0.3, subgenres=True)).set_index("track_id")
+    plan = synth.plan(
+        synth.SynthConfig(out=str(out), tracks=48, seconds=3, seed=5, multi_genre=0.3, subgenres=True)
+    ).set_index("track_id")
     r = plan.loc[blends[0]]
     x, sr = sf.read(out / fma.audio_path("fma_large", int(blends[0])))
     heard = _logmel(x, sr).mean(axis=1)
-    as_listed = synth.render(r.genre, r.artist_seed, r.track_seed, 3.0, sr, subgenre=r.subgenre, blend=r.blend, blend_subgenre=r.blend_subgenre)
+    as_listed = synth.render(
+        r.genre,
+        r.artist_seed,
+        r.track_seed,
+        3.0,
+        sr,
+        subgenre=r.subgenre,
+        blend=r.blend,
+        blend_subgenre=r.blend_subgenre,
+    )
     alone = synth.render(r.genre, r.artist_seed, r.track_seed, 3.0, sr, subgenre=r.subgenre)
-    assert np.abs(heard - _logmel(as_listed, sr).mean(axis=1)).mean() < 0.2 < np.abs(heard - _logmel(alone, sr).mean(axis=1)).mean()
+    assert (
+        np.abs(heard - _logmel(as_listed, sr).mean(axis=1)).mean()
+        < 0.2
+        < np.abs(heard - _logmel(alone, sr).mean(axis=1)).mean()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -327,7 +426,11 @@ def test_subgenres_are_audible_variants_of_their_parent(voiced):
         for g in range(len(synth.GENRES)):
             f = feats[genre == g]
             f = (f - f.mean(0)) / (f.std(0) + 1e-6)
-            scores.append(cross_val_score(LogisticRegression(C=0.1, max_iter=2000, solver="liblinear"), f, sub[genre == g], cv=LeaveOneOut()).mean())
+            scores.append(
+                cross_val_score(
+                    LogisticRegression(C=0.1, max_iter=2000, solver="liblinear"), f, sub[genre == g], cv=LeaveOneOut()
+                ).mean()
+            )
         return np.array(scores)
 
     heard, control = within_parent(with_voice), within_parent(without)
@@ -338,7 +441,9 @@ def test_subgenres_are_audible_variants_of_their_parent(voiced):
 
     def genre_accuracy(feats):
         f = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
-        return cross_val_score(OneVsRestClassifier(LogisticRegression(C=0.1, max_iter=2000, solver="liblinear")), f, genre, cv=4).mean()
+        return cross_val_score(
+            OneVsRestClassifier(LogisticRegression(C=0.1, max_iter=2000, solver="liblinear")), f, genre, cv=4
+        ).mean()
 
     assert genre_accuracy(with_voice) >= max(0.8, genre_accuracy(without) - 0.05)
 
@@ -371,7 +476,10 @@ def test_blends_are_heard_as_both_genres(voiced):
     x = np.concatenate([with_voice, [_stats(c) for c in train]])
     labels = [{int(g)} for g in genre] + [set(p) for p in train_pairs]
     mu, sd = x.mean(0), x.std(0) + 1e-6
-    models = [LogisticRegression(C=0.1, max_iter=3000, solver="liblinear").fit((x - mu) / sd, [g in s for s in labels]) for g in range(len(synth.GENRES))]
+    models = [
+        LogisticRegression(C=0.1, max_iter=3000, solver="liblinear").fit((x - mu) / sd, [g in s for s in labels])
+        for g in range(len(synth.GENRES))
+    ]
 
     def ranks(clip):  # of each genre by the model's score, 1: the top
         scores = np.array([m.decision_function(((_stats(clip) - mu) / sd)[None])[0] for m in models])
@@ -397,7 +505,19 @@ def test_crossover_mixes_each_artists_second_genre_under_its_own(tmp_path):
     on = dataclasses.replace(default, crossover=0.8)
     assert "crossover" not in synth.stamp_of(default) and synth.stamp_of(on)["crossover"] == 0.8
     a, b = synth.plan(default), synth.plan(on)
-    same = ["track_id", "artist_id", "genre", "listed_genre", "split", "subset", "labelled", "kind", "artist_seed", "track_seed", "upload"]
+    same = [
+        "track_id",
+        "artist_id",
+        "genre",
+        "listed_genre",
+        "split",
+        "subset",
+        "labelled",
+        "kind",
+        "artist_seed",
+        "track_seed",
+        "upload",
+    ]
     pd.testing.assert_frame_equal(a[same], b[same])
     assert (a["crossover"] == "").all() and (b["crossover"] != b["genre"]).all() and b["crossover"].nunique() >= 4
     assert b.groupby("artist_id")["crossover"].nunique().max() == 1

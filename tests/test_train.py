@@ -14,9 +14,9 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import REPO
 from helpers import shuffled_manifest
+
 from mgc import fma, manifest, storage
 from mgc.errors import MgcError
 from mgc.extract import ExtractConfig
@@ -27,7 +27,17 @@ from mgc.train import TrainConfig, check, check_resources, prepare
 from mgc.train import run as train
 
 # Small networks and 0.5 CPU per worker: 2 DDP workers and Ray Data's reads share 2 CPUs.
-SMALL = dict(channels=(8, 16, 32, 32), dense=(64, 32), lstm_units=(32, 32), batch_size=32, lr=2e-3, dropout=0.2, num_workers=2, cpus_per_worker=0.5, progress=False)
+SMALL = dict(
+    channels=(8, 16, 32, 32),
+    dense=(64, 32),
+    lstm_units=(32, 32),
+    batch_size=32,
+    lr=2e-3,
+    dropout=0.2,
+    num_workers=2,
+    cpus_per_worker=0.5,
+    progress=False,
+)
 
 
 @pytest.mark.parametrize("model", ["cnn", "cnn_lstm"])
@@ -36,7 +46,14 @@ def test_models_learn_the_genres(compared, model):
     assert m["validation"]["val_track_accuracy"] >= 0.9, m["validation"]
     assert m["test"]["track"]["accuracy"] >= 0.8, m["test"]["track"]
     for level in ("segment", "track"):
-        assert set(m["test"][level]) >= {"accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "confusion"}
+        assert set(m["test"][level]) >= {
+            "accuracy",
+            "precision_macro",
+            "recall_macro",
+            "f1_macro",
+            "log_loss",
+            "confusion",
+        }
     cm = np.array(m["test"]["track"]["confusion"])
     assert cm.shape == (8, 8) and cm.sum() == m["test"]["track"]["n"]
     history = json.loads((compared / model / "history.json").read_text())
@@ -58,7 +75,9 @@ def test_every_model_learns_the_genres(request, model):
     """All ten models of the registry, trained through mgc's loop (the baseline fitted in closed
     form): cnn and cnn_lstm on the log-mel shards, head on the musicnn input (tagged), the others
     on the shards with every input (compared_all)."""
-    runs = request.getfixturevalue({"cnn": "compared", "cnn_lstm": "compared", "head": "musicnn_runs"}.get(model, "compared_all"))
+    runs = request.getfixturevalue(
+        {"cnn": "compared", "cnn_lstm": "compared", "head": "musicnn_runs"}.get(model, "compared_all")
+    )
     m = json.loads((runs / model / "metrics.json").read_text())
     assert m["validation"]["val_track_accuracy"] >= 0.9, (model, m["validation"])
     assert m["model"]["inputs"] == list(reads(model, "mfcc" if model == "crnn" else "")) and m["test"]["track"]["n"] > 0
@@ -74,16 +93,16 @@ def test_artifact_predicts_the_same_in_a_plain_process(compared, features):
     script = f"""
 import sys, numpy as np, pyarrow.parquet as pq, pyarrow.compute as pc, torch
 from mgc import artifact
-model, meta = artifact.load({str(compared / 'cnn' / 'model')!r})
+model, meta = artifact.load({str(compared / "cnn" / "model")!r})
 import pandas as pd
-t = pq.read_table({str(features / 'features')!r}, columns=['track_id', 'split', *model.cfg.inputs])
-top = pd.read_parquet({str(features / '_manifest.parquet')!r}).set_index('track_id')['genre_top']
+t = pq.read_table({str(features / "features")!r}, columns=['track_id', 'split', *model.cfg.inputs])
+top = pd.read_parquet({str(features / "_manifest.parquet")!r}).set_index('track_id')['genre_top']
 t = t.filter(pc.equal(t['split'], 'test'))
 t = t.filter(top.reindex(t['track_id'].to_numpy()).notna().to_numpy())  # the labelled test tracks, as training scored them
 x = {{n: torch.from_numpy(t[n].combine_chunks().to_numpy_ndarray().astype(np.float32)) for n in model.cfg.inputs}}
 with torch.no_grad():
     lp = torch.log_softmax(model(x), 1).numpy()
-saved = pq.read_table({str(compared / 'cnn' / 'test_predictions.parquet')!r})
+saved = pq.read_table({str(compared / "cnn" / "test_predictions.parquet")!r})
 order = np.argsort(t['track_id'].to_numpy(), kind='stable')
 ref_order = np.argsort(saved['track_id'].to_numpy(), kind='stable')
 ref = saved['logprobs'].combine_chunks().to_numpy_ndarray()
@@ -106,8 +125,19 @@ def test_shuffled_labels_do_not_reach_high_accuracy_and_stop_early(all_inputs, t
     from mgc.train import SCORE, checkpoint_state
 
     shuffled = shuffled_manifest(all_inputs, tmp_path / "shuffled.parquet")
-    sizes = dict(channels=(4, 8, 16, 16), dense=(64, 32), batch_size=16, lr=3e-3, dropout=0.2, num_workers=1, progress=False)
-    cfg = TrainConfig(features=str(all_inputs), manifest=shuffled, model="cnn1d", epochs=16, patience=3, storage_path=str(tmp_path / "runs"), cache_data=True, **sizes)
+    sizes = dict(
+        channels=(4, 8, 16, 16), dense=(64, 32), batch_size=16, lr=3e-3, dropout=0.2, num_workers=1, progress=False
+    )
+    cfg = TrainConfig(
+        features=str(all_inputs),
+        manifest=shuffled,
+        model="cnn1d",
+        epochs=16,
+        patience=3,
+        storage_path=str(tmp_path / "runs"),
+        cache_data=True,
+        **sizes,
+    )
     out = train(cfg)
     assert out["validation"]["val_track_accuracy"] < 0.5, out["validation"]
     history = json.loads((tmp_path / "runs" / "cnn1d" / "history.json").read_text())
@@ -128,7 +158,9 @@ def test_training_polls_its_workers_often_unless_told_otherwise(features, monkey
 
     from mgc.train import POLL_INTERVAL_S, trainer
 
-    cfg = TrainConfig(features=str(features), model="cnn", channels=(4, 8, 16, 16), dense=(32,), num_workers=1, progress=False)
+    cfg = TrainConfig(
+        features=str(features), model="cnn", channels=(4, 8, 16, 16), dense=(32,), num_workers=1, progress=False
+    )
     prep = check(cfg)
     monkeypatch.delenv(HEALTH_CHECK_INTERVAL_S_ENV_VAR, raising=False)
     trainer(cfg, prep)
@@ -147,9 +179,21 @@ def test_a_seed_gives_the_same_model_on_every_run(features, tmp_path):
     sizes = dict(channels=(4, 8, 16, 16), dense=(32,), batch_size=16, lr=3e-3, num_workers=1, epochs=1, progress=False)
 
     def weights(name: str, cache: bool) -> tuple[list, dict]:
-        train(TrainConfig(features=str(features), model="cnn", name=name, seed=3, cache_data=cache, storage_path=str(tmp_path / "runs"), **sizes))
+        train(
+            TrainConfig(
+                features=str(features),
+                model="cnn",
+                name=name,
+                seed=3,
+                cache_data=cache,
+                storage_path=str(tmp_path / "runs"),
+                **sizes,
+            )
+        )
         history = json.loads((tmp_path / "runs" / name / "history.json").read_text())
-        return [h["train_loss"] for h in history], torch.load(tmp_path / "runs" / name / "model" / "weights.pt", weights_only=True)
+        return [h["train_loss"] for h in history], torch.load(
+            tmp_path / "runs" / name / "model" / "weights.pt", weights_only=True
+        )
 
     (l1, w1), (l2, w2) = weights("streamed", False), weights("cached", True)
     assert l1 == l2 and all(torch.equal(w1[k], w2[k]) for k in w1)
@@ -178,7 +222,9 @@ def test_validation_shared_by_two_ranks_scores_as_one_rank_does(compared, featur
         assert len(history[0]["weights_sha256"]) == 2  # two ranks
         prep = check(TrainConfig(features=str(features), model=model))
         net, _ = artifact.load(str(compared / model / "model"))
-        scored = evaluate(prep.target, *_split_predictions(TrainConfig(features=str(features)), prep, net, "validation"))
+        scored = evaluate(
+            prep.target, *_split_predictions(TrainConfig(features=str(features)), prep, net, "validation")
+        )
         assert scored["track"]["n"] == prep.tracks["validation"]
         alone = metrics.flat(scored, "val")
         assert history[best - 1]["val_segments"] == prep.segments["validation"]  # each segment scored once
@@ -190,7 +236,9 @@ def test_validation_shared_by_two_ranks_scores_as_one_rank_does(compared, featur
 def test_a_run_name_is_not_reused_for_another_configuration(compared, features):
     other = dict(SMALL, channels=(4, 8, 16, 16))
     with pytest.raises(MgcError, match="holds a run with a different model config; choose another --name"):
-        train(TrainConfig(features=str(features), model="cnn", storage_path=str(compared), name="cnn", epochs=10, **other))
+        train(
+            TrainConfig(features=str(features), model="cnn", storage_path=str(compared), name="cnn", epochs=10, **other)
+        )
 
 
 @pytest.mark.slow
@@ -202,7 +250,11 @@ def test_a_killed_worker_resumes_from_the_checkpoint(ray_cluster, features, tmp_
     deadline = time.time() + 400
     while not (runs / "killed" / "epoch-0002").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    workers = [p for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker")]
+    workers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker")
+    ]
     assert workers and proc.poll() is None, "training ended before a worker could be killed"
     workers[-1].kill()
     output, _ = proc.communicate(timeout=600)
@@ -214,8 +266,12 @@ def test_a_killed_worker_resumes_from_the_checkpoint(ray_cluster, features, tmp_
     assert [h["epoch"] for h in json.loads((runs / "killed" / "history.json").read_text())] == [1, 2, 3]
 
     # Re-running the same run name resumes it: one more epoch from the last checkpoint, not from scratch.
-    same = dict(channels=(8, 16, 32, 32), dense=(64, 32), cpus_per_worker=0.5, batch_size=32, progress=False)  # as on the command line
-    again = train(TrainConfig(features=str(features), model="cnn", storage_path=str(runs), name="killed", epochs=4, **same))
+    same = dict(
+        channels=(8, 16, 32, 32), dense=(64, 32), cpus_per_worker=0.5, batch_size=32, progress=False
+    )  # as on the command line
+    again = train(
+        TrainConfig(features=str(features), model="cnn", storage_path=str(runs), name="killed", epochs=4, **same)
+    )
     assert again["resumed_at"][-1] == 3 and again["epochs_run"] == 4
 
 
@@ -228,7 +284,23 @@ def test_the_readme_train_command_runs_with_its_defaults(extracted, tmp_path, ca
     from mgc.cli import main
 
     runs = tmp_path / "runs"
-    assert main(["train", "--features", str(extracted[0]), "--model", "cnn_lstm", "--epochs", "1", "--storage-path", str(runs), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--features",
+                str(extracted[0]),
+                "--model",
+                "cnn_lstm",
+                "--epochs",
+                "1",
+                "--storage-path",
+                str(runs),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "mgc: train cnn_lstm: 1 worker(s) x 1 CPU" in capsys.readouterr().err
     m = json.loads((runs / "cnn_lstm" / "metrics.json").read_text())
     assert m["train"]["num_workers"] == 1 and m["model"]["channels"] == [64, 128, 256, 512] and m["epochs_run"] == 1
@@ -239,11 +311,28 @@ def test_a_model_is_refused_an_input_before_any_worker_starts(features, tmp_path
     input the model reads: one line each, from the checks that run before Ray."""
     from mgc.cli import main
 
-    with pytest.raises(MgcError, match=r"cnn1d reads waveform, but .* holds logmel, mfcc: extract with --inputs logmel,mfcc,waveform"):
+    with pytest.raises(
+        MgcError, match=r"cnn1d reads waveform, but .* holds logmel, mfcc: extract with --inputs logmel,mfcc,waveform"
+    ):
         check(TrainConfig(features=str(features), model="cnn1d"))
     with pytest.raises(MgcError, match=r"mm_crnn reads waveform\+logmel"):
         check(TrainConfig(features=str(features), model="mm_crnn"))
-    assert main(["train", "--features", str(features), "--model", "cnn1d", "--input", "mfcc", "--storage-path", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--features",
+                str(features),
+                "--model",
+                "cnn1d",
+                "--input",
+                "mfcc",
+                "--storage-path",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "cnn1d cannot read mfcc; it reads waveform" in capsys.readouterr().err
     prep = check(TrainConfig(features=str(features), model="cnn", input="mfcc", channels=(4, 8, 8, 8), dense=(16,)))
     assert prep.model.inputs == ("mfcc",) and prep.model.shapes == ((20, 130),)
@@ -253,7 +342,10 @@ def test_a_model_is_refused_an_input_before_any_worker_starts(features, tmp_path
 def _extract_variant(src_features, dest, **feature_kwargs):
     config = json.loads((src_features / "_config.json").read_text())
     root = config["source"]["root"]
-    extract(fma.manifest(root), ExtractConfig(out=str(dest), tracks_per_shard=16, features=FeatureConfig(**feature_kwargs), progress=False))
+    extract(
+        fma.manifest(root),
+        ExtractConfig(out=str(dest), tracks_per_shard=16, features=FeatureConfig(**feature_kwargs), progress=False),
+    )
     return dest
 
 
@@ -286,7 +378,9 @@ def test_bad_inputs_fail_before_any_worker_starts(features, tmp_path):
     with pytest.raises(MgcError, match="validation split has no segments labelled"):
         prepare(cfg(novalid))
     m = manifest.read(str(features / "_manifest.parquet"))
-    rock = (m.tracks["split"] == "training") & (m.tracks["genre_top"] == "Rock")  # every Rock track of training unlabelled
+    rock = (m.tracks["split"] == "training") & (
+        m.tracks["genre_top"] == "Rock"
+    )  # every Rock track of training unlabelled
     m.tracks.loc[rock, ["genre_top", "label"]] = [None, -1]
     manifest.write(m, str(tmp_path / "norock.parquet"))
     with pytest.raises(MgcError, match="appear in validation but not in training"):
@@ -319,7 +413,9 @@ def test_a_manifest_of_other_tracks_is_refused_naming_it_and_how_many_matched(fe
     """`mgc train --manifest relabel.csv` whose track ids are none of the shards': the message
     names the manifest and how many of its tracks the shards hold, before any Ray work."""
     relabel = tmp_path / "relabel.csv"
-    pd.DataFrame({"path": ["a.mp3", "b.mp3"], "label": ["Rock", "Pop"], "track_id": [10**9, 10**9 + 1]}).to_csv(relabel, index=False)
+    pd.DataFrame({"path": ["a.mp3", "b.mp3"], "label": ["Rock", "Pop"], "track_id": [10**9, 10**9 + 1]}).to_csv(
+        relabel, index=False
+    )
     with pytest.raises(MgcError, match="has no segments labelled") as e:
         check(TrainConfig(features=str(features), manifest=str(relabel)))
     assert f"0 of the 2 tracks in {relabel} are among the shards'" in str(e.value)

@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from conftest import SWEEP
+
 from mgc import artifact, manifest
 from mgc.cli import build_parser, main
 from mgc.errors import MgcError
@@ -33,7 +33,11 @@ def test_asha_stops_trials_early_and_the_outputs_agree(sweep):
     assert len(early) >= 1 and (early["epochs_run"] < 3).all()
     assert (trials.loc[trials["stop_reason"] == "completed", "epochs_run"] == 3).all()
     assert trials["lr"].between(1e-5, 1e-2).all() and trials["dropout"].between(0.1, 0.7).all()
-    assert trials["weight_decay"].between(1e-4, 1e-1).all() and trials["mixup"].between(0, 0.5).all() and trials["mixup"].nunique() == 6
+    assert (
+        trials["weight_decay"].between(1e-4, 1e-1).all()
+        and trials["mixup"].between(0, 0.5).all()
+        and trials["mixup"].nunique() == 6
+    )
 
     best = json.loads((sweep_dir / "best.json").read_text())
     top = trials.loc[trials[BEST].idxmax()]
@@ -43,7 +47,9 @@ def test_asha_stops_trials_early_and_the_outputs_agree(sweep):
     # The exported checkpoint is the best epoch's: its validation score is the sweep's best.
     metrics = json.loads((sweep_dir / "best" / "metrics.json").read_text())
     assert metrics["best_epoch"] == best["epoch"] and metrics["validation"][SCORE] == pytest.approx(best["score"])
-    assert metrics["train"]["weight_decay"] == pytest.approx(top["weight_decay"]) and metrics["train"]["mixup"] == pytest.approx(top["mixup"])
+    assert metrics["train"]["weight_decay"] == pytest.approx(top["weight_decay"]) and metrics["train"][
+        "mixup"
+    ] == pytest.approx(top["mixup"])
     assert (sweep_dir / "search_plane.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -66,7 +72,10 @@ def test_asha_stopped_exactly_the_trials_its_rule_stops(sweep):
 
     sweep_dir, _, _ = sweep
     epochs, rungs = 3, (2, 1)
-    starts = sorted(p.name.removeprefix("experiment_state-").removesuffix(".json") for p in sweep_dir.glob("experiment_state-*.json"))
+    starts = sorted(
+        p.name.removeprefix("experiment_state-").removesuffix(".json")
+        for p in sweep_dir.glob("experiment_state-*.json")
+    )
     assert len(starts) == 2, starts  # the first driver's, then the resumed one's
     resumed_at = time.mktime(time.strptime(starts[1], "%Y-%m-%d_%H-%M-%S"))
     recorded: dict[int, dict[str, float]] = {r: {} for r in rungs}
@@ -99,7 +108,11 @@ def _labelled(features, split: str, names, labels: list[str]):
     """A split's segments whose track has a top genre in the extraction's manifest, and their classes."""
     t = pq.read_table(features / "features", columns=["track_id", "split", *names])
     t = t.filter(pc.equal(t["split"], split))
-    genre = manifest.read(str(features / "_manifest.parquet")).tracks.set_index("track_id")["genre_top"].reindex(t["track_id"].to_numpy())
+    genre = (
+        manifest.read(str(features / "_manifest.parquet"))
+        .tracks.set_index("track_id")["genre_top"]
+        .reindex(t["track_id"].to_numpy())
+    )
     keep = genre.notna().to_numpy()
     return t.filter(keep), np.array([labels.index(g) for g in genre[keep]])
 
@@ -145,7 +158,10 @@ def test_the_best_artifact_loads_and_predicts(sweep, features):
         (["--lr-min", "1e-2", "--lr-max", "1e-3"], "learning-rate range .* empty or inverted"),
         (["--dropout-min", "0.5", "--dropout-max", "0.5"], "dropout range .* empty or inverted"),
         (["--metric", "val_track_auc"], "'val_track_auc' is not reported by training; choose one of train_loss"),
-        (["--metric", "val_track_ap_micro"], "'val_track_ap_micro' scores multi-label models; --target genre_top reports accuracy"),
+        (
+            ["--metric", "val_track_ap_micro"],
+            "'val_track_ap_micro' scores multi-label models; --target genre_top reports accuracy",
+        ),
         (["--gpus-per-trial", "1"], "--gpus-per-trial 1 is more than the cluster's 0 GPUs"),
         (["--search", "grid"], "unknown search algorithm 'grid'"),
         (["--grace-period", "5"], "grace-period <= --epochs"),
@@ -192,7 +208,9 @@ def test_per_layer_dropout_gives_each_layer_its_own_rate(tmp_path):
     assert model.dropout_layers == ("lstm1", "lstm2", "head") and model.dropout_rates == (0.1, 0.2, 0.3)
     with pytest.raises(MgcError, match="3 dropout layers .* but 2 rates"):
         ModelConfig(name="cnn_lstm", lstm_units=(16, 16, 16), dropout=(0.1, 0.2))
-    sweep = SweepConfig(train=TrainConfig(features="f", model="cnn_lstm", storage_path=str(tmp_path)), dropout_per_layer=True)
+    sweep = SweepConfig(
+        train=TrainConfig(features="f", model="cnn_lstm", storage_path=str(tmp_path)), dropout_per_layer=True
+    )
     cfg = trial_config(sweep, {"lr": 1e-3, "dropout_lstm1": 0.15, "dropout_head": 0.4}, "t1", ("lstm1", "head"))
     assert cfg.dropout == (0.15, 0.4) and cfg.run_dir == str(tmp_path / "cnn_lstm" / "runs" / "t1")
     from mgc.models import build

@@ -105,7 +105,11 @@ def convert(wheel: str) -> dict[str, np.ndarray]:
         raise SystemExit(f"{wheel}: sha256 {digest}, expected {WHEEL_SHA256} (musicnn 0.1.0)")
     with zipfile.ZipFile(io.BytesIO(raw)) as z:
         tensors = read_checkpoint(z.read(CHECKPOINT + ".index"), z.read(CHECKPOINT + ".data-00000-of-00001"))
-    return {k: v.astype(np.float32) for k, v in sorted(tensors.items()) if "Adam" not in k and v.dtype.kind == "f" and "power" not in k}
+    return {
+        k: v.astype(np.float32)
+        for k, v in sorted(tensors.items())
+        if "Adam" not in k and v.dtype.kind == "f" and "power" not in k
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,21 @@ exported model carries them), and exposes `embed` (the penultimate layer). Addin
 new module that calls `register`, imported below.
 """
 
-from mgc.models.base import ARCHITECTURES, Architecture, GenreNet, ModelConfig, architecture, build, for_inference, reads, register  # noqa: F401
-from mgc.models import baseline, cnn, lstm, residual, cnn1d, mm_crnn, head  # noqa: F401,E402,I001  (registration, in the order --help lists them)
+from mgc.models.base import (  # noqa: F401
+    ARCHITECTURES,
+    Architecture,
+    GenreNet,
+    ModelConfig,
+    architecture,
+    build,
+    for_inference,
+    reads,
+    register,
+)
+
+# Registration, in the order --help lists the models.
+# isort: off
+from mgc.models import baseline, cnn, lstm, residual, cnn1d, mm_crnn, head  # noqa: F401, E402
+# isort: on
 
 MODELS = tuple(ARCHITECTURES)

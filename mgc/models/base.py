@@ -56,7 +56,9 @@ def architecture(name: str) -> Architecture:
 
 def _readable(arch: Architecture, names: tuple[str, ...]) -> tuple[str, ...]:
     if names not in arch.reads:
-        raise MgcError(f"{arch.name} cannot read {'+'.join(names)}; it reads {' or '.join('+'.join(r) for r in arch.reads)}")
+        raise MgcError(
+            f"{arch.name} cannot read {'+'.join(names)}; it reads {' or '.join('+'.join(r) for r in arch.reads)}"
+        )
     return names
 
 
@@ -97,7 +99,9 @@ class ModelConfig:
             raise MgcError(f"{self.name}: {len(self.inputs)} inputs but {len(self.shapes)} shapes")
         rates = self.dropout_rates
         if len(rates) != len(self.dropout_layers):
-            raise MgcError(f"{self.name} has {len(self.dropout_layers)} dropout layers ({', '.join(self.dropout_layers)}), but {len(rates)} rates were given")
+            raise MgcError(
+                f"{self.name} has {len(self.dropout_layers)} dropout layers ({', '.join(self.dropout_layers)}), but {len(rates)} rates were given"
+            )
         if not all(0 <= r < 1 for r in rates):
             raise MgcError(f"dropout {self.dropout} is outside [0, 1)")
         with torch.device("meta"):  # sizes that do not fit the inputs fail here, before any work: no memory, no compute
@@ -105,9 +109,13 @@ class ModelConfig:
             try:
                 out = encoder({n: torch.empty(2, *shape) for n, shape in zip(self.inputs, self.shapes)})
             except RuntimeError as e:
-                raise MgcError(f"{self.name}: its sizes do not fit its inputs {dict(zip(self.inputs, self.shapes))} ({str(e).splitlines()[0]})") from None
+                raise MgcError(
+                    f"{self.name}: its sizes do not fit its inputs {dict(zip(self.inputs, self.shapes))} ({str(e).splitlines()[0]})"
+                ) from None
         if tuple(out.shape) != (2, encoder.size):
-            raise MgcError(f"{self.name}: --kernel {self.kernel} gives {out.shape[1]} features where the head expects {encoder.size}: use an odd kernel")
+            raise MgcError(
+                f"{self.name}: --kernel {self.kernel} gives {out.shape[1]} features where the head expects {encoder.size}: use an odd kernel"
+            )
 
     @property
     def architecture(self) -> Architecture:
@@ -150,7 +158,10 @@ class GenreNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.norm = nn.ModuleDict(
-            {n: Normalise(input_kinds.get(n).stats_size(shape), *(norm or {}).get(n, (None, None))) for n, shape in zip(cfg.inputs, cfg.shapes)}
+            {
+                n: Normalise(input_kinds.get(n).stats_size(shape), *(norm or {}).get(n, (None, None)))
+                for n, shape in zip(cfg.inputs, cfg.shapes)
+            }
         )
         *gaps, head_rate = cfg.dropout_rates
         self.encoder = cfg.architecture.encoder(cfg, tuple(gaps))
@@ -161,13 +172,17 @@ class GenreNet(nn.Module):
             nn.init.zeros_(self.head.out.weight)
             nn.init.zeros_(self.head.out.bias)
 
-    def encode(self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    def encode(
+        self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """{input: [batch, *shape]} features -> [batch, n] vector before the head; `augment(name,
         normalised input)` is the training loop's (mgc.augment), never given elsewhere."""
         z = {n: self.norm[n](x[n]) for n in self.cfg.inputs}
         return self.encoder({n: augment(n, v) for n, v in z.items()} if augment else z)
 
-    def outputs(self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def outputs(
+        self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, embedding): the embedding is the penultimate layer, used for recommendations."""
         z = self.encode(x, augment)
         h = self.head.hidden(z)
@@ -178,7 +193,9 @@ class GenreNet(nn.Module):
         """The penultimate layer: the track embedding used for recommendations."""
         return self.head.hidden(self.encode(x))
 
-    def forward(self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         return self.outputs(x, augment)[0]
 
 

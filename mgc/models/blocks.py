@@ -17,8 +17,12 @@ class Normalise(nn.Module):
 
     def __init__(self, size: int, mean: Any = None, std: Any = None):
         super().__init__()
-        self.register_buffer("mean", torch.zeros(size) if mean is None else torch.as_tensor(mean, dtype=torch.float32).reshape(size))
-        self.register_buffer("std", torch.ones(size) if std is None else torch.as_tensor(std, dtype=torch.float32).reshape(size))
+        self.register_buffer(
+            "mean", torch.zeros(size) if mean is None else torch.as_tensor(mean, dtype=torch.float32).reshape(size)
+        )
+        self.register_buffer(
+            "std", torch.ones(size) if std is None else torch.as_tensor(std, dtype=torch.float32).reshape(size)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         view = (1, -1) + (1,) * (x.dim() - 2)  # bands on axis 1; a single statistic broadcasts alike
@@ -27,12 +31,19 @@ class Normalise(nn.Module):
 
 def conv2d_block(c_in: int, c_out: int, k: int) -> nn.Sequential:
     """Conv, batch norm, ReLU, 2x2 average pooling."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=k // 2), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.AvgPool2d(2))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, padding=k // 2), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.AvgPool2d(2)
+    )
 
 
 def conv1d_stage(c_in: int, c_out: int, k: int, stride: int = 1, pool: int = 4) -> nn.Sequential:
     """1-D conv (strided or not), batch norm, ReLU, max pooling over time."""
-    return nn.Sequential(nn.Conv1d(c_in, c_out, k, stride=stride, padding=k // 2), nn.BatchNorm1d(c_out), nn.ReLU(inplace=True), nn.MaxPool1d(pool))
+    return nn.Sequential(
+        nn.Conv1d(c_in, c_out, k, stride=stride, padding=k // 2),
+        nn.BatchNorm1d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool1d(pool),
+    )
 
 
 class ResBlock2d(nn.Module):
@@ -59,7 +70,9 @@ class ResidualEncoder2d(nn.Module):
         super().__init__()
         bands = shape[0]
         if bands >> len(channels) < 1:
-            raise MgcError(f"{name}: {len(channels)} blocks halve the {bands} bands of its input to none: use fewer --channels")
+            raise MgcError(
+                f"{name}: {len(channels)} blocks halve the {bands} bands of its input to none: use fewer --channels"
+            )
         blocks, c_in = [], 1
         for c in channels:
             blocks.append(ResBlock2d(c_in, c, k))
@@ -75,7 +88,9 @@ class LSTMStack(nn.Module):
     """Stacked LSTMs over [batch, time, features] with dropout between them (one rate per gap);
     the last time step summarises the sequence."""
 
-    def __init__(self, n_in: int, units: tuple[int, ...], dropout: tuple[float, ...], bidirectional_first: bool = False):
+    def __init__(
+        self, n_in: int, units: tuple[int, ...], dropout: tuple[float, ...], bidirectional_first: bool = False
+    ):
         super().__init__()
         self.layers = nn.ModuleList()
         for i, u in enumerate(units):

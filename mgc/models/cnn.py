@@ -19,7 +19,9 @@ class ConvTrunk(nn.Module):
         super().__init__()
         (bands, frames), n = cfg.shapes[0], len(cfg.channels)
         if bands >> n < 1 or frames >> n < 1:
-            raise MgcError(f"{cfg.name}: {n} pooling blocks leave no frequency bands of {bands} or frames of {frames}: use fewer --channels")
+            raise MgcError(
+                f"{cfg.name}: {n} pooling blocks leave no frequency bands of {bands} or frames of {frames}: use fewer --channels"
+            )
         blocks, c_in = [], 1
         for c in cfg.channels:
             blocks.append(conv2d_block(c_in, c, cfg.kernel))
@@ -58,6 +60,32 @@ class CNNLSTM(nn.Module):
 SPECTRA = (("logmel",), ("mfcc",))
 TRUNK = {"channels": (64, 128, 256, 512), "kernel": 3, "dense": (1024, 256, 64, 32)}
 
-register(Architecture("cnn", "four conv blocks of 64-512 filters with batch norm, ReLU and average pooling, then dense 1024-256-64-32", SPECTRA, CNN, TRUNK))
-register(Architecture("cnn_lstm", "the cnn's trunk, time as the sequence axis, two LSTMs of 128", SPECTRA, CNNLSTM, {**TRUNK, "lstm_units": (128, 128)}, lstm=True))
-register(Architecture("cnn_bilstm", "as cnn_lstm with the first LSTM bidirectional", SPECTRA, CNNLSTM, {**TRUNK, "lstm_units": (128, 128)}, lstm=True))
+register(
+    Architecture(
+        "cnn",
+        "four conv blocks of 64-512 filters with batch norm, ReLU and average pooling, then dense 1024-256-64-32",
+        SPECTRA,
+        CNN,
+        TRUNK,
+    )
+)
+register(
+    Architecture(
+        "cnn_lstm",
+        "the cnn's trunk, time as the sequence axis, two LSTMs of 128",
+        SPECTRA,
+        CNNLSTM,
+        {**TRUNK, "lstm_units": (128, 128)},
+        lstm=True,
+    )
+)
+register(
+    Architecture(
+        "cnn_bilstm",
+        "as cnn_lstm with the first LSTM bidirectional",
+        SPECTRA,
+        CNNLSTM,
+        {**TRUNK, "lstm_units": (128, 128)},
+        lstm=True,
+    )
+)

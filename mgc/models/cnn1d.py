@@ -20,7 +20,9 @@ class WaveformEncoder(nn.Module):
         super().__init__()
         frames = samples // STRIDE // POOL ** len(channels)
         if frames < 1:
-            raise MgcError(f"{name}: {len(channels)} stages pool the {samples} samples of its input to nothing: use fewer --channels")
+            raise MgcError(
+                f"{name}: {len(channels)} stages pool the {samples} samples of its input to nothing: use fewer --channels"
+            )
         stages, c_in = [], 1
         for i, c in enumerate(channels):
             stages.append(conv1d_stage(c_in, c, k, stride=STRIDE if i == 0 else 1, pool=POOL))

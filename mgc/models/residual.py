@@ -35,5 +35,22 @@ class CRNN(nn.Module):
 SPECTRA = (("logmel",), ("mfcc",))
 BLOCKS = {"channels": (64, 128, 256, 512), "kernel": 3, "dense": (1024, 256, 64, 32)}
 
-register(Architecture("crnn", "residual conv encoder down to one frequency band, then an LSTM of 128", SPECTRA, CRNN, {**BLOCKS, "lstm_units": (128,)}, lstm=True))
-register(Architecture("resnet2d", "the crnn's residual encoder, global pooling over time, then the dense head", SPECTRA, ResNet2d, BLOCKS))
+register(
+    Architecture(
+        "crnn",
+        "residual conv encoder down to one frequency band, then an LSTM of 128",
+        SPECTRA,
+        CRNN,
+        {**BLOCKS, "lstm_units": (128,)},
+        lstm=True,
+    )
+)
+register(
+    Architecture(
+        "resnet2d",
+        "the crnn's residual encoder, global pooling over time, then the dense head",
+        SPECTRA,
+        ResNet2d,
+        BLOCKS,
+    )
+)
