@@ -1,8 +1,9 @@
 """Training-time augmentation, run on the worker's device (GPU nodes spend no CPU on it).
 
-Pure functions over a batch, plus `Augment`, which the training loop builds from its options and
-hands to the model (mgc.models.GenreNet applies it to each input after normalisation, so a mask
-is the training split's mean, not silence). Each input kind chooses its own (`Input.augment`):
+Pure functions over a batch, plus `Augment`, the settings and random state the training loop
+builds from its options and hands to the model (mgc.models.GenreNet applies each input kind's
+augmentation after normalisation, so a mask is the training split's mean, not silence). This
+module imports no other of mgc's: the input kinds build on it. Each kind chooses its own (`Input.augment`):
 spectra get a random time shift and SpecAugment-style frequency and time masks, the waveform a
 random shift and gain. Mixup mixes whole segments (every input and the targets alike) between
 different tracks. Only training batches see any of it: validation, test, labelling and embedding
@@ -15,8 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
-from mgc import inputs
 
 
 def _per_example(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -84,8 +83,8 @@ def mixup(
 
 @dataclass(frozen=True)
 class Augment:
-    """The training loop's augmentation settings and random state; `augment(name, x)` is what the
-    model calls on each normalised input (the input kind decides what applies)."""
+    """The training loop's augmentation settings and random state; the model calls each input
+    kind's `augment(x, this, this.gen)` on its normalised input (the kind decides what applies)."""
 
     shift: float = 0.0  # largest time shift, as a share of a segment
     mask: float = 0.0  # largest SpecAugment mask, as a share of the axis
@@ -101,9 +100,6 @@ class Augment:
         gen.manual_seed(self.seed)
         object.__setattr__(self, "gen", gen)
         object.__setattr__(self, "rng", np.random.default_rng(self.seed))
-
-    def __call__(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        return inputs.get(name).augment(x, self, self.gen)
 
     def mix(self, x: dict[str, torch.Tensor], targets: torch.Tensor, track_ids: torch.Tensor):
         """Mixup of a batch (a no-op with mixup 0): (inputs, target distributions)."""

@@ -15,7 +15,7 @@ import shutil
 import time
 from typing import Any, Callable
 
-from mgc import storage
+from mgc import resources, storage
 from mgc.errors import MgcError
 
 # Network sizes for a laptop; the literature's defaults are for GPUs (mgc train --help).
@@ -61,8 +61,8 @@ def _train_config(cfg: DemoConfig, model: str, at_once: int = 0, **kw: Any):
 
     from mgc.train import TrainConfig
 
-    cpus = ray.cluster_resources().get("CPU", 2)
-    workers = {"num_workers": 1, "cpus_per_worker": min(1.0, (cpus - 1) / at_once)} if at_once else {}
+    cpus = resources.training_cpus(ray.cluster_resources())
+    workers = {"num_workers": 1, "cpus_per_worker": min(1.0, cpus / at_once)} if at_once else {}
     return TrainConfig(
         features=cfg.path("features"),
         model=model,

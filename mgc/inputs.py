@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mgc import augment
 from mgc.errors import MgcError
 from mgc.features import BLOCK_SEGMENTS, FeatureConfig, check_not_silent, mel_power, segment
 
@@ -82,8 +83,6 @@ class Spectrum(Input):
     norm = "band"
 
     def augment(self, x, aug, gen):
-        from mgc import augment
-
         x = augment.time_shift(x, aug.shift, gen)
         return augment.mask(augment.mask(x, aug.mask, 1, gen), aug.mask, 2, gen)
 
@@ -136,8 +135,6 @@ class Waveform(Input):
         return segments.astype(np.float16)
 
     def augment(self, x, aug, gen):
-        from mgc import augment
-
         return augment.gain(augment.time_shift(x, aug.shift, gen), aug.gain_db, gen)
 
 

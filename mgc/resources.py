@@ -23,6 +23,14 @@ import time
 from typing import Any, Callable, Iterator
 
 WATCHDOG = "mgc-watchdog"  # the thread's name: one per process
+# CPUs kept free for Ray Data's reads: training that takes every CPU waits for its data forever.
+READ_CPUS = 1
+
+
+def training_cpus(cluster: dict[str, float]) -> float:
+    """The CPUs of `cluster` (ray.cluster_resources()) that training workers and sweep trials
+    may take: every one but READ_CPUS."""
+    return cluster.get("CPU", 0) - READ_CPUS
 
 
 @functools.lru_cache(maxsize=4)

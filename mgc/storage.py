@@ -26,6 +26,12 @@ def is_uri(path: str) -> bool:
     return "://" in path
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (here, in the driver: Ray workers resolve paths in other
+    folders); a URI as it is."""
+    return path if is_uri(path) else os.path.abspath(path)
+
+
 def resolve(path: str) -> tuple[pafs.FileSystem, str]:
     """Return the filesystem and the path inside it for a local path or a URI.
 

@@ -478,6 +478,7 @@ def train_loop(config: dict[str, Any]) -> None:
         model.train()
         started = time.perf_counter()
         total = torch.zeros(2, device=device)
+        seen = torch.zeros(2, dtype=torch.int64, device=device)  # this rank's rows, and their row_digest
         batches = train_shard.iter_torch_batches(
             batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer, local_shuffle_seed=tc.seed + epoch,
             prefetch_batches=2, pin_memory=device.type == "cuda", **batch_columns,
@@ -498,6 +499,8 @@ def train_loop(config: dict[str, Any]) -> None:
             opt.step()
             sched.step()
             total += torch.stack([loss.detach().float() * len(y), torch.tensor(float(len(y)), device=device)])
+            if world > 1:
+                seen += torch.stack([torch.tensor(len(y), device=device), row_digest(batch["track_id"])])
         if world > 1:
             dist.all_reduce(total)
         train_s = time.perf_counter() - started
@@ -506,8 +509,8 @@ def train_loop(config: dict[str, Any]) -> None:
             digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in net.parameters())).hexdigest()[
                 :16
             ]
-            digests: list[Any] = [None] * world
-            dist.all_gather_object(digests, digest)
+            ranks: list[Any] = [None] * world
+            dist.all_gather_object(ranks, (digest, seen.tolist()))
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": float(total[0] / total[1]),
@@ -519,7 +522,12 @@ def train_loop(config: dict[str, Any]) -> None:
             "train_first_batch_s": waits[0] if waits else 0.0,
             "train_data_wait_s": sum(waits),
             "lr": sched.get_last_lr()[0],
-            **({"weights_sha256": digests} if world > 1 else {}),
+            # Each rank's share of the split: [rows, row_digest]; together, every row once.
+            **(
+                {"weights_sha256": [r[0] for r in ranks], "train_share_by_rank": [r[1] for r in ranks]}
+                if world > 1
+                else {}
+            ),
         }
         # Every rank scores its share of the validation tracks; rank 0 scores the gathered predictions.
         val_started = time.perf_counter()
@@ -566,6 +574,18 @@ def train_loop(config: dict[str, Any]) -> None:
             dist.broadcast(stop, src=0)  # rank 0 decides; every rank stops at the same epoch
         if stop.item():
             break
+
+
+_MIX = -7046029254386353131  # splitmix64's increment 0x9E3779B97F4A7C15, as a signed 64-bit integer
+
+
+def row_digest(track_ids):
+    """A checksum of rows by their track ids (int64 tensor or array; arithmetic wraps): equal for
+    any order and any partition of the same rows, so the ranks' digests add up to the split's only
+    if together they read each row once."""
+    h = track_ids * _MIX
+    h = h ^ (h >> 29)
+    return (h * _MIX).sum()
 
 
 def _share(batches, rank: int, world: int):
@@ -672,17 +692,17 @@ def _worker_resources(cfg: TrainConfig) -> dict[str, float]:
 
 
 def check_resources(cfg: TrainConfig, cluster: dict[str, float]) -> None:
-    """Training workers must leave a CPU for Ray Data's reads, or training waits for data forever."""
+    """Training workers must leave resources.READ_CPUS for Ray Data's reads."""
     need_gpu = cfg.num_workers * cfg.gpus_per_worker if cfg.use_gpu else 0
     if cluster.get("GPU", 0) < need_gpu:
         raise MgcError(
             f"{cfg.num_workers} workers x {cfg.gpus_per_worker:g} GPU need {need_gpu:g} GPUs; the cluster has {cluster.get('GPU', 0):g}"
         )
-    free = cluster.get("CPU", 0) - cfg.num_workers * cfg.cpus_per_worker
-    if free < 1:
+    if cfg.num_workers * cfg.cpus_per_worker > resources.training_cpus(cluster):
+        free = cluster.get("CPU", 0) - cfg.num_workers * cfg.cpus_per_worker
         raise MgcError(
             f"{cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPU leave {free:g} of the cluster's {cluster.get('CPU', 0):g} CPUs "
-            "for reading data (at least 1 is needed): lower --num-workers or --cpus-per-worker"
+            f"for reading data (at least {resources.READ_CPUS} is needed): lower --num-workers or --cpus-per-worker"
         )
 
 
@@ -846,23 +866,20 @@ def finish(
 
 
 def with_workers(cfg: TrainConfig, cluster: dict[str, float]) -> TrainConfig:
-    """cfg with --num-workers 0 made what the cluster holds: every GPU with use_gpu, else every
-    CPU but the one Ray Data's reads keep."""
+    """cfg with --num-workers 0 made what the cluster holds: every GPU with use_gpu, else its
+    resources.training_cpus."""
     if cfg.num_workers:
         return cfg
     if cfg.use_gpu:
         n = cluster.get("GPU", 0) // cfg.gpus_per_worker
     else:
-        n = (cluster.get("CPU", 0) - 1) // cfg.cpus_per_worker
+        n = resources.training_cpus(cluster) // cfg.cpus_per_worker
     return dataclasses.replace(cfg, num_workers=max(1, int(n)))
 
 
 def absolute(cfg: TrainConfig) -> TrainConfig:
-    """Local paths made absolute here, in the driver: workers resolve them in other folders."""
-
-    def fix(path: str) -> str:
-        return path if storage.is_uri(path) else os.path.abspath(path)
-
+    """cfg with its local paths made absolute (storage.absolute)."""
+    fix = storage.absolute
     return dataclasses.replace(
         cfg, features=fix(cfg.features), storage_path=fix(cfg.storage_path), manifest=cfg.manifest and fix(cfg.manifest)
     )

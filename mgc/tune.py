@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -218,22 +217,20 @@ def concurrency(sweep: SweepConfig, cluster: dict[str, float]) -> int:
     if sweep.max_concurrent:
         return sweep.max_concurrent
     per_trial = sweep.train.num_workers * sweep.train.cpus_per_worker
-    n = int((cluster.get("CPU", 0) - 1) // per_trial)
+    n = int(resources.training_cpus(cluster) // per_trial)
     if sweep.gpus_per_trial:
         n = min(n, int(cluster.get("GPU", 0) // sweep.gpus_per_trial))
     return max(1, n)
 
 
 def _absolute(sweep: SweepConfig, storage_path: str | None = None) -> SweepConfig:
-    """Local paths made absolute here, in the driver: trials resolve them in Ray workers elsewhere."""
-
-    def fix(path: str) -> str:
-        return path if storage.is_uri(path) else os.path.abspath(path)
-
+    """The sweep with its local paths made absolute (storage.absolute)."""
     # One worker per trial unless asked: trials, not workers, use the cluster's width.
     train = dataclasses.replace(
-        training.absolute(sweep.train), storage_path=fix(storage_path or sweep.train.storage_path), num_workers=sweep.train.num_workers or 1
-    )  # fmt: skip
+        training.absolute(sweep.train),
+        storage_path=storage.absolute(storage_path or sweep.train.storage_path),
+        num_workers=sweep.train.num_workers or 1,
+    )
     return dataclasses.replace(sweep, train=train)
 
 

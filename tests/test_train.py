@@ -199,14 +199,28 @@ def test_a_seed_gives_the_same_model_on_every_run(features, tmp_path):
     assert l1 == l2 and all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
-def test_ddp_ranks_stay_in_step_in_mgcs_own_loop(compared):
+def test_ddp_ranks_stay_in_step_in_mgcs_own_loop(compared, features):
     """`mgc compare` trained with two workers, each on its own share of the data: every epoch,
-    both ranks' weights hash the same (DDP averaged the gradients), and training moved them."""
+    both ranks' weights hash the same (DDP averaged the gradients), and training moved them; each
+    rank read rows of the training split, and together every row once (rows and their
+    row_digest add up to the split's: equal batches on both ranks would count it twice)."""
+    from mgc.train import row_digest
+
+    prep = check(TrainConfig(features=str(features)))
+    index = pq.read_table(features / "features", columns=["track_id", "split"]).to_pandas()
+    ids = index.loc[index["split"] == "training", "track_id"].to_numpy(np.int64)
+    ids = ids[prep.target.labelled(ids)]
+    assert len(ids) == prep.segments["training"]
     for model in ("cnn", "cnn_lstm"):
         history = json.loads((compared / model / "history.json").read_text())
         digests = [h["weights_sha256"] for h in history]
         assert all(len(d) == 2 and d[0] == d[1] for d in digests), digests
         assert len({d[0] for d in digests}) == len(digests)  # a new state every epoch
+        for h in history:
+            shares = np.array(h["train_share_by_rank"], dtype=np.int64)
+            assert shares.shape == (2, 2) and (shares[:, 0] > 0).all(), shares
+            assert shares[:, 0].sum() == len(ids) == h["train_segments"], (h["epoch"], shares)
+            assert shares[:, 1].sum() == row_digest(ids), (h["epoch"], shares)
 
 
 def test_validation_shared_by_two_ranks_scores_as_one_rank_does(compared, features):

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from mgc import inputs as input_kinds
+from mgc.augment import Augment
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 from mgc.models.blocks import Head, Normalise
@@ -172,17 +173,16 @@ class GenreNet(nn.Module):
             nn.init.zeros_(self.head.out.weight)
             nn.init.zeros_(self.head.out.bias)
 
-    def encode(
-        self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """{input: [batch, *shape]} features -> [batch, n] vector before the head; `augment(name,
-        normalised input)` is the training loop's (mgc.augment), never given elsewhere."""
+    def encode(self, x: dict[str, torch.Tensor], augment: Augment | None = None) -> torch.Tensor:
+        """{input: [batch, *shape]} features -> [batch, n] vector before the head; `augment` is the
+        training loop's (each input kind's augmentation of its normalised input), never given
+        elsewhere."""
         z = {n: self.norm[n](x[n]) for n in self.cfg.inputs}
-        return self.encoder({n: augment(n, v) for n, v in z.items()} if augment else z)
+        if augment:
+            z = {n: input_kinds.get(n).augment(v, augment, augment.gen) for n, v in z.items()}
+        return self.encoder(z)
 
-    def outputs(
-        self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def outputs(self, x: dict[str, torch.Tensor], augment: Augment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, embedding): the embedding is the penultimate layer, used for recommendations."""
         z = self.encode(x, augment)
         h = self.head.hidden(z)
@@ -193,9 +193,7 @@ class GenreNet(nn.Module):
         """The penultimate layer: the track embedding used for recommendations."""
         return self.head.hidden(self.encode(x))
 
-    def forward(
-        self, x: dict[str, torch.Tensor], augment: Callable[[str, torch.Tensor], torch.Tensor] | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: dict[str, torch.Tensor], augment: Augment | None = None) -> torch.Tensor:
         return self.outputs(x, augment)[0]
 
 
