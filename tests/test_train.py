@@ -73,13 +73,14 @@ def test_models_learn_the_genres(compared, model):
 @pytest.mark.parametrize("model", MODELS)
 def test_every_model_learns_the_genres(request, model):
     """All ten models of the registry, trained through mgc's loop (the baseline fitted in closed
-    form): cnn and cnn_lstm on the log-mel shards, head on the musicnn input (tagged), the others
-    on the shards with every input (compared_all)."""
+    form), learn the genres of test tracks: cnn and cnn_lstm on the log-mel shards, head on the
+    musicnn input (tagged), the others on the shards with every input (compared_all)."""
     runs = request.getfixturevalue(
         {"cnn": "compared", "cnn_lstm": "compared", "head": "musicnn_runs"}.get(model, "compared_all")
     )
     m = json.loads((runs / model / "metrics.json").read_text())
-    assert m["validation"]["val_track_accuracy"] >= 0.9, (model, m["validation"])
+    # On the test split, never seen in choosing the epoch; chance is 0.125, the runs reach 0.89-1.0.
+    assert m["test"]["track"]["accuracy"] >= 0.8, (model, m["test"]["track"])
     assert m["model"]["inputs"] == list(reads(model, "mfcc" if model == "crnn" else "")) and m["test"]["track"]["n"] > 0
     history = json.loads((runs / model / "history.json").read_text())
     if ARCHITECTURES[model].fit:
@@ -201,9 +202,11 @@ def test_a_seed_gives_the_same_model_on_every_run(features, tmp_path):
 
 def test_ddp_ranks_stay_in_step_in_mgcs_own_loop(compared, features):
     """`mgc compare` trained with two workers, each on its own share of the data: every epoch,
-    both ranks' weights hash the same (DDP averaged the gradients), and training moved them; each
-    rank read rows of the training split, and together every row once (rows and their
-    row_digest add up to the split's: equal batches on both ranks would count it twice)."""
+    both ranks' weights hash the same (DDP averaged the gradients), and training moved them. Each
+    rank read as many rows as the other, and together they read the training split's rows once
+    (rows and their row_digest add up: equal batches on both ranks would count them twice), but
+    for the one row Ray's equal split leaves out to keep the ranks in step, a row of the split,
+    and not the same one every epoch."""
     from mgc.train import row_digest
 
     prep = check(TrainConfig(features=str(features)))
@@ -211,16 +214,27 @@ def test_ddp_ranks_stay_in_step_in_mgcs_own_loop(compared, features):
     ids = index.loc[index["split"] == "training", "track_id"].to_numpy(np.int64)
     ids = ids[prep.target.labelled(ids)]
     assert len(ids) == prep.segments["training"]
+    one_row = {int(row_digest(np.array([t], np.int64))): t for t in set(ids.tolist())}
     for model in ("cnn", "cnn_lstm"):
         history = json.loads((compared / model / "history.json").read_text())
         digests = [h["weights_sha256"] for h in history]
         assert all(len(d) == 2 and d[0] == d[1] for d in digests), digests
         assert len({d[0] for d in digests}) == len(digests)  # a new state every epoch
+        left_out = []
         for h in history:
             shares = np.array(h["train_share_by_rank"], dtype=np.int64)
-            assert shares.shape == (2, 2) and (shares[:, 0] > 0).all(), shares
-            assert shares[:, 0].sum() == len(ids) == h["train_segments"], (h["epoch"], shares)
-            assert shares[:, 1].sum() == row_digest(ids), (h["epoch"], shares)
+            assert shares.shape == (2, 2) and shares[0, 0] == shares[1, 0] > 0, shares
+            assert h["train_segments"] == shares[:, 0].sum() and len(ids) - shares[:, 0].sum() in (0, 1), (
+                h["epoch"],
+                shares,
+            )
+            rest = int((np.array([row_digest(ids)]) - shares[:, 1:].sum(0))[0])  # int64, wrapping as the digest does
+            if len(ids) > shares[:, 0].sum():
+                assert rest in one_row, (h["epoch"], shares)
+                left_out.append(one_row[rest])
+            else:
+                assert rest == 0, (h["epoch"], shares)
+        assert len(set(left_out)) > 1 or not left_out, left_out
 
 
 def test_validation_shared_by_two_ranks_scores_as_one_rank_does(compared, features):
