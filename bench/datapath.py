@@ -3,7 +3,7 @@ worker reads it (mgc.train.dataset: the Parquet reader, the split filter, the ta
 iter_torch_batches with the loop's batch size, shuffle buffer and float32 conversion), without a
 model, streamed from the shards and cached in the object store (`--cache-data`).
 
-    .venv/bin/python bench/datapath.py [--tracks 300] [--seconds 30] [--epochs 5]
+    .venv/bin/python bench/datapath.py [--tracks 300] [--seconds 30] [--epochs 10]
 
 Makes (once) an easy synthetic corpus and its log-mel + MFCC extraction under bench/out/datapath,
 then times `--epochs` passes each way after one untimed pass, on a local Ray of this machine's
@@ -61,7 +61,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tracks", type=int, default=300)
     p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--work", default=str(HERE / "out" / "datapath"))
     a = p.parse_args()
     features = extraction(Path(a.work), a.tracks, a.seconds)

@@ -98,7 +98,7 @@ def load(path: str, device: str = "cpu") -> tuple[GenreNet, dict[str, Any]]:
     state = _state_dict(weights_path, weights, device)
     model = build(model_cfg)  # the weights hold the normalisation too
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(model.complete(state))
     except RuntimeError as e:
         detail = " ".join(str(e).split())
         raise MgcError(f"{weights_path}: the weights do not fit the network in model.json ({detail[:300]})") from None

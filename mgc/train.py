@@ -280,7 +280,8 @@ def check(cfg: TrainConfig) -> Prepared:
 
 def prepare(cfg: TrainConfig, checked: Prepared | None = None) -> Prepared:
     """`check` (unless done: `checked`), then each input's normalisation statistics over the
-    training split (per band, or one for the input: mgc.inputs), in one Ray Data pass."""
+    training split (per band, or one for the input: mgc.inputs), in one Ray Data pass, and an
+    architecture's closed-form start (Architecture.start), in another."""
     from mgc import session
 
     prep = checked or check(cfg)
@@ -444,7 +445,7 @@ def train_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     net = build(mc, config["norm"])
     if config["start"]:
-        net.load_state_dict({k: torch.from_numpy(v) for k, v in config["start"].items()}, strict=False)
+        net.load_start(config["start"])
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     steps_per_epoch = max(1, math.ceil(config["train_segments"] / world / tc.batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(tc, steps_per_epoch))
@@ -536,7 +537,8 @@ def train_loop(config: dict[str, Any]) -> None:
             # last batch: score with rank 0's, which its checkpoint holds.
             for buffer in net.buffers():
                 dist.broadcast(buffer, src=0)
-        batches = val_data.iter_torch_batches(batch_size=256, **batch_columns)
+        # On the CPU, so that each rank copies only its share to its device (Predictor does).
+        batches = val_data.iter_torch_batches(batch_size=256, **batch_dtypes(mc, target.multilabel))
         predicted = predict(net, _share(batches, rank, world), device, target.multilabel)
         if world > 1:
             shares: list[Any] = [None] * world
@@ -682,7 +684,7 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
             "val": dataset(cfg.features, "validation", prep.target, read, cache=cfg.cache_data),
         },
         # Only training is split across workers (Ray's equal split may drop rows); every rank reads
-        # validation and scores the tracks that fall to it (_share).
+        # all of validation and scores the tracks that fall to it (_share).
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options={"train": ordered}),
     )
 
@@ -879,9 +881,11 @@ def with_workers(cfg: TrainConfig, cluster: dict[str, float]) -> TrainConfig:
 
 def absolute(cfg: TrainConfig) -> TrainConfig:
     """cfg with its local paths made absolute (storage.absolute)."""
-    fix = storage.absolute
     return dataclasses.replace(
-        cfg, features=fix(cfg.features), storage_path=fix(cfg.storage_path), manifest=cfg.manifest and fix(cfg.manifest)
+        cfg,
+        features=storage.absolute(cfg.features),
+        storage_path=storage.absolute(cfg.storage_path),
+        manifest=cfg.manifest and storage.absolute(cfg.manifest),
     )
 
 

@@ -86,7 +86,7 @@ def test_inference_form_gives_the_trained_models_outputs(name):
     x = _batch(model.cfg, 6)
     with torch.inference_mode():
         assert torch.allclose(fast(x), model(x), atol=1e-4)
-        assert torch.allclose(fast.embed(x), model.embed(x), atol=1e-4)
+        assert torch.allclose(fast.outputs(x)[1], model.outputs(x)[1], atol=1e-4)
     norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
     assert not any(isinstance(m, norms) for m in fast.modules()), (
         "every batch norm follows a convolution and is folded into it"
@@ -112,8 +112,30 @@ def test_predictor_runs_an_artifact_in_steps_like_the_model(tmp_path):
     x = {n: v.half() for n, v in _batch(cfg, 3 * CPU_SEGMENTS_PER_STEP + 1).items()}
     logprobs, emb = Predictor.load(str(tmp_path / "model"))({n: v.numpy() for n, v in x.items()})
     with torch.inference_mode():
-        ref_h = model.embed({n: v.float() for n, v in x.items()})
+        ref_h = model.outputs({n: v.float() for n, v in x.items()})[1]
         ref_lp = torch.log_softmax(model({n: v.float() for n, v in x.items()}), 1)
     assert logprobs.shape == (len(x["logmel"]), 3) and emb.shape == (len(x["logmel"]), 8)
     assert np.allclose(logprobs, ref_lp.numpy(), atol=1e-4) and np.allclose(emb, ref_h.numpy(), atol=1e-4)
     assert model.norm["logmel"].mean.shape == (32,) and model.norm["waveform"].mean.shape == (1,)
+
+
+def test_the_heads_start_loads_only_into_its_own_keys_and_an_older_head_still_loads():
+    """A start with a key the network lacks is refused; a head state saved before the closed-form
+    start (no linear path, no scale) loads as the same function: its hidden layer's output alone."""
+    from mgc.errors import MgcError
+    from mgc.models.baseline import summary
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(name="head", n_classes=4)
+    net = build(cfg).eval()
+    with pytest.raises(MgcError, match="does not fit the network"):
+        net.load_start({"skip.weight": torch.zeros(4, net.encoder.size), "skip.other": torch.zeros(1)})
+    with torch.no_grad():
+        net.head.out.weight.normal_()
+    old = {k: v for k, v in net.state_dict().items() if not k.startswith(("skip.", "encoder.scale."))}
+    loaded = build(cfg).eval()
+    loaded.load_state_dict(loaded.complete(old))
+    x = _batch(cfg, 5)
+    with torch.no_grad():
+        z = summary({n: net.norm[n](x[n]) for n in cfg.inputs})
+        assert torch.allclose(loaded(x), net.head.out(net.head.hidden(z)), atol=1e-5)

@@ -3,6 +3,7 @@ and the HTML opened by a real headless browser (Debian's chromium) for a screens
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -139,6 +140,27 @@ def test_a_browser_renders_the_report(run_dir, tmp_path):
     assert pixels.shape[:2] == (2400, 1280)
     assert pixels[..., :3].std() > 0.05  # text, tables and figures, not an empty page
     shutil.copy(shot, run_dir / "report" / "screenshot.png")  # kept beside the report for people to look at
+
+    # What the browser made of the page, read from its DOM once loaded: a copy of the report with
+    # a script that writes each figure's decoded width and each section heading's height into it.
+    probe = tmp_path / "probe.html"
+    script = (
+        "<script>window.addEventListener('load', () => document.body.setAttribute('data-probe', JSON.stringify({"
+        "images: [...document.images].map(i => i.naturalWidth),"
+        "sections: [...document.querySelectorAll('h2')].map(h => [h.textContent, h.getBoundingClientRect().height])})));"
+        "</script>"
+    )
+    probe.write_text(page.read_text().replace("</body>", script + "</body>"))
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom",
+           f"--user-data-dir={tmp_path / 'profile'}", probe.as_uri()]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-probe="([^"]*)"', proc.stdout)
+    assert proc.returncode == 0 and found, proc.stderr[-2000:]
+    seen = json.loads(html.unescape(found.group(1)))
+    assert len(seen["images"]) == page.read_text().count("<img") >= 3 and all(w > 0 for w in seen["images"]), seen[
+        "images"
+    ]
+    assert [t for t, _ in seen["sections"]] == SECTIONS and all(h > 0 for _, h in seen["sections"]), seen["sections"]
 
 
 def test_a_report_of_an_empty_folder_says_what_was_not_run(tmp_path):

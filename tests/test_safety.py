@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pandas as pd
@@ -106,18 +107,40 @@ def tiny_artifact(path, **changes) -> str:
 
 
 def test_labelling_reads_nothing_through_a_link_leading_out(ray_connected, linked, tmp_path):
+    """Nothing outside the folder is opened, by the driver or by Ray's workers: one link leads to a
+    FIFO outside, whose opening for reading a writer waiting on it would see."""
     inbox, secret = linked
+    fifo = secret.parent / "pipe.wav"
+    os.mkfifo(fifo)
+    (inbox / "rock" / "out_fifo.wav").symlink_to(fifo)
+    opened = threading.Event()
+
+    def writer() -> None:
+        os.close(os.open(fifo, os.O_WRONLY))  # blocks until something opens the FIFO to read it
+        opened.set()
+
+    waiting = threading.Thread(target=writer, daemon=True)
+    waiting.start()
     out = tmp_path / "labels"
     summary = label.run(
         LabelConfig(model=tiny_artifact(tmp_path / "model"), input=str(inbox), out=str(out), progress=False)
     )
-    assert summary["labelled"] == 2 and summary["errors"] == 2 and summary["links_skipped"] == 2
+    assert not opened.is_set(), "labelling opened the FIFO outside the folder"
+    assert summary["labelled"] == 2 and summary["errors"] == 3 and summary["links_skipped"] == 2
     rows = label.read_labels(str(out)).set_index("path")
     refused = rows[rows["reason"] == "outside_root"]
-    assert sorted(os.path.relpath(p, inbox) for p in refused.index) == ["pop/out_dir", "rock/out_file.wav"]
+    assert sorted(os.path.relpath(p, inbox) for p in refused.index) == [
+        "pop/out_dir",
+        "rock/out_fifo.wav",
+        "rock/out_file.wav",
+    ]
     assert refused["content_hash"].isna().all()
     digest = hashlib.sha256(secret.read_bytes()).hexdigest()
-    assert digest not in set(rows["content_hash"].dropna())  # the file outside was never opened
+    assert digest not in set(rows["content_hash"].dropna())  # the file outside was never hashed
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the test's own opening releases the writer
+    waiting.join(10)
+    os.close(reader)
+    assert opened.is_set()  # the writer does see an opening
 
 
 def test_an_artifact_whose_parts_disagree_stops_the_job_before_ray_starts(tmp_path):

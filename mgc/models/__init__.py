@@ -15,7 +15,7 @@ registering its architectures (what they read, their default sizes, their encode
               dense layer trained from it)
 
 Every network normalises each input with statistics of the training split (buffers, so that an
-exported model carries them), and exposes `embed` (the penultimate layer). Adding a model is one
+exported model carries them), and exposes `outputs` (the logits and the penultimate layer, the embedding). Adding a model is one
 new module that calls `register`, imported below.
 """
 

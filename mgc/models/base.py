@@ -189,9 +189,24 @@ class GenreNet(nn.Module):
         logits = self.head.out(h)
         return (logits if self.skip is None else logits + self.skip(z)), h
 
-    def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The penultimate layer: the track embedding used for recommendations."""
-        return self.head.hidden(self.encode(x))
+    def load_start(self, start: dict[str, Any]) -> None:
+        """Load a closed-form start (train.Prepared.start: arrays by state-dict key); every key must
+        be one of this network's."""
+        missing = self.load_state_dict({k: torch.as_tensor(v) for k, v in start.items()}, strict=False).missing_keys
+        if set(start) - set(self.state_dict()) or set(start) & set(missing):
+            raise MgcError(f"{self.cfg.name}: its start {sorted(start)} does not fit the network")
+
+    def complete(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`state` with a linear path of zeros and an identity scale where it has none: a network
+        saved before its architecture took a closed-form start computes the same function so."""
+        if self.skip is None or "skip.weight" in state:
+            return state
+        identity = {"skip.weight": torch.zeros_like(self.skip.weight), "skip.bias": torch.zeros_like(self.skip.bias)}
+        return {
+            **identity,
+            **{k: v for k, v in Normalise(self.encoder.size).state_dict(prefix="encoder.scale.").items()},
+            **state,
+        }
 
     def forward(self, x: dict[str, torch.Tensor], augment: Augment | None = None) -> torch.Tensor:
         return self.outputs(x, augment)[0]
