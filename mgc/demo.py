@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from mgc import resources, storage
 from mgc.errors import MgcError
+from mgc.options import option, validate
 
 # Network sizes for a laptop; the literature's defaults are for GPUs (mgc train --help).
 SMALL = {"channels": (8, 16, 32, 32), "dense": (64, 32), "lstm_units": (64, 64), "batch_size": 32}
@@ -29,18 +30,25 @@ HARD = {"crossover": 0.8, "label_noise": 0.1, "upload_conditions": ("offset", "n
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    workdir: str = "demo"
-    tracks: int = 200
-    seconds: float = 30.0
-    epochs: int = 5
-    trials: int = 4
-    sweep_epochs: int = 3
-    uploads: int = 24
-    seed: int = 0
-    easy: bool = False
-    fresh: bool = False
-    ray_address: str | None = None
-    progress: bool = True
+    workdir: str = option("demo", help="where the corpus, every stage's output, demo.json and report/ go")
+    tracks: int = option(200, low=1, help="synthetic tracks in the corpus")
+    seconds: float = option(30.0, low=3, help="length of each synthetic clip, s (the FMA's are 30)")
+    epochs: int = option(5, low=1, help="passes over the training split")
+    trials: int = option(4, low=1, help="trials of the Tune sweep")
+    sweep_epochs: int = option(3, low=1, help="epochs per sweep trial")
+    uploads: int = option(24, low=0, help="synthetic new uploads to label (plus a long file and 3 broken ones)")
+    seed: int = option(0, low=0, help="random seed of the corpus and the uploads")
+    easy: bool = option(
+        False,
+        help="the easy corpus (every genre apart, clean labels, uploads recorded as the catalogue): models score "
+        "near 1.0",
+    )
+    fresh: bool = option(False, help="delete the workdir and start again instead of reusing finished stages")
+    ray_address: str | None = option(None, help="Ray cluster to join (default: RAY_ADDRESS, else a local one)")
+    progress: bool = option(True, help="show progress bars")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.workdir, *parts)

@@ -22,7 +22,7 @@ import functools
 import itertools
 import pickle
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from mgc import manifest as manifests
 from mgc.errors import MgcError, Reject
 from mgc.features import FeatureConfig
 from mgc.manifest import Manifest
+from mgc.options import option, validate
 
 REJECT_SCHEMA = pa.schema(
     [("track_id", pa.int64()), ("path", pa.string()), ("reason", pa.string()), ("detail", pa.string())]
@@ -53,21 +54,29 @@ def feature_schema(cfg: FeatureConfig) -> pa.Schema:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    out: str
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    tracks_per_shard: int = 32
-    progress: bool = True
-    # Inputs computed by a network (musicnn): run it in an actor pool fed by the decode tasks,
-    # one GPU per actor with use_gpu; `network_actors` 0 means one per GPU with use_gpu, else
-    # none (the network runs in the decode tasks, on their CPU).
-    use_gpu: bool = False
-    network_actors: int = 0
+    """One extraction run."""
+
+    out: str = option(help="output folder or URI (s3://bucket/prefix)")
+    features: FeatureConfig = option(factory=FeatureConfig, help="how audio becomes model input")
+    tracks_per_shard: int = option(
+        32, low=1, help="tracks per task and per Parquet file; a killed run resumes at this granularity"
+    )
+    progress: bool = option(True, help="show progress bars")
+    # A network input's actors are fed by the decode tasks, on CPUs.
+    use_gpu: bool = option(
+        False,
+        help="run the musicnn input's network in GPU actors (one per GPU unless --network-actors), fed by CPU "
+        "decode tasks",
+    )
+    network_actors: int = option(
+        0,
+        low=0,
+        help="actors that run the musicnn input's network (0: one per GPU with --use-gpu, else none: it runs in the "
+        "decode tasks)",
+    )
 
     def __post_init__(self) -> None:
-        if self.tracks_per_shard < 1:
-            raise MgcError("--tracks-per-shard must be at least 1")
-        if self.network_actors < 0:
-            raise MgcError("--network-actors must be 0 or more")
+        validate(self)
 
 
 WAVE = 512  # chunks per Ray Data run, at least (see run)

@@ -18,42 +18,42 @@ import scipy.fft
 import scipy.sparse
 
 from mgc.errors import MgcError, Reject
+from mgc.options import option, validate
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
     """How audio becomes model input. Defaults follow the design contract."""
 
-    sample_rate: int = 22050
-    segment_seconds: float = 3.0
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
-    n_mfcc: int = 20
-    # A clip whose overall RMS is below this level (dBFS) holds no usable audio.
-    silence_db: float = -60.0
-    # Analyse at most this many seconds from the start of a file (None: all of it).
-    max_seconds: float | None = None
-    # The inputs (mgc.inputs) each segment is stored as.
-    inputs: tuple[str, ...] = ("logmel", "mfcc")
-    # The musicnn input: run the network on this many evenly spaced segments of every 32 (a 30 s
-    # clip's 10 are one such block), each other segment taking its nearest one's output; 0: all.
-    musicnn_patches: int = 0
+    sample_rate: int = option(22050, low=1000, help="every file is mixed to mono and resampled to this rate, Hz")
+    segment_seconds: float = option(3.0, above=0, help="length of one training example; a 30 s clip gives 10")
+    n_fft: int = option(2048, low=16, help="FFT window of the spectrogram, samples")
+    hop_length: int = option(512, low=1, help="step between spectrogram frames, samples")
+    n_mels: int = option(128, low=1, help="mel bands of the log-mel spectrogram")
+    n_mfcc: int = option(20, low=1, help="MFCC coefficients kept")
+    # A clip whose overall RMS is below this level holds no usable audio.
+    silence_db: float = option(
+        -60.0, low=-200, high=0, help="a track whose RMS level is below this is rejected as silent, dBFS"
+    )
+    max_seconds: float | None = option(
+        None, above=0, help="analyse at most this much of each file from its start, s (none: all of it)"
+    )
+    inputs: tuple[str, ...] = option(("logmel", "mfcc"), registry="inputs", help="what each segment is stored as")
+    # A 30 s clip's 10 segments are one block of 32: every segment then runs the network.
+    musicnn_patches: int = option(
+        0,
+        low=0,
+        help="musicnn input only: run the network on this many evenly spaced segments of every 32 (a 30 s clip's "
+        "10), the others copying the nearest (0: every segment; the network is most of the input's cost)",
+    )
 
     def __post_init__(self) -> None:
-        if self.sample_rate <= 0 or self.segment_seconds <= 0:
-            raise MgcError("FeatureConfig: sample_rate and segment_seconds must be positive")
-        if self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0 or self.n_mfcc <= 0:
-            raise MgcError("FeatureConfig: n_fft, hop_length, n_mels and n_mfcc must be positive")
+        validate(self)
         if self.n_mfcc > self.n_mels:
             raise MgcError(f"FeatureConfig: n_mfcc ({self.n_mfcc}) cannot exceed n_mels ({self.n_mels})")
         if "musicnn" in self.inputs and self.segment_seconds < 3.0:
             raise MgcError(
                 f"FeatureConfig: the musicnn input needs segments of at least 3 s (its 187-frame patch), not {self.segment_seconds:g} s"
-            )
-        if self.musicnn_patches < 0:
-            raise MgcError(
-                f"FeatureConfig: musicnn_patches must be 0 (every segment) or more, not {self.musicnn_patches}"
             )
         if self.max_seconds is not None and self.max_seconds < self.segment_seconds:
             raise MgcError("FeatureConfig: max_seconds is shorter than one segment")

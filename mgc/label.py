@@ -46,6 +46,7 @@ from mgc import audio, inputs, metrics, storage, targets
 from mgc.errors import MgcError, Reject
 from mgc.features import FeatureConfig
 from mgc.manifest import AUDIO_EXTENSIONS
+from mgc.options import option, validate
 
 LABEL_COLUMNS = [
     "path", "content_hash", "size_bytes", "modified_ns", "model_id", "labelled_at", "status", "reason", "detail", "duration_s", "analysed_s", "n_segments",
@@ -57,27 +58,33 @@ LABEL_COLUMNS = [
 class LabelConfig:
     """One labelling run."""
 
-    model: str  # model artifact directory (local or URI)
-    input: str  # folder / prefix, or a .csv / .parquet manifest with a `path` column
-    out: str
-    top_k: int = 3
-    uncertain_below: float = 0.5  # top probability under this sets `uncertain`
-    # Seconds of each file analysed, from its start: bounds memory for hour-long uploads (a
-    # decoded hour of 44.1 kHz stereo is 1.3 GB of float32). None: the whole file.
-    max_seconds: float | None = 600.0
-    files_per_batch: int = 16  # files per inference batch and per output part
-    actors: int = 0  # inference actors; 0: one per GPU with use_gpu, else one per CPU
-    use_gpu: bool = False
-    # Symbolic links inside the input folder are followed only when asked; links leading out
-    # of it never are (error rows `outside_root`).
-    follow_links: bool = False
-    progress: bool = True
+    model: str = option(
+        help="model artifact directory (run_dir/model, or a sweep's best/model), or musicnn: the pretrained "
+        "tagger's 50 MSD tags, no training needed"
+    )
+    input: str = option(
+        help="folder or URI prefix searched recursively for audio, or a CSV/Parquet manifest with a path column"
+    )
+    out: str = option(help="output folder or URI: labels/part-*.parquet, summary.csv")
+    top_k: int = option(3, low=1, help="genres kept per file, with probabilities")
+    uncertain_below: float = option(
+        0.5, low=0, high=1, help="a file whose top probability is below this is flagged uncertain"
+    )
+    # Bounds memory for hour-long uploads (a decoded hour of 44.1 kHz stereo is 1.3 GB of float32).
+    max_seconds: float | None = option(
+        600.0, above=0, help="analyse at most this much of each file from its start, s (none: all of it)"
+    )
+    files_per_batch: int = option(16, low=1, help="files per Ray Data block (decoding task and inference batch)")
+    actors: int = option(0, low=0, help="inference actors (0: one per CPU, or per GPU with --use-gpu)")
+    use_gpu: bool = option(False, help="run the inference actors on GPUs, one each")
+    follow_links: bool = option(
+        False,
+        help="follow symbolic links that stay inside the input folder (links leading out of it are never read)",
+    )
+    progress: bool = option(True, help="show progress bars")
 
     def __post_init__(self) -> None:
-        if self.top_k < 1 or self.files_per_batch < 1 or self.actors < 0:
-            raise MgcError("--top-k and --files-per-batch must be at least 1, --actors at least 0")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise MgcError(f"--max-seconds {self.max_seconds} must be positive")
+        validate(self)
 
 
 @dataclass

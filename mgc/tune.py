@@ -30,6 +30,7 @@ from mgc import metrics, plots, resources, storage, targets
 from mgc import train as training
 from mgc.errors import MgcError
 from mgc.models import architecture
+from mgc.options import option, validate
 from mgc.targets import MULTILABEL
 from mgc.train import TrainConfig
 
@@ -47,29 +48,44 @@ class SweepConfig:
     `train` is every trial's run, less the learning rate and dropout the sweep samples;
     the sweep directory is its storage_path/name."""
 
-    train: TrainConfig
-    num_samples: int = 16
-    max_concurrent: int = 0  # 0: as many trials as the cluster's CPUs and GPUs hold at once
-    lr_min: float = 1e-5
-    lr_max: float = 1e-2
-    dropout_min: float = 0.1
-    dropout_max: float = 0.7
-    dropout_per_layer: bool = False  # sample each dropout layer's rate, not one shared rate
-    # Searched too where the upper bound is above 0 (weight decay log-uniformly, mixup uniformly);
-    # else every trial takes the training options' value.
-    weight_decay_min: float = 0.0
-    weight_decay_max: float = 0.0
-    mixup_min: float = 0.0
-    mixup_max: float = 0.0
-    search: str = "random"  # random, or a model-based searcher: optuna, hyperopt (where installed)
-    # What ASHA and the best trial go by; *loss and *ece are minimised, the rest maximised. Empty:
-    # the target's own score (macro F1 of top genres, micro average precision of multi-label ones).
-    metric: str = ""
-    grace_period: int = 1  # epochs before ASHA may stop a trial
-    reduction_factor: int = 3  # ASHA keeps the best 1/reduction_factor at each rung
-    gpus_per_trial: float = 0.0  # shared by the trial's workers; fractions let trials share a GPU
+    train: TrainConfig = option(help="every trial's run, less what the sweep samples")
+    num_samples: int = option(16, low=1, help="trials to run")
+    max_concurrent: int = option(0, low=0, help="trials at once (0: as many as the cluster fits)")
+    lr_min: float = option(1e-5, above=0, high=1, help="lowest learning rate sampled (log-uniform)")
+    lr_max: float = option(1e-2, above=0, high=1, help="highest learning rate sampled")
+    dropout_min: float = option(0.1, low=0, below=1, help="lowest dropout sampled (uniform)")
+    dropout_max: float = option(0.7, low=0, below=1, help="highest dropout sampled")
+    dropout_per_layer: bool = option(False, help="sample one dropout rate per dropout layer instead of one shared")
+    weight_decay_min: float = option(
+        0.0,
+        low=0,
+        help="lowest weight decay sampled (log-uniform; searched when --weight-decay-max is above 0)",
+    )
+    weight_decay_max: float = option(
+        0.0, low=0, help="highest weight decay sampled (0: every trial takes --weight-decay)"
+    )
+    mixup_min: float = option(
+        0.0, low=0, help="lowest mixup alpha sampled (uniform; searched when --mixup-max is above 0)"
+    )
+    mixup_max: float = option(0.0, low=0, help="highest mixup alpha sampled (0: every trial takes --mixup)")
+    search: str = option(
+        "random",
+        choices=SEARCHERS,
+        help="searcher: random, optuna or hyperopt (the latter two need their package)",
+    )
+    metric: str = option(
+        "",
+        help="what ASHA and the best trial are judged by (loss and ECE metrics are minimised); empty: the target's "
+        "score, val_track_f1_macro or, multi-label, val_track_ap_micro",
+    )
+    grace_period: int = option(1, low=1, help="epochs every trial runs before ASHA may stop it")
+    reduction_factor: int = option(3, low=2, help="ASHA keeps 1 in this many trials at each rung")
+    gpus_per_trial: float = option(
+        0.0, low=0, help="GPUs per trial, split over its workers; fractions let trials share a GPU"
+    )
 
     def __post_init__(self) -> None:
+        validate(self)
         if not self.metric:
             object.__setattr__(self, "metric", targets.score(self.train.target))
 
@@ -118,10 +134,8 @@ def check_options(sweep: SweepConfig) -> None:
         raise MgcError(
             f"metric {sweep.metric!r} scores multi-label models; --target {sweep.train.target} reports {', '.join(metrics.SCALARS)}"
         )
-    if sweep.num_samples < 1:
-        raise MgcError("--num-samples must be at least 1")
-    if not 1 <= sweep.grace_period <= sweep.train.epochs or sweep.reduction_factor < 2:
-        raise MgcError(f"ASHA needs 1 <= --grace-period <= --epochs ({sweep.train.epochs}) and --reduction-factor >= 2")
+    if sweep.grace_period > sweep.train.epochs:
+        raise MgcError(f"ASHA needs --grace-period <= --epochs ({sweep.train.epochs})")
     _searcher(sweep)
 
 
@@ -163,8 +177,6 @@ def _space(sweep: SweepConfig, layers: tuple[str, ...]) -> dict[str, Any]:
 def _searcher(sweep: SweepConfig, max_concurrent: int = 1):
     """Tune's search algorithm named by sweep.search, seeded with the training seed, running at
     most `max_concurrent` trials at once (Tune ignores TuneConfig's limit for random search)."""
-    if sweep.search not in SEARCHERS:
-        raise MgcError(f"unknown search algorithm {sweep.search!r}; choose one of {', '.join(SEARCHERS)}")
     from ray.tune.search import ConcurrencyLimiter
 
     if sweep.search == "random":

@@ -45,7 +45,9 @@ def test_every_numeric_option_is_range_checked(command):
         numbers = action.default if isinstance(action.default, tuple) else (action.default,)
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
         if action.option_strings and numeric and action.type is not None:
-            assert hasattr(action.type, "limits"), f"mgc {command} {action.option_strings} is not range-checked"
+            assert getattr(action.type, "limits", None) is not None, (
+                f"mgc {command} {action.option_strings} is not range-checked"
+            )
 
 
 @pytest.mark.parametrize(

@@ -242,7 +242,7 @@ def test_validation_shared_by_two_ranks_scores_as_one_rank_does(compared, featur
     the gathered predictions: the best epoch's validation metrics (history.json) equal those of its
     exported weights scored on the driver alone, over the whole split."""
     from mgc import artifact, metrics
-    from mgc.train import _split_predictions, evaluate
+    from mgc.train import evaluate, split_predictions
 
     for model in ("cnn", "cnn_lstm"):
         history = json.loads((compared / model / "history.json").read_text())
@@ -251,7 +251,7 @@ def test_validation_shared_by_two_ranks_scores_as_one_rank_does(compared, featur
         prep = check(TrainConfig(features=str(features), model=model))
         net, _ = artifact.load(str(compared / model / "model"))
         scored = evaluate(
-            prep.target, *_split_predictions(TrainConfig(features=str(features)), prep, net, "validation")
+            prep.target, *split_predictions(TrainConfig(features=str(features)), prep, net, "validation")
         )
         assert scored["track"]["n"] == prep.tracks["validation"]
         alone = metrics.flat(scored, "val")

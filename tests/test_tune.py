@@ -163,7 +163,7 @@ def test_the_best_artifact_loads_and_predicts(sweep, features):
             "'val_track_ap_micro' scores multi-label models; --target genre_top reports accuracy",
         ),
         (["--gpus-per-trial", "1"], "--gpus-per-trial 1 is more than the cluster's 0 GPUs"),
-        (["--search", "grid"], "unknown search algorithm 'grid'"),
+        (["--search", "grid"], "unknown --search 'grid'; choose one of random"),
         (["--grace-period", "5"], "grace-period <= --epochs"),
         (["--weight-decay-min", "0", "--weight-decay-max", "0.1"], "weight-decay range .* empty or inverted"),
         (["--model", "baseline"], "baseline is fitted in closed form: it has no learning rate or dropout to tune"),
