@@ -142,7 +142,7 @@ def _argument(f: dataclasses.Field, kind: Any, registries: dict[str, Registry]) 
         return {"action": "store_true", "help": f"{text} (a flag)"}
     if tup is not None:
         scalar = next((t for t in kinds if t not in (tup, type(None))), None)
-        shown = ",".join(map(str, f.default)) or "the model's" if isinstance(f.default, tuple) else f.default
+        shown = ",".join(map(str, f.default)) or "none" if isinstance(f.default, tuple) else f.default
         return {
             "type": _tuple_type(tup, scalar, rng, registry),
             "default": f.default,

@@ -43,6 +43,11 @@ def test_every_numeric_option_is_range_checked(command):
     sub = _subparsers(build_parser())[command]
     for action in sub._actions:
         numbers = action.default if isinstance(action.default, tuple) else (action.default,)
+        if numbers == () and action.type is not None:  # an empty list: what its items parse as
+            try:
+                numbers = action.type("1")
+            except argparse.ArgumentTypeError:
+                numbers = ("a registry's name",)
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers)
         if action.option_strings and numeric and action.type is not None:
             assert getattr(action.type, "limits", None) is not None, (

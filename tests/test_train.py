@@ -250,9 +250,7 @@ def test_validation_shared_by_two_ranks_scores_as_one_rank_does(compared, featur
         assert len(history[0]["weights_sha256"]) == 2  # two ranks
         prep = check(TrainConfig(features=str(features), model=model))
         net, _ = artifact.load(str(compared / model / "model"))
-        scored = evaluate(
-            prep.target, *split_predictions(TrainConfig(features=str(features)), prep, net, "validation")
-        )
+        scored = evaluate(prep.target, *split_predictions(TrainConfig(features=str(features)), prep, net, "validation"))
         assert scored["track"]["n"] == prep.tracks["validation"]
         alone = metrics.flat(scored, "val")
         assert history[best - 1]["val_segments"] == prep.segments["validation"]  # each segment scored once
