@@ -73,7 +73,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             conditions=args.upload_conditions,
         )
         print(
-            f"{len(truth)} uploads in {args.out} ({(truth['status'] == 'error').sum()} broken); what each is: {args.out}/_truth.csv"
+            f"{len(truth)} uploads in {args.out} ({(truth['status'] == 'error').sum()} broken); "
+            f"what each is: {args.out}/_truth.csv"
         )
         return 0
     cfg = options.from_args(SynthConfig, args, skip=("sample_rate",))
@@ -276,9 +277,14 @@ def _add_synth(sub) -> None:
 
     s = sub.add_parser("synth", help="write a deterministic synthetic corpus in the FMA layout")
     add_options(s, SynthConfig, "corpus options", skip=("sample_rate",))
-    s.add_argument("--uploads", type=_count(0), default=0, metavar="N",
-                   help="instead of a corpus, write N 'new uploads' of mixed formats, rates and channels, a 2-minute "
-                   "file and 3 broken files, to label (default: 0)")  # fmt: skip
+    s.add_argument(
+        "--uploads",
+        type=_count(0),
+        default=0,
+        metavar="N",
+        help="instead of a corpus, write N 'new uploads' of mixed formats, rates and channels, a 2-minute "
+        "file and 3 broken files, to label (default: 0)",
+    )
     s.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
     s.set_defaults(func=_cmd_synth)
 
@@ -310,16 +316,27 @@ def _add_training(sub, tune_defaults: dict | None) -> None:
     c = sub.add_parser(
         "compare", help="train several models on the same shards and tabulate their test metrics", **models
     )
-    c.add_argument("--models", type=model_list, default="baseline,cnn,cnn_lstm",
-                   help="comma-separated, from the list below; keep baseline among them to see what a network adds "
-                   "(default: baseline,cnn,cnn_lstm)")  # fmt: skip
+    c.add_argument(
+        "--models",
+        type=model_list,
+        default="baseline,cnn,cnn_lstm",
+        help="comma-separated, from the list below; keep baseline among them to see what a network adds "
+        "(default: baseline,cnn,cnn_lstm)",
+    )
     c.add_argument("--name", default="", help="prefix of the run names")
-    c.add_argument("--targets", type=target_list, default="genre_top",
-                   help="comma-separated --target values, each model trained for each; a multi-label run's accuracy "
-                   "is its top genre's, on the tracks that have one, as a genre_top run's (default: genre_top)")  # fmt: skip
-    c.add_argument("--export-best", action="store_true",
-                   help="copy the model best on validation to <storage-path>/<name>best/model, with best.json (the "
-                   "artifact to label with)")  # fmt: skip
+    c.add_argument(
+        "--targets",
+        type=target_list,
+        default="genre_top",
+        help="comma-separated --target values, each model trained for each; a multi-label run's accuracy "
+        "is its top genre's, on the tracks that have one, as a genre_top run's (default: genre_top)",
+    )
+    c.add_argument(
+        "--export-best",
+        action="store_true",
+        help="copy the model best on validation to <storage-path>/<name>best/model, with best.json (the "
+        "artifact to label with)",
+    )
     add_train_options(c, TrainConfig, skip=("target",))
     c.set_defaults(func=_cmd_compare)
 
@@ -327,8 +344,12 @@ def _add_training(sub, tune_defaults: dict | None) -> None:
         "tune", help="sweep learning rate and dropout with Ray Tune (ASHA), each trial a Ray Train run", **models
     )
     u.add_argument("--name", default="", help="sweep name under --storage-path (default: <model>-sweep)")
-    u.add_argument("--config", help="TOML or JSON file of these options (keys as here, - or _); the command line overrides it")  # fmt: skip
-    u.add_argument("--resume", action="store_true", help="continue the sweep --storage-path/--name after an interruption")  # fmt: skip
+    u.add_argument(
+        "--config", help="TOML or JSON file of these options (keys as here, - or _); the command line overrides it"
+    )
+    u.add_argument(
+        "--resume", action="store_true", help="continue the sweep --storage-path/--name after an interruption"
+    )
     add_train_options(u, TrainConfig, features_required=False, skip=PER_TRIAL, modelled=True)
     add_options(u, SweepConfig, "sweep options", skip=("train",))
     u.set_defaults(func=_cmd_tune, **(tune_defaults or {}))
@@ -345,7 +366,9 @@ def _add_labelling(sub) -> None:
 
     m = sub.add_parser("embed", help="embed the tracks of an extraction output (a catalogue) and score recommendations")
     m.add_argument("--features", required=True, help="output folder (or URI) of mgc extract")
-    m.add_argument("--model", required=True, help="model artifact directory, or musicnn (the pretrained tagger's embedding)")  # fmt: skip
+    m.add_argument(
+        "--model", required=True, help="model artifact directory, or musicnn (the pretrained tagger's embedding)"
+    )
     m.add_argument("--out", required=True, help="folder for catalogue.parquet and precision_at_k.csv/.md")
     m.add_argument("--split", default="test", help="the queries of the evaluation (default: test)")
     m.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
@@ -449,8 +472,12 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     one.add_argument("--manifest", help="CSV with path, label and optional split, track_id")
     one.add_argument("--folder", help="one sub-folder per genre (GTZAN layout)")
     src.add_argument("--audio-dir", default="fma_large", help="audio folder under --fma-root (default: fma_large)")
-    src.add_argument("--subset", default="large", choices=SUBSETS, help="FMA subset, smaller ones included (default: large)")  # fmt: skip
-    src.add_argument("--split-seed", type=_count(0), default=0, help="seed of the split made when the input has none (default: 0)")  # fmt: skip
+    src.add_argument(
+        "--subset", default="large", choices=SUBSETS, help="FMA subset, smaller ones included (default: large)"
+    )
+    src.add_argument(
+        "--split-seed", type=_count(0), default=0, help="seed of the split made when the input has none (default: 0)"
+    )
     src.add_argument("--follow-links", action="store_true", help="with --folder: " + _help(LabelConfig, "follow_links"))
 
 

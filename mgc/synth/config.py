@@ -95,5 +95,6 @@ class SynthConfig:
 
     @property
     def truthful(self) -> bool:
-        """Whether tracks.csv lists only audible genres (either option on); else genre lists drawn regardless of the audio."""
+        """Whether tracks.csv lists only audible genres (either option on); else genre lists drawn
+        regardless of the audio."""
         return self.multi_genre > 0 or self.subgenres

@@ -338,8 +338,10 @@ def _add_voice(mix: _Mix, subgenre: int, style: dict, rng) -> None:
 
 def _style(genre: str, rng) -> dict:
     """An artist's style: where in its genre's space it sits."""
-    tempo = {"Electronic": (122, 134), "Hip-Hop": (82, 96), "Rock": (110, 150), "Folk": (80, 115),
-             "Pop": (98, 124), "Instrumental": (60, 84), "International": (90, 112), "Experimental": (60, 60)}[genre]  # fmt: skip
+    tempo = {
+        "Electronic": (122, 134), "Hip-Hop": (82, 96), "Rock": (110, 150), "Folk": (80, 115),
+        "Pop": (98, 124), "Instrumental": (60, 84), "International": (90, 112), "Experimental": (60, 60),
+    }[genre]  # fmt: skip
     return {
         "bpm": rng.uniform(*tempo),
         "root": float(rng.integers(36, 48)),

@@ -12,12 +12,21 @@ from mgc.synth.config import SynthConfig
 from mgc.synth.genres import GENRE_IDS, GENRES, SUBGENRE_PARENT, SUBGENRE_TITLES, SUBGENRES, TOP_GENRES
 
 # tracks.csv columns in the FMA's order.
+_ALBUM = "comments date_created date_released engineer favorites id information listens producer tags title tracks type"
+_ARTIST = (
+    "active_year_begin active_year_end associated_labels bio comments date_created favorites id latitude location "
+    "longitude members name related_projects tags website wikipedia_page"
+)
+_TRACK = (
+    "bit_rate comments composer date_created date_recorded duration favorites genre_top genres genres_all information "
+    "interest language_code license listens lyricist number publisher tags title"
+)
 TRACKS_COLUMNS = (
-    [("album", c) for c in "comments date_created date_released engineer favorites id information listens producer tags title tracks type".split()]
-    + [("artist", c) for c in "active_year_begin active_year_end associated_labels bio comments date_created favorites id latitude location longitude members name related_projects tags website wikipedia_page".split()]
+    [("album", c) for c in _ALBUM.split()]
+    + [("artist", c) for c in _ARTIST.split()]
     + [("set", "split"), ("set", "subset")]
-    + [("track", c) for c in "bit_rate comments composer date_created date_recorded duration favorites genre_top genres genres_all information interest language_code license listens lyricist number publisher tags title".split()]
-)  # fmt: skip
+    + [("track", c) for c in _TRACK.split()]
+)
 
 
 def write_metadata(df: pd.DataFrame, cfg: SynthConfig, meta_dir: str) -> None:
@@ -67,33 +76,64 @@ def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
     created = "2016-01-01 00:00:00"
     album = df["artist_id"].to_numpy()
     cols = {
-        ("album", "comments"): 0, ("album", "date_created"): created, ("album", "favorites"): 0,
-        ("album", "id"): album, ("album", "information"): "<p></p>", ("album", "listens"): 0,
-        ("album", "tags"): "[]", ("album", "title"): [f"Album {a}" for a in album],
-        ("album", "tracks"): df.groupby("artist_id")["track_id"].transform("size").to_numpy(), ("album", "type"): "Album",
-        ("artist", "comments"): 0, ("artist", "date_created"): created, ("artist", "favorites"): 0,
-        ("artist", "id"): album, ("artist", "name"): [f"Synthetic Artist {a}" for a in album], ("artist", "tags"): "[]",
-        ("set", "split"): df["split"].to_numpy(), ("set", "subset"): df["subset"].to_numpy(),
-        ("track", "bit_rate"): 320000, ("track", "comments"): 0, ("track", "date_created"): created,
-        ("track", "duration"): int(cfg.seconds), ("track", "favorites"): 0,
+        ("album", "comments"): 0,
+        ("album", "date_created"): created,
+        ("album", "favorites"): 0,
+        ("album", "id"): album,
+        ("album", "information"): "<p></p>",
+        ("album", "listens"): 0,
+        ("album", "tags"): "[]",
+        ("album", "title"): [f"Album {a}" for a in album],
+        ("album", "tracks"): df.groupby("artist_id")["track_id"].transform("size").to_numpy(),
+        ("album", "type"): "Album",
+        ("artist", "comments"): 0,
+        ("artist", "date_created"): created,
+        ("artist", "favorites"): 0,
+        ("artist", "id"): album,
+        ("artist", "name"): [f"Synthetic Artist {a}" for a in album],
+        ("artist", "tags"): "[]",
+        ("set", "split"): df["split"].to_numpy(),
+        ("set", "subset"): df["subset"].to_numpy(),
+        ("track", "bit_rate"): 320000,
+        ("track", "comments"): 0,
+        ("track", "date_created"): created,
+        ("track", "duration"): int(cfg.seconds),
+        ("track", "favorites"): 0,
         ("track", "genre_top"): np.where(df["labelled"] & (df["blend"] == ""), df["listed_genre"], ""),
-        ("track", "genres"): genres_col, ("track", "genres_all"): genres_all, ("track", "interest"): 0,
-        ("track", "language_code"): "en", ("track", "license"): "Attribution 4.0 International",
-        ("track", "listens"): 0, ("track", "number"): df.groupby("artist_id").cumcount().to_numpy() + 1,
-        ("track", "tags"): "[]", ("track", "title"): [f"Track {t}" for t in df["track_id"]],
-    }  # fmt: skip
+        ("track", "genres"): genres_col,
+        ("track", "genres_all"): genres_all,
+        ("track", "interest"): 0,
+        ("track", "language_code"): "en",
+        ("track", "license"): "Attribution 4.0 International",
+        ("track", "listens"): 0,
+        ("track", "number"): df.groupby("artist_id").cumcount().to_numpy() + 1,
+        ("track", "tags"): "[]",
+        ("track", "title"): [f"Track {t}" for t in df["track_id"]],
+    }
     # Columns the FMA fills for some tracks only; filled on every 7th (the first included), so
     # that they read back with the real file's dtypes (an all-empty column reads as float).
     some = np.arange(len(df)) % 7 == 0
     sparse = {
-        ("album", "date_released"): created, ("album", "engineer"): "Synthetic Engineer", ("album", "producer"): "Synthetic Producer",
-        ("artist", "active_year_begin"): created, ("artist", "active_year_end"): created, ("artist", "associated_labels"): "Synthetic Records",
-        ("artist", "bio"): "<p>A synthetic artist.</p>", ("artist", "latitude"): 41.39, ("artist", "location"): "Barcelona",
-        ("artist", "longitude"): 2.17, ("artist", "members"): "Synthetic Member", ("artist", "related_projects"): "Side projects",
-        ("artist", "website"): "http://example.org", ("artist", "wikipedia_page"): "http://example.org/wiki",
-        ("track", "composer"): "Synthetic Composer", ("track", "date_recorded"): created, ("track", "information"): "<p></p>",
-        ("track", "lyricist"): "Synthetic Lyricist", ("track", "publisher"): "Synthetic Publisher",
-    }  # fmt: skip
+        ("album", "date_released"): created,
+        ("album", "engineer"): "Synthetic Engineer",
+        ("album", "producer"): "Synthetic Producer",
+        ("artist", "active_year_begin"): created,
+        ("artist", "active_year_end"): created,
+        ("artist", "associated_labels"): "Synthetic Records",
+        ("artist", "bio"): "<p>A synthetic artist.</p>",
+        ("artist", "latitude"): 41.39,
+        ("artist", "location"): "Barcelona",
+        ("artist", "longitude"): 2.17,
+        ("artist", "members"): "Synthetic Member",
+        ("artist", "related_projects"): "Side projects",
+        ("artist", "website"): "http://example.org",
+        ("artist", "wikipedia_page"): "http://example.org/wiki",
+        ("track", "composer"): "Synthetic Composer",
+        ("track", "date_recorded"): created,
+        ("track", "information"): "<p></p>",
+        ("track", "lyricist"): "Synthetic Lyricist",
+        ("track", "publisher"): "Synthetic Publisher",
+    }
     cols.update({k: np.where(some, v, np.nan if isinstance(v, float) else "") for k, v in sparse.items()})
     for k, v in cols.items():
         out[k] = v

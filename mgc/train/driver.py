@@ -145,8 +145,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     checked = check(cfg)
     check_run_dir(cfg, checked.features, checked.model)
     t = checked.tracks
-    session.note(f"train {cfg.run_name}: --target {cfg.target} labels {t['training'] + t['validation'] + t['test']} of the {t['in_shards']} tracks in the shards "
-                 f"({t['training']} for training) with {len(checked.labels)} classes")  # fmt: skip
+    session.note(
+        f"train {cfg.run_name}: --target {cfg.target} labels {t['training'] + t['validation'] + t['test']} of the "
+        f"{t['in_shards']} tracks in the shards ({t['training']} for training) with {len(checked.labels)} classes"
+    )
     if checked.model.architecture.fit:
         return fit(cfg, prepare(cfg, checked))
     cluster = session.connect()

@@ -170,7 +170,8 @@ def export_best(runs: list[dict[str, Any]], storage_path: str, name: str = "best
     kinds = {r.get("target", "genre_top") for r in runs}
     if len(kinds) > 1:
         raise MgcError(
-            f"--export-best compares models on one target's validation score; these runs have {', '.join(sorted(kinds))}"
+            "--export-best compares models on one target's validation score; these runs have "
+            + ", ".join(sorted(kinds))
         )
     score = targets.score(kinds.pop())
     scored = [r for r in runs if not math.isnan(r["validation"][score])]
@@ -180,8 +181,14 @@ def export_best(runs: list[dict[str, Any]], storage_path: str, name: str = "best
     src, dest = storage.join(storage_path, top["run"]), storage.join(storage_path, name)
     for f in ("weights.pt", "model.json"):  # model.json last: it is what marks an artifact as there
         storage.write_bytes(storage.join(dest, "model", f), storage.read_bytes(storage.join(src, "model", f)))
-    best = {"run": top["run"], "model": top["model"]["name"], "metric": score, "score": top["validation"][score],
-            "artifact": storage.join(dest, "model"), "candidates": {r["run"]: r["validation"][score] for r in scored}}  # fmt: skip
+    best = {
+        "run": top["run"],
+        "model": top["model"]["name"],
+        "metric": score,
+        "score": top["validation"][score],
+        "artifact": storage.join(dest, "model"),
+        "candidates": {r["run"]: r["validation"][score] for r in scored},
+    }
     storage.write_json(storage.join(dest, "best.json"), best)
     return best
 

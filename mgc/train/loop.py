@@ -121,10 +121,14 @@ class _Rank:
         total = torch.zeros(2, device=device)
         seen = torch.zeros(2, dtype=torch.int64, device=device)  # this rank's rows, and their row_digest
         batches = shard.iter_torch_batches(
-            batch_size=tc.batch_size, local_shuffle_buffer_size=tc.shuffle_buffer, local_shuffle_seed=tc.seed + epoch,
-            prefetch_batches=2, pin_memory=device.type == "cuda", device=device,
+            batch_size=tc.batch_size,
+            local_shuffle_buffer_size=tc.shuffle_buffer,
+            local_shuffle_seed=tc.seed + epoch,
+            prefetch_batches=2,
+            pin_memory=device.type == "cuda",
+            device=device,
             **batch_dtypes(mc, multilabel, half=device.type == "cuda"),
-        )  # fmt: skip
+        )
         waits: list[float] = []
         for batch in _timed(batches, waits):
             y = batch["target"]
@@ -214,10 +218,16 @@ class _Rank:
                     storage.join(self.w.train.run_dir, "history.json"), state["history"]
                 )  # live progress
                 torch.save(
-                    {"model": self.net.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                     "epoch": epoch + 1, "history": state["history"], "resumed_at": state["resumed_at"]},
+                    {
+                        "model": self.net.state_dict(),
+                        "optimizer": self.opt.state_dict(),
+                        "scheduler": self.sched.state_dict(),
+                        "epoch": epoch + 1,
+                        "history": state["history"],
+                        "resumed_at": state["resumed_at"],
+                    },
                     os.path.join(tmp, "state.pt"),
-                )  # fmt: skip
+                )
                 saved = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(row, checkpoint=saved, checkpoint_dir_name=checkpoint_dir(epoch + 1))
         stop = torch.tensor([float(row.get("early_stop", False))], device=self.device)

@@ -48,9 +48,16 @@ def model_config(cfg: TrainConfig, fcfg: FeatureConfig, n_classes: int, where: s
             f"extract with --inputs {','.join(fcfg.inputs + tuple(missing))} (into a new --out)"
         )
     return ModelConfig(
-        name=cfg.model, n_classes=n_classes, inputs=names, shapes=tuple(inputs.get(n).shape(fcfg) for n in names), channels=cfg.channels,
-        kernel=cfg.kernel, dense=cfg.dense, lstm_units=cfg.lstm_units, dropout=cfg.dropout,
-    )  # fmt: skip
+        name=cfg.model,
+        n_classes=n_classes,
+        inputs=names,
+        shapes=tuple(inputs.get(n).shape(fcfg) for n in names),
+        channels=cfg.channels,
+        kernel=cfg.kernel,
+        dense=cfg.dense,
+        lstm_units=cfg.lstm_units,
+        dropout=cfg.dropout,
+    )
 
 
 def check(cfg: TrainConfig) -> Prepared:
@@ -85,8 +92,9 @@ def check(cfg: TrainConfig) -> Prepared:
             listed = labels.tracks["track_id"].to_numpy()
             matched = int(np.isin(listed, index["track_id"].to_numpy()).sum())
             raise MgcError(
-                f"{cfg.features}: the {s} split has no segments labelled for --target {cfg.target}; {matched} of the {len(listed)} "
-                f"tracks in {cfg.manifest or 'its _manifest.parquet'} are among the shards' {tracks['in_shards']}"
+                f"{cfg.features}: the {s} split has no segments labelled for --target {cfg.target}; {matched} of the "
+                f"{len(listed)} tracks in {cfg.manifest or 'its _manifest.parquet'} are among the shards' "
+                f"{tracks['in_shards']}"
             )
     training = labelled & (split == "training")
     if target.multilabel:

@@ -32,11 +32,13 @@ def check_resources(cfg: TrainConfig, cluster: dict[str, float]) -> None:
     need_gpu = cfg.num_workers * cfg.gpus_per_worker if cfg.use_gpu else 0
     if cluster.get("GPU", 0) < need_gpu:
         raise MgcError(
-            f"{cfg.num_workers} workers x {cfg.gpus_per_worker:g} GPU need {need_gpu:g} GPUs; the cluster has {cluster.get('GPU', 0):g}"
+            f"{cfg.num_workers} workers x {cfg.gpus_per_worker:g} GPU need {need_gpu:g} GPUs; the cluster has "
+            f"{cluster.get('GPU', 0):g}"
         )
     if cfg.num_workers * cfg.cpus_per_worker > resources.training_cpus(cluster):
         free = cluster.get("CPU", 0) - cfg.num_workers * cfg.cpus_per_worker
         raise MgcError(
-            f"{cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPU leave {free:g} of the cluster's {cluster.get('CPU', 0):g} CPUs "
-            f"for reading data (at least {resources.READ_CPUS} is needed): lower --num-workers or --cpus-per-worker"
+            f"{cfg.num_workers} workers x {cfg.cpus_per_worker:g} CPU leave {free:g} of the cluster's "
+            f"{cluster.get('CPU', 0):g} CPUs for reading data (at least {resources.READ_CPUS} is needed): "
+            "lower --num-workers or --cpus-per-worker"
         )
