@@ -20,7 +20,8 @@ import mgc
 from mgc import inputs, storage
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
-from mgc.models import GenreNet, ModelConfig, build
+from mgc.models import GenreNet, Labeller, ModelConfig, build
+from mgc.models import tagger as pretrained
 
 FORMAT_VERSION = 2  # 2: models read several inputs (mgc.inputs), each normalised on its own
 
@@ -43,18 +44,16 @@ def save(
     storage.write_json(storage.join(path, "model.json"), meta)
 
 
-BUILTIN = "musicnn"  # the pretrained tagger (mgc.musicnn), usable wherever an artifact path is
+BUILTIN = "musicnn"  # the pretrained tagger (mgc.models.tagger), usable wherever an artifact path is
 
 
-def load(path: str, device: str = "cpu") -> tuple[GenreNet, dict[str, Any]]:
+def load(path: str, device: str = "cpu") -> tuple[Labeller, dict[str, Any]]:
     """The model (in eval mode) and its metadata; FeatureConfig as meta['features']. The artifact
     is checked whole, before anything is decoded: its parts must agree (label map, classes, the
     input's shape from the feature config, the weights' shapes), else MgcError naming the file.
     `path` BUILTIN is the pretrained tagger."""
     if path == BUILTIN:
-        from mgc import musicnn
-
-        return musicnn.tagger(device)
+        return pretrained.tagger(device)
     meta_path, weights_path = storage.join(path, "model.json"), storage.join(path, "weights.pt")
     try:
         meta = storage.read_json(meta_path)

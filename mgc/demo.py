@@ -15,9 +15,13 @@ import shutil
 import time
 from typing import Any, Callable
 
-from mgc import resources, storage
+from mgc import fma, recommend, report, resources, session, storage
 from mgc.errors import MgcError
 from mgc.options import option, validate
+from mgc.synth import SynthConfig, generate, uploads
+
+# mgc.train, extract, tune and label are imported in the stages that run them: they import torch,
+# which importing this module (the CLI's options) does without.
 
 # Network sizes for a laptop; the literature's defaults are for GPUs (mgc train --help).
 SMALL = {"channels": (8, 16, 32, 32), "dense": (64, 32), "lstm_units": (64, 64), "batch_size": 32}
@@ -85,8 +89,6 @@ def _train_config(cfg: DemoConfig, model: str, at_once: int = 0, **kw: Any):
 
 
 def _corpus(cfg: DemoConfig) -> str:
-    from mgc.synth import SynthConfig, generate
-
     hard = {} if cfg.easy else HARD
     generate(
         SynthConfig(out=cfg.path("fma"), tracks=cfg.tracks, seconds=cfg.seconds, seed=cfg.seed, **hard),
@@ -96,7 +98,6 @@ def _corpus(cfg: DemoConfig) -> str:
 
 
 def _extract(cfg: DemoConfig) -> str:
-    from mgc import fma
     from mgc.extract import ExtractConfig, run
 
     s = run(fma.manifest(cfg.path("fma")), ExtractConfig(out=cfg.path("features"), progress=cfg.progress))
@@ -136,7 +137,6 @@ def _tune(cfg: DemoConfig) -> str:
 
 def _label(cfg: DemoConfig) -> str:
     from mgc import label
-    from mgc.synth import uploads
 
     if not os.path.isfile(cfg.path("uploads", "_truth.csv")):
         hard = {} if cfg.easy else {"crossover": HARD["crossover"], "conditions": HARD["upload_conditions"]}
@@ -150,8 +150,6 @@ def _label(cfg: DemoConfig) -> str:
 
 
 def _embed(cfg: DemoConfig) -> str:
-    from mgc import recommend
-
     table = recommend.build(cfg.path("features"), best_model(cfg), cfg.path("catalogue"), progress=cfg.progress)
     overall = table.set_index("genre").loc["all"]
     return f"genre precision@5 {overall['precision@5']:.3f}, @10 {overall['precision@10']:.3f} over {int(overall['tracks'])} test tracks"
@@ -197,8 +195,6 @@ def _state(cfg: DemoConfig) -> dict[str, Any]:
 
 def run(cfg: DemoConfig) -> str:
     """Run (or finish) the demo; returns the path of the HTML report."""
-    from mgc import report, session
-
     state = _state(cfg)
     os.makedirs(cfg.workdir, exist_ok=True)
     total = len(STAGES) + 1

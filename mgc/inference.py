@@ -10,7 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mgc.models import GenreNet, for_inference
+from mgc import artifact
+from mgc.models import Labeller, for_inference
 
 # Segments per forward pass. On CPU a few at a time keep the conv layers' activations in the
 # core's cache: 3x faster per segment than 256 at a time for the benchmark's cnn (bench/README.md).
@@ -21,7 +22,7 @@ GPU_SEGMENTS_PER_STEP = 256
 class Predictor:
     """A network's inference form on `device`; `meta` holds the artifact's metadata when loaded."""
 
-    def __init__(self, model: GenreNet, device: torch.device, meta: dict[str, Any] | None = None):
+    def __init__(self, model: Labeller, device: torch.device, meta: dict[str, Any] | None = None):
         self.device, self.meta = device, meta or {}
         self.multilabel = bool(self.meta.get("multilabel"))  # a sigmoid per class, not one softmax
         self.model = for_inference(model).to(device)
@@ -32,8 +33,6 @@ class Predictor:
     @classmethod
     def load(cls, model_path: str, use_gpu: bool = False) -> "Predictor":
         """The artifact at `model_path`, on the GPU with use_gpu where there is one."""
-        from mgc import artifact
-
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         model, meta = artifact.load(model_path, device=str(device))
         return cls(model, device, meta)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mgc import augment
+from mgc import augment, musicnn
 from mgc.errors import MgcError
 from mgc.features import BLOCK_SEGMENTS, FeatureConfig, check_not_silent, mel_power, segment
 
@@ -146,15 +146,11 @@ class Musicnn(Input):
     )
 
     def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
-        from mgc import musicnn
-
         return (musicnn.EMBEDDING + len(musicnn.TAGS),)
 
     def prepare(self, segments, cfg, cache):
         """(the network's input patches for the segments it runs on; for each segment the index
         of the patch whose output it takes)."""
-        from mgc import musicnn
-
         n, k = len(segments), cfg.musicnn_patches
         # k segments at the centres of k equal spans (one: the middle), or all: the network is
         # most of this input's cost (bench/README.md).
@@ -165,8 +161,6 @@ class Musicnn(Input):
         return musicnn.logmel(segments[run], cfg.sample_rate)[:, : musicnn.FRAMES], nearest
 
     def finish(self, prepared, device="cpu"):
-        from mgc import musicnn
-
         x, nearest = prepared
         out = musicnn.run(x, device)
         return np.concatenate([out["embedding"], out["tags"]], 1).astype(np.float16)[nearest]

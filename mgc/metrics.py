@@ -28,6 +28,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from mgc.targets import consistent
+
 # The scalar scores of every split and level, as reported per epoch and written to metrics.json.
 SCALARS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "ece")
 # ... and those of a multi-label model besides.
@@ -300,8 +302,6 @@ def evaluate_multilabel(track_ids: np.ndarray, y: np.ndarray, logsigmoid: np.nda
                         cut: list[float] | None = None, classes: list[str] | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
     """{'segment': scores, 'track': scores} of a multi-label model on one split; predictions made
     consistent with the tree (`parents`), the temperature applied to tracks."""
-    from mgc.targets import consistent
-
     roots = [c for c, p in enumerate(parents) if p < 0]
     seg = consistent(np.exp(logsigmoid.astype(np.float64)), parents)
     tids, ty, tp = track_level_multilabel(track_ids, y, logsigmoid, temperature)

@@ -8,13 +8,14 @@ Per 3 s patch it gives the 50 MSD tag probabilities (TAGS), a 200-d embedding (t
 penultimate layer) and the 753 mean- and max-pooled mid-end features. One difference from the
 package as shipped: the log is taken in float32 (the package takes it in float16, which overflows
 to inf on loud music and makes its tags nearly constant).
+
+It imports no mgc module: the `musicnn` input (mgc.inputs) runs it, and the model that labels with
+its tags (mgc.models.tagger) reads that input.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -162,46 +163,3 @@ def run(x: np.ndarray, device: str = "cpu", batch: int = 0, bf16: bool = False) 
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             outs.append(net(torch.from_numpy(np.ascontiguousarray(x[i : i + batch], dtype=np.float32)).to(device)))
     return {k: torch.cat([o[k] for o in outs]).float().cpu().numpy() for k in outs[0]} if outs else {}
-
-
-class Tagger(nn.Module):
-    """The pretrained tags as a labelling model (`mgc label --model musicnn`): it reads the stored
-    `musicnn` input (embedding then tags) and, like a trained network, gives the embedding and,
-    from it, the tag logits through the network's own output layer. Multi-label: each tag's
-    probability is its own sigmoid."""
-
-    @dataclass(frozen=True)
-    class Config:
-        inputs: tuple[str, ...] = ("musicnn",)
-
-    def __init__(self, out: nn.Linear):
-        super().__init__()
-        self.cfg = self.Config()
-        self.head = nn.Module()
-        self.head.out, self.head.embedding_size = out, EMBEDDING
-
-    def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return x["musicnn"][:, :EMBEDDING].float()
-
-    def outputs(self, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tag logits, embedding), as GenreNet.outputs."""
-        h = self.embed(x)
-        return self.head.out(h), h
-
-    def forward(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.outputs(x)[0]
-
-
-def tagger(device: str = "cpu") -> tuple[Tagger, dict]:
-    """The built-in model `musicnn` and its metadata, as mgc.artifact.load gives a trained one's."""
-    from mgc.features import FeatureConfig
-
-    features = FeatureConfig(inputs=("musicnn",))
-    meta = {
-        "labels": list(TAGS),
-        "temperature": 1.0,
-        "multilabel": True,
-        "features": features,
-        "feature_config": features.to_dict(),
-    }
-    return Tagger(copy.deepcopy(load("cpu").out)).to(device).eval(), meta

@@ -196,7 +196,7 @@ def labelling(run_dir: str) -> Section:
     lines = [line]
     truth = os.path.join(run_dir, "uploads", "_truth.csv")  # the demo's uploads say what each file is
     if os.path.isfile(truth):
-        from mgc import label
+        from mgc import label  # here, not at the top: it imports torch, which a report needs nowhere else
 
         by_flag = label.accuracy_by_flag(
             label.current(path, columns=["status", "top_genres", "uncertain"]),

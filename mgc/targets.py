@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mgc import storage
+from mgc import fma, storage
+from mgc import manifest as manifests
 from mgc.errors import MgcError
 from mgc.manifest import Manifest
 
@@ -185,9 +186,6 @@ def load_manifest(source: str, features: str) -> Manifest:
     """The labels to train with: `source` a manifest Parquet (extraction's _manifest.parquet), the
     FMA's tracks.csv (genres.csv beside it), or a CSV manifest (mgc.manifest.from_csv; without a
     track_id column its paths are matched to the extraction's); empty: the features' own."""
-    from mgc import fma
-    from mgc import manifest as manifests
-
     extracted = storage.join(features, "_manifest.parquet")
     if not source:
         if not storage.exists(extracted):

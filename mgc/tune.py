@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from mgc import metrics, plots, resources, storage, targets
+from mgc import metrics, plots, resources, session, storage, targets
 from mgc import train as training
 from mgc.errors import MgcError
 from mgc.models import architecture
@@ -354,8 +354,6 @@ def _worker_group_reaper(every_s: float = 2.0):
 def _fit(sweep: SweepConfig, resume: bool) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-
-    from mgc import session
 
     check_options(sweep)
     checked = training.check(sweep.train)

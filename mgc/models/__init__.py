@@ -14,6 +14,9 @@ registering its architectures (what they read, their default sizes, their encode
               statistics: the baseline's regression, fitted before training, plus dropout and one
               dense layer trained from it)
 
+Not in the registry: tagger.py, the pretrained musicnn tagger as a model that labels and embeds
+with no training (the model path `musicnn`), behind the `Labeller` interface a GenreNet also meets.
+
 Every network normalises each input with statistics of the training split (buffers, so that an
 exported model carries them), and exposes `outputs` (the logits and the penultimate layer, the embedding). Adding a model is one
 new module that calls `register`, imported below.
@@ -23,6 +26,7 @@ from mgc.models.base import (  # noqa: F401
     ARCHITECTURES,
     Architecture,
     GenreNet,
+    Labeller,
     ModelConfig,
     architecture,
     build,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -152,6 +152,36 @@ class ModelConfig:
         return cls(**d)
 
 
+class _Reads(Protocol):
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
+
+
+class _Embeds(Protocol):
+    @property
+    def embedding_size(self) -> int: ...
+
+
+class Labeller(Protocol):
+    """What labelling, embedding and validation use of a model (mgc.artifact.load gives one,
+    mgc.inference.Predictor runs one): a trained GenreNet, or the pretrained tagger
+    (mgc.models.tagger.Tagger). Both are torch modules."""
+
+    @property
+    def cfg(self) -> _Reads:
+        """Its config: `inputs`, the names of the inputs it reads."""
+        ...
+
+    @property
+    def head(self) -> _Embeds:
+        """Its head: `embedding_size`, the width of the embedding."""
+        ...
+
+    def outputs(self, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, embedding) of a batch of inputs {name: [batch, *shape]}."""
+        ...
+
+
 class GenreNet(nn.Module):
     """Any registered encoder between the inputs' normalisation and the shared dense head."""
 
@@ -220,7 +250,10 @@ def build(cfg: ModelConfig, norm: dict[str, tuple[Any, Any]] | None = None) -> G
 _FUSABLE = ((nn.Conv1d, nn.BatchNorm1d), (nn.Conv2d, nn.BatchNorm2d))
 
 
-def for_inference(model: GenreNet) -> GenreNet:
+_Module = TypeVar("_Module", bound=nn.Module)
+
+
+def for_inference(model: _Module) -> _Module:
     """An eval-mode copy that computes the same function faster: each batch norm folded into the
     1-D or 2-D convolution before it, and channels-last memory for the 2-D convolutions (together
     2-3x faster on CPU for the benchmark's cnn; bench/README.md)."""

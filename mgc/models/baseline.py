@@ -62,6 +62,8 @@ def fit_linear(net, train: Any, multilabel: bool, linear: nn.Linear) -> dict[str
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.preprocessing import StandardScaler
 
+    # Here, like scikit-learn: mgc.metrics imports pandas, which the networks import without
+    # (bench/gpu.py on a bare GPU machine).
     from mgc.metrics import binary_log_loss
 
     names = net.cfg.inputs
