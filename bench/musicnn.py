@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 import torch
 
 from mgc import audio, fma, inputs, musicnn
-from mgc.features import FeatureConfig, segment
+from mgc.features import FeatureConfig
+from mgc.segments import segment
 from mgc.synth import SynthConfig, generate
 
 HERE = Path(__file__).resolve().parent

@@ -10,11 +10,19 @@ import os
 import sys
 from typing import Callable
 
-from mgc import inputs, options
+from mgc import demo, extract, fma, inputs, label, manifest, options, recommend, report, session, synth, train, tune
+from mgc.demo import DemoConfig
 from mgc.errors import MgcError
+from mgc.extract import ExtractConfig
 from mgc.features import FeatureConfig
+from mgc.fma import SUBSETS
 from mgc.inputs import INPUTS
-from mgc.models import architecture
+from mgc.label import LabelConfig
+from mgc.models import ARCHITECTURES, architecture
+from mgc.synth import SynthConfig
+from mgc.targets import TARGETS
+from mgc.train import TrainConfig
+from mgc.tune import PER_TRIAL, SweepConfig
 
 DEBUG = "show the full traceback of an error instead of one line"
 VERBOSE = (
@@ -60,10 +68,8 @@ def _use_ray_address(args: argparse.Namespace) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from mgc.synth import SynthConfig, generate, uploads
-
     if args.uploads:
-        truth = uploads(
+        truth = synth.uploads(
             args.out,
             n=args.uploads,
             seconds=min(args.seconds, 30.0),
@@ -78,57 +84,48 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         )
         return 0
     cfg = options.from_args(SynthConfig, args, skip=("sample_rate",))
-    print(generate(cfg, progress=not args.no_progress))
+    print(synth.generate(cfg, progress=not args.no_progress))
     return 0
 
 
 def load_manifest(args: argparse.Namespace):
     """The manifest named by --fma-root / --manifest / --folder."""
-    from mgc import fma, manifest
-
     if args.fma_root:
         return fma.manifest(args.fma_root, args.audio_dir, args.subset)
     if args.manifest:
         return manifest.from_csv(args.manifest, seed=args.split_seed)
     m = manifest.from_folder(args.folder, seed=args.split_seed, follow_links=args.follow_links)
-    from mgc.session import note
-
     for link in m.source["links_outside"]:
-        note(f"not read: {link}, outside {args.folder}")
+        session.note(f"not read: {link}, outside {args.folder}")
     if m.source["links_skipped"]:
-        note(f"{m.source['links_skipped']} symbolic link(s) inside {args.folder} skipped; --follow-links follows them")
+        skipped = m.source["links_skipped"]
+        session.note(f"{skipped} symbolic link(s) inside {args.folder} skipped; --follow-links follows them")
     return m
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    from mgc.extract import ExtractConfig, run
-
     features = options.from_args(FeatureConfig, args)
     cfg = options.from_args(ExtractConfig, args, features=features, progress=not args.no_progress)
     m = load_manifest(args)  # before Ray starts: bad metadata fails fast
     if args.limit:
         m.tracks = m.tracks.head(args.limit)
     _use_ray_address(args)
-    summary = run(m, cfg)
+    summary = extract.run(m, cfg)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def _train_config(args: argparse.Namespace, model: str, name: str, skip: tuple[str, ...] = (), **given):
     """A TrainConfig from the parsed options, less `skip`, with `given` fields set as passed."""
-    from mgc.train import TrainConfig
-
     return options.from_args(
         TrainConfig, args, skip=skip, model=model, name=name, progress=not args.no_progress, **given
     )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mgc.train import run
-
     cfg = _train_config(args, args.model, args.name)
     _use_ray_address(args)
-    out = run(cfg)
+    out = train.run(cfg)
     print(
         json.dumps(
             {
@@ -144,8 +141,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from mgc import train
-
     # One run per model and target; a target other than genre_top names its runs, so both fit one --storage-path.
     configs = [
         train.absolute(_train_config(args, m, f"{args.name}{m}{'' if t == 'genre_top' else '-' + t}", target=t))
@@ -168,8 +163,6 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from mgc import tune
-
     if not args.resume and not args.features:
         raise MgcError("--features is required (or --resume with --storage-path and --name of a sweep)")
     _use_ray_address(args)
@@ -177,24 +170,20 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if args.resume:
         best = tune.resume(args.storage_path, name)
     else:
-        train = _train_config(args, args.model, name, skip=tune.PER_TRIAL)
-        best = tune.run(options.from_args(tune.SweepConfig, args, train=train))
+        trial = _train_config(args, args.model, name, skip=PER_TRIAL)
+        best = tune.run(options.from_args(SweepConfig, args, train=trial))
     print(json.dumps(best, indent=2))
     return 0
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from mgc.label import LabelConfig, run
-
     cfg = options.from_args(LabelConfig, args, progress=not args.no_progress)
     _use_ray_address(args)
-    print(json.dumps(run(cfg), indent=2))
+    print(json.dumps(label.run(cfg), indent=2))
     return 0
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from mgc import recommend
-
     _use_ray_address(args)
     print(
         recommend.build(args.features, args.model, args.out, args.split, progress=not args.no_progress).to_string(
@@ -207,8 +196,6 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_similar(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from mgc import recommend
-
     catalogue = recommend.load_catalogue(args.catalogue)
     if args.track_id is not None:
         ids = catalogue["id"].astype(str).to_numpy()
@@ -219,24 +206,18 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     else:
         if not args.model:
             raise MgcError("--file needs --model, the artifact whose embeddings the catalogue holds")
-        from mgc.label import label_file
-
-        query, exclude = np.asarray(label_file(args.file, args.model)["embedding"], dtype=np.float32), args.file
+        query, exclude = np.asarray(label.label_file(args.file, args.model)["embedding"], dtype=np.float32), args.file
     print(recommend.similar(catalogue, query, args.k, exclude_id=exclude).to_string(index=False))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mgc.demo import DemoConfig, run
-
-    html = run(options.from_args(DemoConfig, args, progress=not args.no_progress))
+    html = demo.run(options.from_args(DemoConfig, args, progress=not args.no_progress))
     print(f"\nThe report: {html}\n  open it in a browser, or read report.md beside it")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from mgc import report
-
     html, md = report.write(args.run_dir, args.out)
     print(f"report: {html}\n        {md}")
     return 0
@@ -273,8 +254,6 @@ def _count(low: int) -> Callable[[str], int]:
 
 
 def _add_synth(sub) -> None:
-    from mgc.synth import SynthConfig
-
     s = sub.add_parser("synth", help="write a deterministic synthetic corpus in the FMA layout")
     add_options(s, SynthConfig, "corpus options", skip=("sample_rate",))
     s.add_argument(
@@ -290,8 +269,6 @@ def _add_synth(sub) -> None:
 
 
 def _add_extract(sub) -> None:
-    from mgc.extract import ExtractConfig
-
     e = sub.add_parser(
         "extract", help="decode audio into Parquet shards of model inputs (log-mel, MFCC, waveform) with Ray Data"
     )
@@ -305,8 +282,6 @@ def _add_extract(sub) -> None:
 
 
 def _add_training(sub, tune_defaults: dict | None) -> None:
-    from mgc.train import TrainConfig
-    from mgc.tune import PER_TRIAL, SweepConfig
 
     models = {"formatter_class": argparse.RawDescriptionHelpFormatter, "epilog": models_help()}
     t = sub.add_parser("train", help="train a model on extracted shards with Ray Train (DDP)", **models)
@@ -356,8 +331,6 @@ def _add_training(sub, tune_defaults: dict | None) -> None:
 
 
 def _add_labelling(sub) -> None:
-    from mgc.label import LabelConfig
-
     b = sub.add_parser("label", help="label new audio files with genre probabilities and embeddings (Ray Data)")
     b.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
     b.add_argument("--no-progress", action="store_true", help=NO_PROGRESS)
@@ -386,8 +359,6 @@ def _add_labelling(sub) -> None:
 
 
 def _add_demo(sub) -> None:
-    from mgc.demo import DemoConfig
-
     d = sub.add_parser(
         "demo", help="the whole pipeline on a synthetic corpus, ending in a report (re-runs reuse finished stages)"
     )
@@ -405,8 +376,6 @@ def _add_demo(sub) -> None:
 
 def models_help() -> str:
     """The models of the registry, what each is and reads, for --help."""
-    from mgc.models import ARCHITECTURES
-
     lines = ["models (--model), and the inputs each reads (--input chooses another where listed):"]
     for a in ARCHITECTURES.values():
         lines.append(f"  {a.name:<11} {a.about}; reads {' or '.join('+'.join(r) for r in a.reads)}")
@@ -436,8 +405,6 @@ def model_list(text: str) -> str:
 
 def target_list(text: str) -> str:
     """--targets: comma-separated names of mgc.targets' targets."""
-    from mgc.targets import TARGETS
-
     bad = [t for t in text.split(",") if t not in TARGETS]
     if bad:
         raise argparse.ArgumentTypeError(f"unknown target(s) {bad}; choose from {', '.join(TARGETS)}")
@@ -463,8 +430,6 @@ def add_train_options(
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
     """Where the tracks come from: an FMA download, a CSV manifest or genre folders."""
-    from mgc.fma import SUBSETS
-    from mgc.label import LabelConfig
 
     src = parser.add_argument_group("input (one of)")
     one = src.add_mutually_exclusive_group(required=True)
@@ -485,14 +450,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; errors print as one line (exit 2) unless --debug."""
     args = build_parser().parse_args(argv)
     if args.verbose:
-        from mgc.session import LOG_ENV
-
-        os.environ[LOG_ENV] = "debug"
+        os.environ[session.LOG_ENV] = "debug"
     try:
         if getattr(args, "config", None):
-            from mgc.tune import config_file_values
-
-            args = build_parser(config_file_values(args.config)).parse_args(argv)
+            args = build_parser(tune.config_file_values(args.config)).parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:
         print("mgc: interrupted; re-run the same command to resume", file=sys.stderr)
@@ -506,9 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(e, MgcError)
             else f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]} (--debug shows the traceback)"
         )
-        from mgc.session import logs_dir
-
-        logs = logs_dir()
+        logs = session.logs_dir()
         print(f"mgc: error: {text}" + (f" (Ray's logs: {logs})" if logs else ""), file=sys.stderr)
         return 2
 

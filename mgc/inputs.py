@@ -10,13 +10,16 @@ is one new class here.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from mgc import augment, musicnn
 from mgc.errors import MgcError
-from mgc.features import BLOCK_SEGMENTS, FeatureConfig, check_not_silent, mel_power, segment
+from mgc.segments import BLOCK_SEGMENTS, check_not_silent, mel_power, segment
+
+if TYPE_CHECKING:  # FeatureConfig checks its inputs against this registry
+    from mgc.features import FeatureConfig
 
 INPUTS: dict[str, "Input"] = {}
 
@@ -31,6 +34,9 @@ class Input:
     def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
         """The shape of one segment's array."""
         raise NotImplementedError
+
+    def check(self, cfg: FeatureConfig) -> None:
+        """Raise MgcError where `cfg` cannot give this input."""
 
     def compute(self, segments: np.ndarray, cfg: FeatureConfig, cache: dict[str, Any]) -> np.ndarray:
         """float16 [n, *shape] for n segments [n, segment_samples]; `cache` shares work between
@@ -148,6 +154,13 @@ class Musicnn(Input):
     def shape(self, cfg: FeatureConfig) -> tuple[int, ...]:
         return (musicnn.EMBEDDING + len(musicnn.TAGS),)
 
+    def check(self, cfg: FeatureConfig) -> None:
+        if cfg.segment_seconds < 3.0:
+            raise MgcError(
+                "FeatureConfig: the musicnn input needs segments of at least 3 s (its 187-frame patch), not "
+                f"{cfg.segment_seconds:g} s"
+            )
+
     def prepare(self, segments, cfg, cache):
         """(the network's input patches for the segments it runs on; for each segment the index
         of the patch whose output it takes)."""
@@ -157,7 +170,7 @@ class Musicnn(Input):
         run = np.unique(((np.arange(k) + 0.5) * n / k).astype(int)) if 0 < k < n else np.arange(n)
         nearest = np.abs(np.arange(n)[:, None] - run[None, :]).argmin(1)
         # A 3 s segment at 16 kHz is 188 frames: the first 187 (of a longer one too) are the
-        # network's one patch (FeatureConfig refuses shorter segments).
+        # network's one patch (`check` refuses shorter segments).
         return musicnn.logmel(segments[run], cfg.sample_rate)[:, : musicnn.FRAMES], nearest
 
     def finish(self, prepared, device="cpu"):

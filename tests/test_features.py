@@ -4,7 +4,8 @@ import pytest
 
 from mgc import inputs
 from mgc.errors import MgcError, Reject
-from mgc.features import FeatureConfig, mel_power, segment
+from mgc.features import FeatureConfig
+from mgc.segments import mel_power, segment
 
 CFG = FeatureConfig(inputs=("logmel", "mfcc", "waveform"))
 

@@ -12,13 +12,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mgc"
 
-# Edges of the import graph, in-function imports included, allowed to close a cycle because the
-# code that would break it belongs to work done beside this test's; to be emptied (issue 37).
-KNOWN_CYCLE_EDGES = {
-    # FeatureConfig.__post_init__ (not editable here: the config fields are being rewritten) looks
-    # the input names up in the registry, whose inputs use mgc.features' signal processing.
-    ("mgc.features", "mgc.inputs"),
-}
+# Edges of the import graph, in-function imports included, allowed to close a cycle (none: a new
+# one needs its reason here).
+KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 
 # Third-party packages the driver imports once before it forks a child per module: a child then
 # imports one mgc module and nothing else of mgc, at the cost of mgc's own code only.

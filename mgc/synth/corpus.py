@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 
-from mgc import fma
+from mgc import fma, storage
 from mgc.errors import MgcError
 from mgc.synth.clip import render
 from mgc.synth.config import SynthConfig
@@ -22,8 +22,6 @@ from mgc.synth.planning import plan
 def generate(cfg: SynthConfig, progress: bool = True) -> str:
     """Write the corpus under cfg.out and return it. A corpus already written with the same config
     is reused as it is."""
-    from mgc import storage
-
     if storage.is_uri(cfg.out):
         raise MgcError(f"{cfg.out}: synth writes to a local folder; copy it to object storage afterwards")
     meta_dir = os.path.join(cfg.out, "fma_metadata")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mgc import metrics, storage, targets
+from mgc.augment import Augment
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 from mgc.models import ModelConfig
@@ -163,8 +164,6 @@ class TrainConfig:
 
     def augment(self, seed: int, device: str):
         """The training loop's augmentation (mgc.augment.Augment) with these settings."""
-        from mgc.augment import Augment
-
         return Augment(self.time_shift, self.spec_mask, self.gain_db, self.mixup, seed, device)
 
     @property

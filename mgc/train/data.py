@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from mgc import metrics, storage, targets
+from mgc.inference import Predictor
 from mgc.models import ModelConfig
 
 
@@ -51,8 +52,6 @@ def batch_dtypes(mc: ModelConfig, multilabel: bool, half: bool = False) -> dict[
 def predict(model, batches, device, multilabel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(track_ids, targets, segment log-probabilities: log-sigmoids if multilabel) of every
     batch, by the model's inference form."""
-    from mgc.inference import Predictor
-
     predictor = Predictor(model, device, {"multilabel": multilabel})
     ids, ys, lps = [], [], []
     for batch in batches:
