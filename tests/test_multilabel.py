@@ -7,6 +7,7 @@ one-vs-rest baseline."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -273,11 +274,14 @@ def _blends(runs: Path, name: str, truth: pd.DataFrame) -> tuple[list[float], li
 
 
 def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_runs):
-    """Validation micro-AP far above the label-frequency prior (measured 0.85 over a prior of
-    0.15: half the tracks blends make this corpus harder than the issue's "0.9 over < 0.4"
-    example); both genres of blended tracks ranked above the absent ones and, often, the two
-    most probable and both tagged; a model trained on permuted labels stays near the prior and
-    does none of it."""
+    """Judged against chance, not against one run's figures: validation micro-AP at least 0.5
+    above the label-frequency prior; for blended test tracks, both genres ranked above the
+    absent ones far more often than a model hearing one genre would (0.5), its two genres the two
+    most probable far more often than by chance (1 in 28 of 8 top genres; binomial p < 0.001),
+    both tagged more often than by the control; a model trained on permuted labels stays near the
+    prior and does none of it."""
+    from scipy.stats import binomtest
+
     from mgc.train import check
 
     features, truth = blends
@@ -286,7 +290,7 @@ def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_
     target = check(TrainConfig(features=str(features), target="genres_all", **ML)).target
     assert len(target.classes) == 24  # 8 genres and their 16 sub-genres, all audible
     prior = _prior_ap(features, target)
-    assert prior < 0.25 and multi["validation"]["val_track_ap_micro"] >= 0.8, (prior, multi["validation"])
+    assert prior < 0.25 and multi["validation"]["val_track_ap_micro"] >= prior + 0.5, (prior, multi["validation"])
     assert control["validation"]["val_track_ap_micro"] < prior + 0.15 and control["stopped_early"], (
         prior,
         control["validation"],
@@ -296,23 +300,48 @@ def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_
         _blends(runs, "control", truth),
     )
     assert len(ours) >= 10 and np.mean(ours) >= 0.7 and np.mean(ours) >= np.mean(theirs) + 0.2, (ours, theirs)
-    # Its two genres the two most probable: 9, 9 and 11 of 14 test blends with training seeds 0-2;
-    # both tagged: 7, 7 and 8 (bench/blends.py, 2026-12-06); the control 1.
-    assert np.mean(our_two) >= 0.5 and np.mean(our_two) > np.mean(their_two), (our_two, their_two)
-    assert np.mean(our_both) >= 0.35 and np.mean(our_both) >= np.mean(their_both) + 0.2, (our_both, their_both)
+    assert binomtest(sum(our_two), len(our_two), 1 / 28, alternative="greater").pvalue < 1e-3, our_two
+    assert binomtest(sum(their_two), len(their_two), 1 / 28, alternative="greater").pvalue > 1e-3, their_two
+    assert np.mean(our_both) >= np.mean(their_both) + 0.2, (our_both, their_both)
 
 
-def test_the_multilabel_models_top_genre_is_at_least_the_single_label_models(ml_runs):
+def test_the_multilabel_models_top_genre_is_as_good_as_the_single_label_models(ml_runs):
     """It trains on the blends too (no genre_top); its top genre, read from the roots, is scored
-    on the tracks that have one, as the single-label model's is."""
-    _, out, _, _ = ml_runs
+    on the tracks that have one, as the single-label model's is: far above chance (1 in 8;
+    binomial p < 0.001), and within one test track of the single-label model (a paired count:
+    tracks only it gets wrong, less tracks only the other gets wrong)."""
+    from scipy.stats import binomtest
+
+    runs, out, _, _ = ml_runs
     multi, single = out["multi"], out["single"]
     assert multi["tracks"]["training"] > single["tracks"]["training"]
-    assert multi["test"]["track"]["n_top"] == single["test"]["track"]["n"]
-    assert multi["test"]["track"]["accuracy"] >= single["test"]["track"]["accuracy"], (
-        multi["test"]["track"],
-        single["test"]["track"],
+    n = single["test"]["track"]["n"]
+    assert multi["test"]["track"]["n_top"] == n >= 8
+    right = {k: round(out[k]["test"]["track"]["accuracy"] * n) for k in ("multi", "single")}
+    assert binomtest(right["multi"], n, 1 / 8, alternative="greater").pvalue < 1e-3, right
+    truth, tops = _top_genres(runs, "single"), _top_genres(runs, "multi")
+    wrong = {
+        "single": {t for t, g in truth.items() if g[0] != g[1]},
+        "multi": {t for t in truth if tops[t][1] != truth[t][0]},
+    }
+    assert right["multi"] == n - len(wrong["multi"]) and right["single"] == n - len(wrong["single"]), (right, wrong)
+    assert len(wrong["multi"] - wrong["single"]) - len(wrong["single"] - wrong["multi"]) <= 1, wrong
+
+
+def _top_genres(runs: Path, name: str) -> dict[int, tuple[str, str]]:
+    """Per test track: (its genre_top, or "" where a multi-label run does not say, and the top genre
+    the run's exported model predicts: the argmax, or for a multi-label model the most probable root)."""
+    saved = pq.read_table(runs / name / "test_predictions.parquet")
+    meta = json.loads((runs / name / "model" / "model.json").read_text())
+    ids, lps = saved["track_id"].to_numpy(), saved["logprobs"].combine_chunks().to_numpy_ndarray()
+    if "label" in saved.column_names:  # single-label: the class index
+        tracks, y, lp = metrics.track_level(ids, saved["label"].to_numpy(), lps)
+        return {int(t): (meta["labels"][a], meta["labels"][b]) for t, a, b in zip(tracks, y, lp.argmax(1))}
+    tracks, _, p = metrics.track_level_multilabel(
+        ids, saved["target"].combine_chunks().to_numpy_ndarray(), lps, meta["temperature"]
     )
+    roots = np.array([c for c, q in enumerate(meta["parents"]) if q < 0])
+    return {int(t): ("", meta["labels"][roots[b]]) for t, b in zip(tracks, p[:, roots].argmax(1))}
 
 
 def test_relabelling_retrains_on_the_same_shards(ml_runs):
@@ -327,14 +356,17 @@ def test_relabelling_retrains_on_the_same_shards(ml_runs):
 
 def test_labelling_writes_tags_at_the_models_thresholds(ray_connected, ml_runs, tmp_path):
     """A multi-label artifact's rows carry the genres at or above their thresholds, with their
-    ancestors, deepest first, tree-consistent probabilities and root top genres; a single-label
-    artifact's rows have no tags and a softmax."""
+    ancestors, deepest first, tree-consistent probabilities and root top genres; their tags name
+    the upload's true genre far more often than tags spread at random over the roots would
+    (binomial p < 0.01); a single-label artifact's rows have no tags and a softmax."""
+    from scipy.stats import binomtest
+
     from mgc import label
     from mgc.synth import uploads
 
     runs, _, _, _ = ml_runs
     folder = tmp_path / "uploads"
-    uploads(str(folder), n=8, seconds=6.0)
+    truth = uploads(str(folder), n=16, seconds=6.0).set_index("file")["genre"]
     for name in ("multi", "single"):
         assert (
             main(
@@ -353,7 +385,7 @@ def test_labelling_writes_tags_at_the_models_thresholds(ray_connected, ml_runs, 
         )
         rows = label.current(str(tmp_path / name))
         ok = rows[rows["status"] == "ok"]
-        assert len(ok) == 8
+        assert len(ok) == 16
         meta = json.loads((runs / name / "model" / "model.json").read_text())
         if name == "single":
             assert ok["tags"].isna().all() and np.allclose([sum(p) for p in ok["probabilities"]], 1, atol=1e-4)
@@ -370,6 +402,11 @@ def test_labelling_writes_tags_at_the_models_thresholds(ray_connected, ml_runs, 
             assert [depth[c] for c in tags] == sorted((depth[c] for c in tags), reverse=True)
             np.testing.assert_allclose(r["tag_probs"], p[tags], rtol=1e-6)
             assert all(parents[labels.index(g)] < 0 for g in r["top_genres"])
+        roots = [labels[c] for c, q in enumerate(parents) if q < 0]
+        tagged = [[t for t in ts if t in roots] for ts in ok["tags"]]
+        hits = sum(truth[os.path.relpath(path, folder)] in ts for path, ts in zip(ok["path"], tagged))
+        chance = np.mean([len(ts) for ts in tagged]) / len(roots)  # a root tag's chance of being the right one
+        assert binomtest(hits, len(ok), chance, alternative="greater").pvalue < 0.01, (hits, tagged)
         counted = summary[summary["kind"] == "tag"].set_index("name")["files"]
         assert counted.to_dict() == pd.Series([t for ts in ok["tags"] for t in ts]).value_counts().to_dict()
 

@@ -287,12 +287,15 @@ MID = dict(model="cnn", epochs=12, channels=(16, 32, 64, 64), dense=(256, 64, 32
 
 
 @pytest.mark.slow
-def test_the_default_recipe_beats_the_plain_one_on_uploads_and_calibrates(ray_connected, tmp_path):
-    """cnn trained by the default recipe (AdamW, warm-up and cosine, shifts, masks, mixup) gets
-    more validation tracks right than by the plain one (Adam at a constant rate, nothing else) in
-    the same 12 epochs, and no fewer test tracks, on held-out artists recorded unlike the
-    catalogue, from labels a fifth wrong; the artifact carries the temperature fitted on
-    validation, which lowers the validation and test ECE, and the reliability diagram is drawn."""
+def test_on_one_configuration_the_default_recipe_stays_ahead_of_the_plain_one_and_calibrates(ray_connected, tmp_path):
+    """A regression guard on one configuration, not evidence that the recipe wins in general
+    (bench/recipe.py's paired runs over several corpora and seeds are: bench/README.md): on this
+    corpus and seed, cnn trained by the default recipe (AdamW, warm-up and cosine, shifts, masks,
+    mixup) gets more validation tracks right than by the plain one (Adam at a constant rate,
+    nothing else) in the same 12 epochs, and no fewer test tracks, on held-out artists recorded
+    unlike the catalogue, from labels a fifth wrong. The schedule, the temperature fitted on
+    validation (it lowers the validation and test ECE) and the reliability diagram are checked
+    as any run's."""
     import dataclasses
 
     import pandas as pd
