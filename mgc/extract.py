@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import pickle
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 
 import mgc
-from mgc import audio, inputs, storage
+from mgc import inputs, pipeline, storage
 from mgc import manifest as manifests
-from mgc.errors import MgcError, Reject
+from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 from mgc.manifest import Manifest
 from mgc.options import option, validate
@@ -87,22 +86,23 @@ def shard_name(chunk: int) -> str:
 
 
 def decode_chunk(chunk: dict[str, Any], cfg: FeatureConfig) -> dict[str, Any]:
-    """Decode one chunk of tracks and `prepare` their inputs (mgc.inputs): {"chunk", "tracks":
-    (track_id, path, split, prepared inputs) per good track, "rejects", "status"}."""
+    """Decode one chunk of tracks and `prepare` their inputs (mgc.pipeline.decode): {"chunk",
+    "tracks": (track_id, path, split, prepared inputs) per good track, "rejects", "status"}."""
     tracks, rejects, status = [], [], []
     for tid, path, split in zip(chunk["track_id"], chunk["path"], chunk["split"]):
         tid = int(tid)
         try:
-            tracks.append((tid, path, split, inputs.prepare(audio.load(path, cfg), cfg, cfg.inputs)))
-            continue
-        except Reject as r:
-            r = r.naming(path)
-            reason, detail = r.reason, r.detail
+            tracks.append((tid, path, split, pipeline.decode(path, cfg, cfg.inputs)[1]))
         except Exception as e:  # noqa: BLE001 - one odd file must not sink the other tracks
-            reason, detail = "feature_error", f"{path}: {type(e).__name__}: {e}"
-        rejects.append({"track_id": tid, "path": path, "reason": reason, "detail": detail})
-        status.append({"track_id": tid, "reason": reason, "segments": 0})
+            _reject(rejects, status, tid, path, e)
     return {"chunk": int(chunk["chunk"]), "tracks": tracks, "rejects": rejects, "status": status}
+
+
+def _reject(rejects: list[dict], status: list[dict], tid: int, path: str, e: Exception) -> None:
+    """A failed track's reject row and status row."""
+    reason, detail = pipeline.failure(path, e)
+    rejects.append({"track_id": tid, "path": path, "reason": reason, "detail": detail})
+    status.append({"track_id": tid, "reason": reason, "segments": 0})
 
 
 def write_chunk(decoded: dict[str, Any], out: str, cfg: FeatureConfig, device: str = "cpu") -> list[dict[str, Any]]:
@@ -116,10 +116,7 @@ def write_chunk(decoded: dict[str, Any], out: str, cfg: FeatureConfig, device: s
         try:
             arrays = inputs.finish(prepared, device)
         except Exception as e:  # noqa: BLE001 - as in decode_chunk: one track's failure is its reject
-            rejects.append(
-                {"track_id": tid, "path": path, "reason": "feature_error", "detail": f"{path}: {type(e).__name__}: {e}"}
-            )
-            status.append({"track_id": tid, "reason": "feature_error", "segments": 0})
+            _reject(rejects, status, tid, path, e)
             continue
         n = len(arrays[cfg.inputs[0]])
         columns["track_id"] += [tid] * n
@@ -168,12 +165,11 @@ class ChunkWriter:
         self.device = "cuda" if use_gpu else "cpu"
 
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        return write_chunk(pickle.loads(row["decoded"]), self.out, self.cfg, self.device)
+        return write_chunk(pipeline.unpack(row["decoded"]), self.out, self.cfg, self.device)
 
 
 def _decoded(chunk: dict[str, Any], cfg: FeatureConfig) -> dict[str, Any]:
-    # One opaque column: the prepared inputs' shapes vary per track and per input.
-    return {"decoded": pickle.dumps(decode_chunk(chunk, cfg), protocol=5)}
+    return {"decoded": pipeline.pack(decode_chunk(chunk, cfg))}
 
 
 def plan_chunks(manifest: Manifest, tracks_per_shard: int) -> list[dict[str, Any]]:
@@ -262,9 +258,6 @@ def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
     """Extract features for every track of `manifest` into cfg.out on the Ray cluster (joined
     after the checks). Returns the summary also written to _summary.json."""
     import ray
-    from tqdm.auto import tqdm
-
-    from mgc import session
 
     if len(manifest) == 0:
         raise MgcError("the manifest holds no tracks: nothing to extract")
@@ -277,37 +270,8 @@ def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
     todo = [c for c in plan_chunks(manifest, cfg.tracks_per_shard) if shard_name(c["chunk"]) not in done]
     n_todo = sum(len(c["track_id"]) for c in todo)
     started = time.time()
-    counts: dict[str, int] = {}
     if todo:
-        cpus = session.connect().get("CPU", 1)
-        ctx = ray.data.DataContext.get_current()
-        # Reservations keep resources for other operators; this pipeline has one, and on a
-        # small node they left a third of the CPUs idle (bench/README.md).
-        ctx.op_resource_reservation_enabled = False
-        fn = functools.partial(process_chunk, out=cfg.out, cfg=cfg.features)
-        actors = _network_actors(cfg)
-        # Waves of chunks, one Ray Data run each: Ray Data keeps ~50 KB of bookkeeping per block
-        # in the driver until its run ends (bench/README.md, "Scale"), and a wave of 8 chunks
-        # per CPU leaves little idle at its end.
-        wave = max(WAVE, 8 * int(cpus))
-        with tqdm(total=n_todo, unit="track", desc="extract", disable=not cfg.progress, mininterval=1.0) as bar:
-            for lo in range(0, len(todo), wave):
-                part = todo[lo : lo + wave]
-                # One block per chunk, so that each chunk is one task and chunks spread over all CPUs.
-                ds = ray.data.from_items(part, override_num_blocks=len(part))
-                if actors:
-                    # The memory request (a chunk's decode, ~0.5 GB) also keeps Ray Data from fusing
-                    # the decode tasks into the actors: every CPU decodes, the actors only infer.
-                    ds = ds.map(_decoded, fn_kwargs={"cfg": cfg.features}, num_cpus=1, memory=512 * 2**20)
-                    ds = ds.flat_map(ChunkWriter, fn_constructor_kwargs={"out": cfg.out, "cfg": cfg.features, "use_gpu": cfg.use_gpu},
-                                     compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=1 if cfg.use_gpu else 0, num_cpus=0 if cfg.use_gpu else 1)  # fmt: skip
-                else:
-                    ds = ds.flat_map(fn, num_cpus=1)
-                for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
-                    for reason, n in batch["reason"].value_counts().items():
-                        counts[reason] = counts.get(reason, 0) + int(n)
-                    bar.update(len(batch))
-                    bar.set_postfix(rejected=sum(v for k, v in counts.items() if k != "ok"), refresh=False)
+        _process(todo, n_todo, cfg)
     wall = time.time() - started
     summary = summarize(cfg.out)
     summary["this_run"] = {
@@ -320,3 +284,45 @@ def run(manifest: Manifest, cfg: ExtractConfig) -> dict[str, Any]:
     }
     storage.write_json(storage.join(cfg.out, "_summary.json"), summary)
     return summary
+
+
+def _process(todo: list[dict[str, Any]], n_tracks: int, cfg: ExtractConfig) -> None:
+    """Decode, featurise and write the chunks `todo` (of `n_tracks` tracks) on Ray Data, in waves,
+    with a progress bar of tracks."""
+    import ray
+    from tqdm.auto import tqdm
+
+    from mgc import session
+
+    cpus = session.connect().get("CPU", 1)
+    ctx = ray.data.DataContext.get_current()
+    # Reservations keep resources for other operators; this pipeline has one, and on a
+    # small node they left a third of the CPUs idle (bench/README.md).
+    ctx.op_resource_reservation_enabled = False
+    actors = _network_actors(cfg)
+    # Waves of chunks, one Ray Data run each: Ray Data keeps ~50 KB of bookkeeping per block
+    # in the driver until its run ends (bench/README.md, "Scale"), and a wave of 8 chunks
+    # per CPU leaves little idle at its end.
+    wave = max(WAVE, 8 * int(cpus))
+    counts: dict[str, int] = {}
+    with tqdm(total=n_tracks, unit="track", desc="extract", disable=not cfg.progress, mininterval=1.0) as bar:
+        for lo in range(0, len(todo), wave):
+            part = todo[lo : lo + wave]
+            # One block per chunk, so that each chunk is one task and chunks spread over all CPUs.
+            ds = _stages(ray.data.from_items(part, override_num_blocks=len(part)), cfg, actors)
+            for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+                for reason, n in batch["reason"].value_counts().items():
+                    counts[reason] = counts.get(reason, 0) + int(n)
+                bar.update(len(batch))
+                bar.set_postfix(rejected=sum(v for k, v in counts.items() if k != "ok"), refresh=False)
+
+
+def _stages(ds, cfg: ExtractConfig, actors: int):
+    """Chunks to status rows: each chunk in one task, or, with `actors`, decoded in tasks and
+    finished and written by the network's actors (mgc.pipeline)."""
+    if not actors:
+        return ds.flat_map(functools.partial(process_chunk, out=cfg.out, cfg=cfg.features), num_cpus=1)
+    ds = pipeline.decode_stage(ds, _decoded, {"cfg": cfg.features}, apart=True)
+    # A GPU actor holds no CPU: every CPU decodes.
+    writer = {"out": cfg.out, "cfg": cfg.features, "use_gpu": cfg.use_gpu}
+    return pipeline.network_stage(ds, ChunkWriter, writer, actors, cfg.use_gpu, gpu_actor_cpus=0)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import posixpath
 import time
 import uuid
@@ -42,16 +41,30 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mgc import audio, inputs, metrics, storage, targets
-from mgc.errors import MgcError, Reject
+from mgc import inputs, pipeline, storage, targets
+from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 from mgc.manifest import AUDIO_EXTENSIONS
 from mgc.options import option, validate
 
-LABEL_COLUMNS = [
-    "path", "content_hash", "size_bytes", "modified_ns", "model_id", "labelled_at", "status", "reason", "detail", "duration_s", "analysed_s", "n_segments",
-    "top_genres", "top_probs", "agreement", "uncertain", "probabilities", "embedding", "tags", "tag_probs",
+# A row of the labels Parquet (output_schema): the file and its run, then what the model says of it.
+RECORD = [
+    ("path", pa.string()), ("content_hash", pa.string()), ("size_bytes", pa.int64()), ("modified_ns", pa.int64()), ("model_id", pa.string()), ("labelled_at", pa.timestamp("us", tz="UTC")), ("status", pa.string()),
+    ("reason", pa.string()), ("detail", pa.string()), ("duration_s", pa.float32()), ("analysed_s", pa.float32()), ("n_segments", pa.int32()),
 ]  # fmt: skip
+RECORD_COLUMNS = [name for name, _ in RECORD]  # dictionaries and statistics in the Parquet (storage.write_parquet)
+
+
+def output_schema(n_classes: int, emb: int) -> pa.Schema:
+    """The labels Parquet: RECORD, then the prediction (null in an error row)."""
+    return pa.schema(RECORD + [
+        ("top_genres", pa.list_(pa.string())), ("top_probs", pa.list_(pa.float32())), ("agreement", pa.float32()), ("uncertain", pa.bool_()),
+        ("probabilities", pa.list_(pa.float32(), n_classes)), ("embedding", pa.list_(pa.float32(), emb)), ("tags", pa.list_(pa.string())), ("tag_probs", pa.list_(pa.float32())),
+    ])  # fmt: skip
+
+
+LABEL_COLUMNS = output_schema(1, 1).names
+PREDICTION_COLUMNS = LABEL_COLUMNS[len(RECORD) :]
 
 
 @dataclass(frozen=True)
@@ -177,9 +190,9 @@ def featurise(
 ) -> dict[str, Any]:
     """One file: its content hash, then, unless `done` (path -> content hash of its latest row,
     None if unreadable then) has that hash, the inputs `names` the model reads (a column each),
-    with the extraction's decode and input code. An input computed by a network (musicnn) is only
-    prepared here, pickled, and finished where the model runs (Classifier: on its GPU with
-    use_gpu). Never raises: failures are error rows."""
+    with the extraction's decode and input code (mgc.pipeline.decode). An input computed by a
+    network (musicnn) is only prepared here, packed (mgc.pipeline.pack), and finished where the
+    model runs (Classifier: on its GPU with use_gpu). Never raises: failures are error rows."""
     path = row["path"]
     network = [n for n in names if inputs.get(n).network]
     # Strings are "" rather than None: Ray Data would make an all-None block column float.
@@ -201,16 +214,13 @@ def featurise(
     if not out["content_hash"]:
         return out
     try:
-        y = audio.load(path, fcfg)
-        parts = inputs.prepare(y, fcfg, names)
+        seconds, parts = pipeline.decode(path, fcfg, names)
         out.update(inputs.finish({n: p for n, p in parts.items() if n not in network}))
-        out.update({n: pickle.dumps(parts[n], protocol=5) for n in network})
-        out.update(status="ok", analysed_s=len(y) / fcfg.sample_rate, duration_s=_duration(path))
-    except Reject as r:
-        r = r.naming(path)
-        out.update(reason=r.reason, detail=r.detail)
+        out.update({n: pipeline.pack(parts[n]) for n in network})
+        out.update(status="ok", analysed_s=seconds, duration_s=_duration(path))
     except Exception as e:  # noqa: BLE001 - one odd file must not sink the batch
-        out.update(reason="feature_error", detail=f"{path}: {type(e).__name__}: {e}")
+        reason, detail = pipeline.failure(path, e)
+        out.update(reason=reason, detail=detail)
     return out
 
 
@@ -244,21 +254,44 @@ class Classifier:
                 if f.name not in ("model_id", "labelled_at")
             ]
         )
-        self.top_k, self.uncertain_below = min(top_k, len(self.labels)), uncertain_below
+        self.top_k, self.uncertain_below = top_k, uncertain_below
         meta = self.predict.meta
         # A multi-label model trained here (the pretrained tagger has neither): predictions kept
         # consistent with its genre tree, top genres read from the tree's roots, tags above the
         # per-genre thresholds.
         self.parents = meta.get("parents")
         self.cut = np.asarray(meta["thresholds"]) if "thresholds" in meta else None
+        self.candidates = targets.top_candidates(len(self.labels), self.predict.multilabel, self.parents)
         if self.parents is not None:
             self.depth = np.asarray(targets.depth(self.parents))
-            self.tops = np.asarray([c for c, p in enumerate(self.parents) if p < 0])
-            self.top_k = min(top_k, len(self.tops))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch["path"])
         text = {k: [str(v) for v in batch[k]] for k in ("path", "content_hash", "status", "reason", "detail")}
+        feats = self._inputs(batch, text)
+        segments = [len(f) if text["status"][i] == "ok" else 0 for i, f in enumerate(feats[self.predict.inputs[0]])]
+        ok = [i for i in range(n) if text["status"][i] == "ok" and segments[i]]
+        cols: dict[str, list] = {k: [None] * n for k in PREDICTION_COLUMNS}
+        cols["n_segments"] = segments
+        if ok:
+            lp, emb = self.predict({name: np.concatenate([f[i] for i in ok]) for name, f in feats.items()})
+            start = 0
+            for i in ok:
+                k = segments[i]
+                self._track(cols, i, lp[start : start + k], emb[start : start + k])
+                start += k
+        for k, v in text.items():
+            cols[k] = [x or None for x in v]  # "" back to null
+        cols["size_bytes"] = [int(v) if v >= 0 else None for v in batch["size"]]
+        cols["modified_ns"] = [int(v) if v >= 0 else None for v in batch["mtime_ns"]]
+        for k in ("duration_s", "analysed_s"):
+            cols[k] = [None if np.isnan(v) else float(v) for v in batch[k]]
+        return pa.Table.from_pydict(cols, schema=self.schema)
+
+    def _inputs(self, batch: dict[str, np.ndarray], text: dict[str, list[str]]) -> dict[str, list[np.ndarray]]:
+        """The model's inputs per file of the batch. A network input (packed by featurise) is
+        finished here, on this actor's device; where that fails, the file becomes an error row."""
+        n = len(text["path"])
         feats = {
             name: [np.asarray(f) for f in batch[name]] for name in self.predict.inputs if not inputs.get(name).network
         }
@@ -267,65 +300,32 @@ class Classifier:
             for i, blob in enumerate(batch[name]):
                 if text["status"][i] != "ok":
                     continue
-                try:  # the network, on this actor's device
-                    feats[name][i] = inputs.finish({name: pickle.loads(blob)}, str(self.predict.device))[name]
+                try:
+                    feats[name][i] = inputs.finish({name: pipeline.unpack(blob)}, str(self.predict.device))[name]
                 except Exception as e:  # noqa: BLE001 - as in featurise: one file's failure is its error row
-                    text["status"][i], text["reason"][i], text["detail"][i] = (
-                        "error",
-                        "feature_error",
-                        f"{text['path'][i]}: {type(e).__name__}: {e}",
-                    )
+                    text["status"][i] = "error"
+                    text["reason"][i], text["detail"][i] = pipeline.failure(text["path"][i], e)
                     # Without its hash the row is not in the next run's skip-set: the network may
                     # have failed for the device (out of memory), not for the file.
                     text["content_hash"][i] = ""
-        segments = [len(f) if text["status"][i] == "ok" else 0 for i, f in enumerate(feats[self.predict.inputs[0]])]
-        ok = [i for i in range(n) if text["status"][i] == "ok" and segments[i]]
-        cols: dict[str, list] = {
-            k: [None] * n
-            for k in (
-                "top_genres",
-                "top_probs",
-                "agreement",
-                "uncertain",
-                "probabilities",
-                "embedding",
-                "tags",
-                "tag_probs",
-            )
-        }
-        cols["n_segments"] = segments
-        if ok:
-            lp, emb = self.predict({name: np.concatenate([f[i] for i in ok]) for name, f in feats.items()})
-            start = 0
-            for i in ok:
-                k = segments[i]
-                seg_lp, seg_emb = lp[start : start + k], emb[start : start + k]
-                start += k
-                candidates = np.arange(len(self.labels))
-                if self.parents is not None:  # the track's prediction, as in training's metrics
-                    probs = targets.consistent(metrics.pool_multilabel(seg_lp, self.temperature)[None], self.parents)[0]
-                    candidates = self.tops
-                    tags = self._tags(probs)
-                    cols["tags"][i] = [self.labels[j] for j in tags]
-                    cols["tag_probs"][i] = probs[tags].astype(np.float32).tolist()
-                elif self.predict.multilabel:  # each tag on its own: the mean of its segments' probabilities
-                    probs = np.exp(seg_lp).mean(0)
-                else:  # the track's prediction, as in training's metrics
-                    probs = np.exp(metrics.pool(seg_lp, self.temperature))
-                order = candidates[np.argsort(-probs[candidates])[: self.top_k]]
-                cols["top_genres"][i] = [self.labels[j] for j in order]
-                cols["top_probs"][i] = probs[order].astype(np.float32).tolist()
-                cols["agreement"][i] = float((candidates[seg_lp[:, candidates].argmax(1)] == order[0]).mean())
-                cols["uncertain"][i] = bool(probs[order[0]] < self.uncertain_below)
-                cols["probabilities"][i] = probs.astype(np.float32).tolist()
-                cols["embedding"][i] = seg_emb.mean(0).astype(np.float32).tolist()
-        for k, v in text.items():
-            cols[k] = [x or None for x in v]  # "" back to null
-        cols["size_bytes"] = [int(v) if v >= 0 else None for v in batch["size"]]
-        cols["modified_ns"] = [int(v) if v >= 0 else None for v in batch["mtime_ns"]]
-        for k in ("duration_s", "analysed_s"):
-            cols[k] = [None if np.isnan(v) else float(v) for v in batch[k]]
-        return pa.Table.from_pydict(cols, schema=self.schema)
+        return feats
+
+    def _track(self, cols: dict[str, list], i: int, seg_lp: np.ndarray, seg_emb: np.ndarray) -> None:
+        """Row `i`'s prediction columns from its segments' outputs: the track's prediction, as in
+        training's metrics (mgc.targets.track_probs)."""
+        track = targets.track_probs(seg_lp, self.temperature, self.predict.multilabel, self.parents, self.top_k)
+        probs, order = track.probs, track.top
+        if self.parents is not None:
+            tags = self._tags(probs)
+            cols["tags"][i] = [self.labels[j] for j in tags]
+            cols["tag_probs"][i] = probs[tags].astype(np.float32).tolist()
+        cols["top_genres"][i] = [self.labels[j] for j in order]
+        cols["top_probs"][i] = probs[order].astype(np.float32).tolist()
+        candidates = self.candidates
+        cols["agreement"][i] = float((candidates[seg_lp[:, candidates].argmax(1)] == order[0]).mean())
+        cols["uncertain"][i] = bool(probs[order[0]] < self.uncertain_below)
+        cols["probabilities"][i] = probs.astype(np.float32).tolist()
+        cols["embedding"][i] = seg_emb.mean(0).astype(np.float32).tolist()
 
     def _tags(self, probs: np.ndarray) -> np.ndarray:
         """The genres at or above their thresholds, with their ancestors (the tree holds them
@@ -355,17 +355,6 @@ def model_id(path: str) -> str:
         except FileNotFoundError:
             raise MgcError(f"{path}: not a model artifact ({name} is missing)") from None
     return digest.hexdigest()[:16]
-
-
-def output_schema(n_classes: int, emb: int) -> pa.Schema:
-    """The labels Parquet: LABEL_COLUMNS, typed."""
-    return pa.schema([
-        ("path", pa.string()), ("content_hash", pa.string()), ("size_bytes", pa.int64()), ("modified_ns", pa.int64()), ("model_id", pa.string()), ("labelled_at", pa.timestamp("us", tz="UTC")), ("status", pa.string()),
-        ("reason", pa.string()), ("detail", pa.string()), ("duration_s", pa.float32()), ("analysed_s", pa.float32()),
-        ("n_segments", pa.int32()), ("top_genres", pa.list_(pa.string())), ("top_probs", pa.list_(pa.float32())),
-        ("agreement", pa.float32()), ("uncertain", pa.bool_()), ("probabilities", pa.list_(pa.float32(), n_classes)),
-        ("embedding", pa.list_(pa.float32(), emb)), ("tags", pa.list_(pa.string())), ("tag_probs", pa.list_(pa.float32())),
-    ])  # fmt: skip
 
 
 def read_labels(out: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -445,52 +434,41 @@ def _label(
     mid: str,
     counts: dict[str, int],
 ) -> None:
-    """The Ray Data pipeline over `todo`, each batch written as one part; adds to `counts`."""
+    """The Ray Data pipeline over `todo` (mgc.pipeline), each batch written as one part; adds to
+    `counts`."""
     import ray
-    from tqdm.auto import tqdm
 
     from mgc import session
 
     fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": cfg.max_seconds})
     cpus = session.connect().get("CPU", 1)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), int(cpus) * 4)))
-    featurise_args = {"fcfg": fcfg, "names": model.cfg.inputs, "done": done}
+    # With use_gpu, decoding in CPU tasks and inference in one actor per GPU. On CPU, Ray Data
+    # fuses both steps into one actor per core: every core decodes and infers, and no feature
+    # tensors travel between processes.
+    ds = pipeline.decode_stage(
+        ds, featurise, {"fcfg": fcfg, "names": model.cfg.inputs, "done": done}, apart=cfg.use_gpu
+    )
+    actors = cfg.actors or max(1, int(ray.cluster_resources().get("GPU", 0) if cfg.use_gpu else cpus))
     classifier_args = {
         "model_path": cfg.model,
         "top_k": cfg.top_k,
         "uncertain_below": cfg.uncertain_below,
         "use_gpu": cfg.use_gpu,
     }
-    if cfg.use_gpu:
-        # Decoding in CPU tasks (the memory request, ~0.5 GB for a capped file, also keeps Ray
-        # Data from fusing them into the GPU actors), inference in one actor per GPU.
-        ds = ds.map(featurise, fn_kwargs=featurise_args, num_cpus=1, memory=512 * 2**20)
-        actors = cfg.actors or max(1, int(ray.cluster_resources().get("GPU", 0)))
-        ds = ds.map_batches(
-            Classifier,
-            fn_constructor_kwargs=classifier_args,
-            batch_size=cfg.files_per_batch,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=1,
-            batch_format="numpy",
-        )
-    else:
-        # On CPU, Ray Data fuses both steps into one actor per core: every core decodes and
-        # infers, and no feature tensors travel between processes.
-        ds = ds.map(featurise, fn_kwargs=featurise_args, num_cpus=1)
-        ds = ds.map_batches(
-            Classifier,
-            fn_constructor_kwargs=classifier_args,
-            batch_size=cfg.files_per_batch,
-            compute=ray.data.ActorPoolStrategy(size=cfg.actors or max(1, int(cpus))),
-            num_cpus=1,
-            batch_format="numpy",
-        )
-
+    ds = pipeline.network_stage(ds, Classifier, classifier_args, actors, cfg.use_gpu, batch_size=cfg.files_per_batch)
     schema = output_schema(len(meta["labels"]), model.head.embedding_size)
+    _write_parts(ds, cfg, schema, mid, len(todo), counts)
+
+
+def _write_parts(ds, cfg: LabelConfig, schema: pa.Schema, mid: str, files: int, counts: dict[str, int]) -> None:
+    """Each batch of the labelled rows of `ds` (of `files` files) written as one part, less the
+    skipped rows, stamped with the model and the time; adds to `counts`."""
+    from tqdm.auto import tqdm
+
     run_id = time.strftime("%Y%m%dT%H%M%S") + uuid.uuid4().hex[:4]  # parts sort by run
     part = 0
-    bar = tqdm(total=len(todo), unit="file", desc="label", disable=not cfg.progress, mininterval=1.0)
+    bar = tqdm(total=files, unit="file", desc="label", disable=not cfg.progress, mininterval=1.0)
     for batch in ds.iter_batches(batch_size=cfg.files_per_batch, batch_format="pyarrow"):
         bar.update(batch.num_rows)
         skipped = pc.equal(batch.column("status"), "skipped")
@@ -505,11 +483,8 @@ def _label(
         stamp = pa.array([pd.Timestamp.now(tz="UTC").floor("ms")] * batch.num_rows, pa.timestamp("us", tz="UTC"))
         batch = batch.append_column("model_id", pa.array([mid] * batch.num_rows)).append_column("labelled_at", stamp)
         table = batch.select(schema.names).cast(schema)
-        storage.write_parquet(
-            table,
-            storage.join(cfg.out, "labels", f"part-{run_id}-{part:06d}.parquet"),
-            scalar_columns=LABEL_COLUMNS[:12],
-        )
+        path = storage.join(cfg.out, "labels", f"part-{run_id}-{part:06d}.parquet")
+        storage.write_parquet(table, path, scalar_columns=RECORD_COLUMNS)
         part += 1
     bar.close()
 

@@ -79,13 +79,32 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
     """Catalogue of the tracks in an extraction output: id (track_id), genre (genre_top), split,
     embedding; a track's embedding is the mean over its segments. Runs on Ray Data, joined after
     the artifact and the features are checked."""
-    import ray
-    from tqdm.auto import tqdm
-
-    from mgc import artifact, session
+    from mgc import artifact, pipeline, session
 
     model, meta = artifact.load(model_path)
     names = list(model.cfg.inputs)
+    shards = _check_features(features, model_path, meta, names)
+    session.connect()
+    ds = storage.ray_read_parquet(shards).select_columns(["track_id", "split", *names])  # pushed down into the read
+    total = ds.count()  # from the Parquet footers
+    ds = pipeline.network_stage(ds, _Embedder, {"model_path": model_path}, actors=1, batch_size=256)
+    tracks = _track_means(ds, total, progress)
+    if tracks is None:
+        raise MgcError(f"{features}: no segments to embed")
+    unique, mean, splits = tracks
+    genre = (
+        manifests.read(storage.join(features, "_manifest.parquet"))
+        .tracks.set_index("track_id")["genre_top"]
+        .reindex(unique)
+    )  # labels are the manifest's
+    return pd.DataFrame({"id": unique, "genre": genre.to_numpy(), "split": splits, "embedding": list(mean)})
+
+
+def _check_features(features: str, model_path: str, meta: dict[str, Any], names: list[str]) -> str:
+    """The shards folder of the extraction output `features`, refused unless it holds the inputs
+    `names` of the model at `model_path`, extracted as it was trained."""
+    from mgc import artifact
+
     shards = storage.join(features, "features")
     if not storage.list_files(shards, ".parquet"):
         raise MgcError(f"{features}: no shards in features/: not the output of mgc extract")
@@ -103,16 +122,14 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
         raise MgcError(
             f"{features} holds {', '.join(stored.inputs)}, not {', '.join(missing)}, which the model {model_path} reads"
         )
-    session.connect()
-    ds = storage.ray_read_parquet(shards).select_columns(["track_id", "split", *names])  # pushed down into the read
-    total = ds.count()  # from the Parquet footers
-    ds = ds.map_batches(
-        _Embedder,
-        fn_constructor_kwargs={"model_path": model_path},
-        batch_size=256,
-        compute=ray.data.ActorPoolStrategy(size=1),
-        batch_format="numpy",
-    )
+    return shards
+
+
+def _track_means(ds, total: int, progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(track ids, mean embeddings [tracks, dim] float32, splits) of `ds`'s segment embeddings (of
+    `total` segments), in id order; None without a batch."""
+    from tqdm.auto import tqdm
+
     # Per-track sums as batches arrive: the driver holds one vector per track, never one per
     # segment (10 per FMA clip). A track cut by a batch boundary is summed in two parts.
     ids, sums, counts, splits = [], [], [], []
@@ -127,20 +144,12 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
             splits.append(batch["split"][first])
             bar.update(len(batch["track_id"]))
     if not ids:
-        raise MgcError(f"{features}: no segments to embed")
+        return None
     unique, first, inverse = np.unique(np.concatenate(ids), return_index=True, return_inverse=True)
     total_sum = np.zeros((len(unique), sums[0].shape[1]), np.float64)
     np.add.at(total_sum, inverse, np.concatenate(sums))
     n = np.bincount(inverse, weights=np.concatenate(counts))
-    mean = (total_sum / n[:, None]).astype(np.float32)
-    genre = (
-        manifests.read(storage.join(features, "_manifest.parquet"))
-        .tracks.set_index("track_id")["genre_top"]
-        .reindex(unique)
-    )  # labels are the manifest's
-    return pd.DataFrame(
-        {"id": unique, "genre": genre.to_numpy(), "split": np.concatenate(splits)[first], "embedding": list(mean)}
-    )
+    return unique, (total_sum / n[:, None]).astype(np.float32), np.concatenate(splits)[first]
 
 
 class _Embedder:
