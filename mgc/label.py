@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mgc import inputs, pipeline, storage, targets
+from mgc import inputs, metrics, pipeline, storage, targets
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 from mgc.manifest import AUDIO_EXTENSIONS
@@ -261,7 +261,7 @@ class Classifier:
         # per-genre thresholds.
         self.parents = meta.get("parents")
         self.cut = np.asarray(meta["thresholds"]) if "thresholds" in meta else None
-        self.candidates = targets.top_candidates(len(self.labels), self.predict.multilabel, self.parents)
+        self.candidates = metrics.top_candidates(len(self.labels), self.predict.multilabel, self.parents)
         if self.parents is not None:
             self.depth = np.asarray(targets.depth(self.parents))
 
@@ -312,8 +312,8 @@ class Classifier:
 
     def _track(self, cols: dict[str, list], i: int, seg_lp: np.ndarray, seg_emb: np.ndarray) -> None:
         """Row `i`'s prediction columns from its segments' outputs: the track's prediction, as in
-        training's metrics (mgc.targets.track_probs)."""
-        track = targets.track_probs(seg_lp, self.temperature, self.predict.multilabel, self.parents, self.top_k)
+        training's metrics (mgc.metrics.track_probs)."""
+        track = metrics.track_probs(seg_lp, self.temperature, self.predict.multilabel, self.parents, self.top_k)
         probs, order = track.probs, track.top
         if self.parents is not None:
             tags = self._tags(probs)

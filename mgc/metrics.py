@@ -12,6 +12,7 @@ pair), so that tables, curves and Tune read either."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from mgc.targets import consistent
+from mgc.targets import consistent, roots
 
 # The scalar scores of every split and level, as reported per epoch and written to metrics.json.
 SCALARS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss", "ece")
@@ -331,3 +332,54 @@ def fit_temperature_multilabel(track_ids: np.ndarray, y: np.ndarray, logsigmoid:
 
     right = int(((pooled(1.0) >= 0.5) == (ty >= 0.5)).sum())
     return _choose_temperature(lambda t: binary_log_loss(ty, pooled(t)), confidence, len(ty), right, ty.size)
+
+
+@dataclass
+class Tracks:
+    """`track_probs`' result: per track its target (of its first segment; None for one track's
+    segments), probabilities and the `k` most probable genres among the candidates, best first."""
+
+    y: np.ndarray | None
+    probs: np.ndarray
+    top: np.ndarray
+
+
+def track_probs(
+    logprobs: np.ndarray,
+    temperature: float = 1.0,
+    multilabel: bool = False,
+    parents: list[int] | None = None,
+    k: int = 1,
+    track_ids: np.ndarray | None = None,
+    y: np.ndarray | None = None,
+) -> Tracks:
+    """Segments' log-probabilities [segments, classes] (log-sigmoids for `multilabel`) pooled to
+    tracks, as labelling and training's metrics read them. Single-label: the segments' mean
+    log-probability over `temperature`, renormalised (`pool`). Multi-label: the mean of
+    sigmoid(logit / temperature), made consistent with the tree `parents` (`pool_multilabel`),
+    the top genres read from its roots; without a tree (the pretrained tagger, whose temperature is
+    1), each tag's mean segment probability, the top genres read from every class.
+
+    With `track_ids` (one per segment) and the segments' targets `y`: every track, in id order
+    (`track_level`'s grouping), probs [tracks, classes] and top [tracks, k]. Without:
+    the segments are one track's, probs [classes] and top [k]."""
+    if track_ids is None:
+        if not multilabel:
+            probs = np.exp(pool(logprobs, temperature))
+        elif parents is None:
+            probs = np.exp(logprobs).mean(0)
+        else:
+            probs = consistent(pool_multilabel(logprobs, temperature)[None], parents)[0]
+    elif not multilabel:
+        _, y, lp = track_level(track_ids, y, logprobs, temperature)
+        probs = np.exp(lp)
+    else:
+        _, y, probs = track_level_multilabel(track_ids, y, logprobs, temperature)
+        probs = probs if parents is None else consistent(probs, parents)
+    candidates = top_candidates(probs.shape[-1], multilabel, parents)
+    return Tracks(y, probs, candidates[np.argsort(-probs[..., candidates], axis=-1)[..., :k]])
+
+
+def top_candidates(n_classes: int, multilabel: bool, parents: list[int] | None) -> np.ndarray:
+    """The classes a top genre is read from: a multi-label tree's roots, else every class."""
+    return np.asarray(roots(parents)) if multilabel and parents is not None else np.arange(n_classes)

@@ -37,11 +37,8 @@ def _track_probs(
     target: targets.Target, ids: np.ndarray, ys: np.ndarray, lps: np.ndarray, temperature: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """(targets, probabilities) per track, as labelling gives them (multi-label: tree-consistent)."""
-    if target.multilabel:
-        _, y, p = metrics.track_level_multilabel(ids, ys, lps, temperature)
-        return y, targets.consistent(p, target.parents)
-    _, y, lp = metrics.track_level(ids, ys, lps, temperature)
-    return y, np.exp(lp)
+    tracks = metrics.track_probs(lps, temperature, target.multilabel, target.parents, track_ids=ids, y=ys)
+    return tracks.y, tracks.probs
 
 
 def _calibration(target: targets.Target, y: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
