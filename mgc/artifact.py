@@ -90,7 +90,8 @@ def load(path: str, device: str = "cpu") -> tuple[Labeller, dict[str, Any]]:
     for name, shape in zip(model_cfg.inputs, model_cfg.shapes):
         if inputs.get(name).shape(fcfg) != shape:
             problems.append(
-                f"the feature config gives {name} of shape {list(inputs.get(name).shape(fcfg))}, the network takes {list(shape)}"
+                f"the feature config gives {name} of shape {list(inputs.get(name).shape(fcfg))}, "
+                f"the network takes {list(shape)}"
             )
     if problems:
         raise MgcError(f"{path}: the artifact's parts disagree: {'; '.join(problems)}")

@@ -31,7 +31,7 @@ def time_shift(x: torch.Tensor, most: float, gen: torch.Generator) -> torch.Tens
         return x
     shifts = torch.randint(-k, k + 1, (x.shape[0],), device=x.device, generator=gen)
     # One roll (a copy) per example: a gather over the whole batch computes an index per sample,
-    # 18x slower on a batch of 3 s waveforms on CPU (22 ms of a 350 ms cnn1d step); same values.
+    # far slower for a batch of waveforms on CPU (bench/README.md, "The training recipe"); same values.
     return torch.stack([torch.roll(e, s, dims=-1) for e, s in zip(x, shifts.tolist())])
 
 

@@ -132,7 +132,10 @@ def _tune(cfg: DemoConfig) -> str:
     # A demo stopped midway left the sweep's folder: continue it.
     started = storage.exists(storage.join(sweep.sweep_dir, "sweep.json"))
     best = tune.resume(train.storage_path, train.name) if started else tune.run(sweep)
-    return f"best of {best['trials']} trials: {best['metric']} {best['score']:.3f} at lr {best['config']['lr']:.2g}, dropout {best['config']['dropout']:.2f}"
+    return (
+        f"best of {best['trials']} trials: {best['metric']} {best['score']:.3f} at lr {best['config']['lr']:.2g}, "
+        f"dropout {best['config']['dropout']:.2f}"
+    )
 
 
 def _label(cfg: DemoConfig) -> str:
@@ -152,14 +155,17 @@ def _label(cfg: DemoConfig) -> str:
 def _embed(cfg: DemoConfig) -> str:
     table = recommend.build(cfg.path("features"), best_model(cfg), cfg.path("catalogue"), progress=cfg.progress)
     overall = table.set_index("genre").loc["all"]
-    return f"genre precision@5 {overall['precision@5']:.3f}, @10 {overall['precision@10']:.3f} over {int(overall['tracks'])} test tracks"
+    return (
+        f"genre precision@5 {overall['precision@5']:.3f}, @10 {overall['precision@10']:.3f} "
+        f"over {int(overall['tracks'])} test tracks"
+    )
 
 
 def best_model(cfg: DemoConfig) -> str:
     """The model a nightly job would label with: the best on validation of the compared models
     (`mgc compare --export-best`) and the sweep's best."""
     swept = storage.read_json(cfg.path("sweeps", "cnn-sweep", "best.json"))
-    exported = cfg.path("runs", "best", "best.json")  # absent from a demo folder trained before --export-best
+    exported = cfg.path("runs", "best", "best.json")  # absent where the comparison exported no best model
     compared = storage.read_json(exported) if storage.exists(exported) else swept
     return (
         compared["artifact"]
@@ -188,7 +194,8 @@ def _state(cfg: DemoConfig) -> dict[str, Any]:
     if state["config"] != cfg.shape():
         changed = sorted(k for k in cfg.shape() if state["config"].get(k) != cfg.shape()[k])
         raise MgcError(
-            f"{cfg.workdir} was made with other settings ({', '.join(changed)}): add --fresh to start again, or choose another --workdir"
+            f"{cfg.workdir} was made with other settings ({', '.join(changed)}): add --fresh to start again, "
+            "or choose another --workdir"
         )
     return state
 

@@ -14,7 +14,7 @@ from mgc import artifact
 from mgc.models import Labeller, for_inference
 
 # Segments per forward pass. On CPU a few at a time keep the conv layers' activations in the
-# core's cache: 3x faster per segment than 256 at a time for the benchmark's cnn (bench/README.md).
+# core's cache, much faster per segment than 256 at a time (bench/README.md, "Labelling").
 CPU_SEGMENTS_PER_STEP = 4
 GPU_SEGMENTS_PER_STEP = 256
 

@@ -3,9 +3,9 @@
 Each input kind is a small class that registers itself: its name, its shape from the
 FeatureConfig, how it is computed from the segments of a decoded track (the one implementation
 that extraction, training, labelling and embedding share), how a model normalises it (a
-z-score per band for spectra, one z-score for the waveform) and how training augments it. The shard schema, _config.json, the
-training checks, the artifact and the labeller derive from the inputs selected; adding an input
-is one new class here.
+z-score per band for spectra, one z-score for the waveform) and how training augments it. The
+shard schema, _config.json, the training checks, the artifact and the labeller derive from the
+inputs selected; adding an input is one new class here.
 """
 
 from __future__ import annotations

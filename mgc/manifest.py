@@ -111,9 +111,9 @@ def write(m: Manifest, path: str) -> None:
 
 
 def read(path: str) -> Manifest:
-    """A manifest that `write` wrote (extraction's _manifest.parquet). One written before labels
-    left the shards lacks genres and genres_all: its source says so (`genre_lists` false), and
-    multi-label targets refuse it (mgc.targets)."""
+    """A manifest that `write` wrote (extraction's _manifest.parquet). One without the genres and
+    genres_all columns says so in its source (`genre_lists` false), and multi-label targets refuse
+    it (mgc.targets)."""
     table = storage.read_parquet(path)
     meta = table.schema.metadata or {}
     df = table.to_pandas()
@@ -212,6 +212,11 @@ def from_folder(root: str, seed: int = 0, follow_links: bool = False) -> Manifes
     df = pd.DataFrame(rows, columns=["path", "genre_top"])
     df["track_id"] = np.arange(len(df))
     df["split"] = stratified_split(df["track_id"], df["genre_top"], seed)
-    source = {"kind": "folder", "path": root, "split": {"method": "stratified", "seed": seed, "fractions": [0.8, 0.1, 0.1]},
-              "links_outside": [f"{link} -> {target}" for link, target in tree.outside], "links_skipped": tree.skipped}  # fmt: skip
+    source = {
+        "kind": "folder",
+        "path": root,
+        "split": {"method": "stratified", "seed": seed, "fractions": [0.8, 0.1, 0.1]},
+        "links_outside": [f"{link} -> {target}" for link, target in tree.outside],
+        "links_skipped": tree.skipped,
+    }
     return build(df, source, root)

@@ -113,8 +113,16 @@ def _choose_temperature(loss, confidence, tracks: int, right: int, n: int) -> di
         floor = float(
             np.exp(brentq(lambda s: confidence(float(np.exp(s))) - expected, grid[i], grid[i + 1], xtol=1e-6))
         )
-    return {"temperature": max(fitted, floor), "fitted": fitted, "floor": floor, "floored": floor > fitted,
-            "expected_accuracy": expected, "right": int(right), "n": int(n), "rule": TEMPERATURE_RULE}  # fmt: skip
+    return {
+        "temperature": max(fitted, floor),
+        "fitted": fitted,
+        "floor": floor,
+        "floored": floor > fitted,
+        "expected_accuracy": expected,
+        "right": int(right),
+        "n": int(n),
+        "rule": TEMPERATURE_RULE,
+    }
 
 
 def fit_temperature(y: np.ndarray, logprobs: np.ndarray) -> dict[str, Any]:
@@ -286,21 +294,38 @@ def multilabel_scores(
     top_pred = np.asarray(roots)[probs[rows][:, roots].argmax(1)] if rows.any() and roots else np.zeros(0, int)
     out |= {
         "accuracy": float(accuracy_score(tops[rows], top_pred)) if rows.any() else float("nan"),
-        "precision_macro": float(p), "recall_macro": float(r), "f1_macro": float(f),
-        "log_loss": binary_log_loss(y, probs), "ece": binary_ece(y, probs),
+        "precision_macro": float(p),
+        "recall_macro": float(r),
+        "f1_macro": float(f),
+        "log_loss": binary_log_loss(y, probs),
+        "ece": binary_ece(y, probs),
         "confusion": confusion_matrix(tops[rows], top_pred, labels=roots).tolist() if rows.any() else [],
-        "n": int(len(y)), "n_top": int(rows.sum()),
-    }  # fmt: skip
+        "n": int(len(y)),
+        "n_top": int(rows.sum()),
+    }
     if classes is not None:
         out["per_genre"] = [
-            {"genre": classes[c], "ap": float(average_precision_score(y[:, c], probs[:, c])) if has[c] else None, "support": int(y[:, c].sum()), "threshold": float(cut_arr[c])}
+            {
+                "genre": classes[c],
+                "ap": float(average_precision_score(y[:, c], probs[:, c])) if has[c] else None,
+                "support": int(y[:, c].sum()),
+                "threshold": float(cut_arr[c]),
+            }
             for c in range(y.shape[1])
-        ]  # fmt: skip
+        ]
     return out
 
 
-def evaluate_multilabel(track_ids: np.ndarray, y: np.ndarray, logsigmoid: np.ndarray, tops: np.ndarray, parents: list[int], temperature: float = 1.0,
-                        cut: list[float] | None = None, classes: list[str] | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+def evaluate_multilabel(
+    track_ids: np.ndarray,
+    y: np.ndarray,
+    logsigmoid: np.ndarray,
+    tops: np.ndarray,
+    parents: list[int],
+    temperature: float = 1.0,
+    cut: list[float] | None = None,
+    classes: list[str] | None = None,
+) -> dict[str, dict[str, Any]]:
     """{'segment': scores, 'track': scores} of a multi-label model on one split; predictions made
     consistent with the tree (`parents`), the temperature applied to tracks."""
     roots = [c for c, p in enumerate(parents) if p < 0]

@@ -27,11 +27,16 @@ SR, N_FFT, HOP, N_MELS, FRAMES = 16000, 512, 256, 96, 187
 EPS = 1e-3  # the graph's batch-norm epsilon
 WEIGHTS = Path(__file__).parent / "pretrained" / "musicnn_msd.npz"
 TAGS = (
-    "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s", "alternative rock", "jazz",
-    "beautiful", "metal", "chillout", "male vocalists", "classic rock", "soul", "indie rock", "Mellow", "electronica", "80s",
-    "folk", "90s", "chill", "instrumental", "punk", "oldies", "blues", "hard rock", "ambient", "acoustic",
-    "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country", "easy listening", "sexy", "catchy",
-    "funk", "electro", "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad", "House", "happy",
+    "rock",             "pop",             "alternative",    "indie",            "electronic",
+    "female vocalists", "dance",           "00s",            "alternative rock", "jazz",
+    "beautiful",        "metal",           "chillout",       "male vocalists",   "classic rock",
+    "soul",             "indie rock",      "Mellow",         "electronica",      "80s",
+    "folk",             "90s",             "chill",          "instrumental",     "punk",
+    "oldies",           "blues",           "hard rock",      "ambient",          "acoustic",
+    "experimental",     "female vocalist", "guitar",         "Hip-Hop",          "70s",
+    "party",            "country",         "easy listening", "sexy",             "catchy",
+    "funk",             "electro",         "heavy metal",    "Progressive rock", "60s",
+    "rnb",              "indie pop",       "sad",            "House",            "happy",
 )  # fmt: skip
 EMBEDDING = 200
 

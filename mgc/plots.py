@@ -1,4 +1,5 @@
-"""PNG figures for runs and sweeps: confusion matrices, learning curves, reliability diagrams, a multi-label model's AP per genre, the search plane (matplotlib, no display)."""
+"""PNG figures for runs and sweeps: confusion matrices, learning curves, reliability diagrams, a
+multi-label model's AP per genre, the search plane (matplotlib, no display)."""
 
 from __future__ import annotations
 

@@ -39,11 +39,14 @@ class Section:
 
 
 def _temperature_how(fit: dict | None) -> str:
-    """How a run's temperature was chosen, in a few words (runs from before the rule: fitted)."""
+    """How a run's temperature was chosen, in a few words (a run with no `temperature_fit`: fitted)."""
     if not fit:
         return "validation log loss"
     if fit["floored"]:
-        return f"floor: {fit['right']}/{fit['n']} right on validation, mean confidence held at {fit['expected_accuracy']:.3f}"
+        return (
+            f"floor: {fit['right']}/{fit['n']} right on validation, "
+            f"mean confidence held at {fit['expected_accuracy']:.3f}"
+        )
     return f"fitted on {fit['right']}/{fit['n']} right on validation (prior's MAP)"
 
 
@@ -88,8 +91,12 @@ def extraction(run_dir: str) -> Section:
         ("segments", summary["segments"]),
     ]
     rows += [(f"rejected: {reason}", n) for reason, n in sorted(summary["rejects_by_reason"].items())]
-    rows += [("last run: tracks processed", last.get("tracks_processed")), ("last run: wall time (s)", last.get("wall_s")),
-             ("last run: tracks/s", last.get("tracks_per_s")), ("cluster CPUs", last.get("cluster_cpus"))]  # fmt: skip
+    rows += [
+        ("last run: tracks processed", last.get("tracks_processed")),
+        ("last run: wall time (s)", last.get("wall_s")),
+        ("last run: tracks/s", last.get("tracks_per_s")),
+        ("cluster CPUs", last.get("cluster_cpus")),
+    ]
     return Section(
         "Extraction",
         [f"From `{path}/_summary.json`."],
@@ -112,25 +119,45 @@ def models(run_dir: str) -> Section:
     runs = model_runs(run_dir)
     if not runs:
         return _missing("Models", os.path.join(run_dir, "runs"), "mgc compare")
-    section = Section("Models", [
-        "Test split, scored once after training; a track's prediction is the mean of its segments' log-probabilities, "
-        "calibrated by a temperature fitted on the validation split (ECE: expected calibration error, 15 bins)."
-    ])  # fmt: skip
+    section = Section(
+        "Models",
+        [
+            "Test split, scored once after training; a track's prediction is the mean of its segments' "
+            "log-probabilities, calibrated by a temperature fitted on the validation split (ECE: expected "
+            "calibration error, 15 bins)."
+        ],
+    )
     multilabel = any(m.get("target", "genre_top") != "genre_top" for _, m in runs)
     if multilabel:
         section.lines.append(
-            "Multi-label models (target genres or genres_all): accuracy is the top genre's, read from the root genres' scores, on "
-            "the tracks with a genre_top; precision, recall and F1 at per-genre thresholds chosen on validation; AP: average precision over genres."
-        )  # fmt: skip
+            "Multi-label models (target genres or genres_all): accuracy is the top genre's, read from the root "
+            "genres' scores, on the tracks with a genre_top; precision, recall and F1 at per-genre thresholds "
+            "chosen on validation; AP: average precision over genres."
+        )
     shown = metrics.SCALARS + (metrics.MULTILABEL_SCALARS if multilabel else ())
     for level in ("segment", "track"):
-        rows = [{"model": m["run"], "target": m.get("target", "genre_top"), "parameters": m["parameters"], "best epoch": m["best_epoch"],
-                 **{k: round(m["test"][level].get(k, float("nan")), 4) for k in shown}} for _, m in runs]  # fmt: skip
+        rows = [
+            {
+                "model": m["run"],
+                "target": m.get("target", "genre_top"),
+                "parameters": m["parameters"],
+                "best epoch": m["best_epoch"],
+                **{k: round(m["test"][level].get(k, float("nan")), 4) for k in shown},
+            }
+            for _, m in runs
+        ]
         section.tables.append((f"Test metrics, {level} level", pd.DataFrame(rows)))
     calibrated = [(m["run"], m["calibration"]) for _, m in runs if "calibration" in m]
     if calibrated:
-        rows = [{"model": run, "temperature": round(c["temperature"], 3), "how": _temperature_how(c.get("temperature_fit")),
-                 **{f"test {k.replace('_', ' ')}": round(v, 4) for k, v in c["test"].items()}} for run, c in calibrated]  # fmt: skip
+        rows = [
+            {
+                "model": run,
+                "temperature": round(c["temperature"], 3),
+                "how": _temperature_how(c.get("temperature_fit")),
+                **{f"test {k.replace('_', ' ')}": round(v, 4) for k, v in c["test"].items()},
+            }
+            for run, c in calibrated
+        ]
         section.tables.append(("Calibration, test tracks", pd.DataFrame(rows)))
         if any(c.get("temperature_fit") for _, c in calibrated):
             section.lines.append(f"The temperature: {metrics.TEMPERATURE_RULE}.")
@@ -188,9 +215,10 @@ def labelling(run_dir: str) -> Section:
     errors = people[people["kind"] == "error"][["name", "files"]].rename(columns={"name": "reason"})
     uncertain = float((genres["files"] * genres["uncertain_share"]).sum() / max(genres["files"].sum(), 1))
     line = (
-        f"{summary['inputs']} files in the input: {int(genres['files'].sum())} labelled ({uncertain:.1%} flagged uncertain), "
-        f"{int(errors['files'].sum())} errors. The last run labelled {summary['labelled']} in {summary['seconds']} s and skipped "
-        f"{summary['skipped']} already labelled; model {summary['model_id']}."
+        f"{summary['inputs']} files in the input: {int(genres['files'].sum())} labelled "
+        f"({uncertain:.1%} flagged uncertain), {int(errors['files'].sum())} errors. The last run labelled "
+        f"{summary['labelled']} in {summary['seconds']} s and skipped {summary['skipped']} already labelled; "
+        f"model {summary['model_id']}."
     )
     tables = [("Files per predicted genre, and the share flagged uncertain", genres), ("Errors by reason", errors)]
     lines = [line]
@@ -203,8 +231,8 @@ def labelling(run_dir: str) -> Section:
             pd.read_csv(truth, keep_default_na=False),
         )
         lines.append(
-            f"Where the genre is known ({truth}), the top genre is right for {_share(by_flag.iloc[0])} of the files flagged "
-            f"uncertain and {_share(by_flag.iloc[1])} of the rest."
+            f"Where the genre is known ({truth}), the top genre is right for {_share(by_flag.iloc[0])} of the files "
+            f"flagged uncertain and {_share(by_flag.iloc[1])} of the rest."
         )
         tables.append(("Accuracy of the files flagged uncertain and of the rest, where the genre is known", by_flag))
     return Section("Labelling", lines, tables)
@@ -218,7 +246,10 @@ def recommendations(run_dir: str) -> Section:
     path = os.path.join(run_dir, "catalogue", "precision_at_k.csv")
     if not os.path.isfile(path):
         return _missing("Recommendations", os.path.dirname(path), "mgc embed")
-    line = "For each test track, the share of its 5 and 10 nearest catalogue neighbours (cosine similarity of embeddings) with the same genre."
+    line = (
+        "For each test track, the share of its 5 and 10 nearest catalogue neighbours (cosine similarity of "
+        "embeddings) with the same genre."
+    )
     return Section(
         "Recommendations", [line], [("Genre precision of the 5 and 10 nearest neighbours", _csv(path).round(4))]
     )
@@ -232,8 +263,12 @@ def _hardware() -> list[tuple[str, Any]]:
         cpu = next(
             (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), cpu
         )
-    rows = [("machine", f"{platform.system()} {platform.machine()}"), ("CPU", cpu), ("cores", os.cpu_count()),
-            ("memory (GiB)", round(psutil.virtual_memory().total / 2**30, 1))]  # fmt: skip
+    rows = [
+        ("machine", f"{platform.system()} {platform.machine()}"),
+        ("CPU", cpu),
+        ("cores", os.cpu_count()),
+        ("memory (GiB)", round(psutil.virtual_memory().total / 2**30, 1)),
+    ]
     try:
         import torch
 
@@ -278,8 +313,14 @@ def facts(run_dir: str) -> Section:
     return section
 
 
-SECTIONS = (("Extraction", extraction), ("Models", models), ("Tuning", tuning), ("Labelling", labelling),
-            ("Recommendations", recommendations), ("Run facts", facts))  # fmt: skip
+SECTIONS = (
+    ("Extraction", extraction),
+    ("Models", models),
+    ("Tuning", tuning),
+    ("Labelling", labelling),
+    ("Recommendations", recommendations),
+    ("Run facts", facts),
+)
 
 
 def collect(run_dir: str) -> list[Section]:
@@ -314,17 +355,23 @@ def _png(path: str) -> str:
 
 
 CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}h3{font-size:1em;margin:1.2em 0 .4em}
-table.t{border-collapse:collapse;font-size:13px;margin-bottom:1em}table.t td,table.t th{padding:3px 9px;border-bottom:1px solid #eee;text-align:right}
+h1{margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}\
+h3{font-size:1em;margin:1.2em 0 .4em}
+table.t{border-collapse:collapse;font-size:13px;margin-bottom:1em}\
+table.t td,table.t th{padding:3px 9px;border-bottom:1px solid #eee;text-align:right}
 table.t th{background:#f5f5f5}table.t td:first-child,table.t th:first-child{text-align:left}
-figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figure img{max-width:520px}figcaption{font-size:13px;color:#555}
+figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}figure img{max-width:520px}\
+figcaption{font-size:13px;color:#555}
 nav a{margin-right:1em}.w{overflow-x:auto}"""
 
 
 def render_html(sections: list[Section], title: str) -> str:
     nav = " ".join(f'<a href="#s{i}">{html.escape(s.title)}</a>' for i, s in enumerate(sections))
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1><nav>{nav}</nav>"]  # fmt: skip
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><nav>{nav}</nav>",
+    ]
     for i, s in enumerate(sections):
         parts.append(f'<h2 id="s{i}">{html.escape(s.title)}</h2>')
         parts += [f"<p>{html.escape(line)}</p>" for line in s.lines]
@@ -332,7 +379,8 @@ def render_html(sections: list[Section], title: str) -> str:
         for caption, path in s.images:
             if os.path.isfile(path):
                 parts.append(
-                    f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{_png(path)}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+                    f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{_png(path)}'>"
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
                 )
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -36,7 +36,7 @@ def training_cpus(cluster: dict[str, float]) -> float:
 @functools.lru_cache(maxsize=4)
 def _state_api(gcs_address: str) -> bool:
     """Whether the cluster at this address answers Ray's state API (it has a dashboard); asked
-    once per process and cluster, as a cluster without one makes each call wait ~40 s."""
+    once per process and cluster, as a cluster without one makes each call wait for a timeout."""
     from ray.util.state import list_placement_groups
 
     try:
@@ -168,10 +168,14 @@ def holders() -> str:
                 or "no live actor: a leak unless its job is starting one"
             )
             if g.creator_job_id in ended:
-                inside += f"; its job has ended (a leak in Ray): remove it, `ray.util.remove_placement_group` of id {g.placement_group_id}"
+                inside += (
+                    "; its job has ended (a leak in Ray): remove it, "
+                    f"`ray.util.remove_placement_group` of id {g.placement_group_id}"
+                )
             name = f" {g.name!r}" if g.name else ""
             lines.append(
-                f"placement group {g.placement_group_id[:12]}{name} of job {g.creator_job_id}: {_fmt(held)}; in it: {inside}"
+                f"placement group {g.placement_group_id[:12]}{name} of job {g.creator_job_id}: {_fmt(held)}; "
+                f"in it: {inside}"
             )
     for a in actors:
         held = _compute(a.required_resources)
@@ -190,10 +194,25 @@ def waiting() -> dict[str, str]:
     from ray.util.state import list_actors, list_placement_groups, list_tasks
 
     kinds = (  # how to list them, the filter naming this job, the state API's word for waiting, (id, phrase, resources)
-        (list_tasks, "job_id", "PENDING_NODE_ASSIGNMENT", lambda t: (t.task_id, f"task {t.name}", _compute(t.required_resources))),
-        (list_actors, "job_id", "PENDING_CREATION", lambda a: (a.actor_id, f"actor {a.class_name}", _compute(a.required_resources))),
-        (list_placement_groups, "creator_job_id", "PENDING", lambda g: (g.placement_group_id, f"placement group {g.placement_group_id[:12]}", _bundles(g))),
-    )  # fmt: skip
+        (
+            list_tasks,
+            "job_id",
+            "PENDING_NODE_ASSIGNMENT",
+            lambda t: (t.task_id, f"task {t.name}", _compute(t.required_resources)),
+        ),
+        (
+            list_actors,
+            "job_id",
+            "PENDING_CREATION",
+            lambda a: (a.actor_id, f"actor {a.class_name}", _compute(a.required_resources)),
+        ),
+        (
+            list_placement_groups,
+            "creator_job_id",
+            "PENDING",
+            lambda g: (g.placement_group_id, f"placement group {g.placement_group_id[:12]}", _bundles(g)),
+        ),
+    )
     job, out = _job(), {}
     for lister, by_job, state, describe in kinds:
         for item in lister(
@@ -241,8 +260,9 @@ class Watchdog(threading.Thread):
                     said = now
                     waited = now - min(first_seen.values())
                     self.say(
-                        f"mgc: this job's work has waited {waited:.0f} s for the cluster's resources: {'; '.join(stalled[:6])}"
-                        f"{' ...' if len(stalled) > 6 else ''}\n  {holders()}\n  {HOW_TO_FREE} Still waiting."
+                        f"mgc: this job's work has waited {waited:.0f} s for the cluster's resources: "
+                        f"{'; '.join(stalled[:6])}{' ...' if len(stalled) > 6 else ''}"
+                        f"\n  {holders()}\n  {HOW_TO_FREE} Still waiting."
                     )
             except Exception:  # the state API busy or gone: the next round tries again
                 continue

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> scipy.sparse.csr_matrix:
     import librosa  # here, not at the top: the networks import without it (bench/gpu.py on a bare GPU machine)
 
-    # The mel filterbank is ~98% zeros: a sparse product is 5x cheaper than librosa's dense one.
+    # The mel filterbank is ~98% zeros: a sparse product is much cheaper than librosa's dense one.
     return scipy.sparse.csr_matrix(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32))
 
 

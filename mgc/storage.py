@@ -68,7 +68,10 @@ def explain(path: str, error: BaseException, context: str = "") -> str:
             f"AWS_PROFILE or the node's role) and the bucket's policy ({text})"
         )
     if any(k in text for k in ("NETWORK_CONNECTION", "Could not connect", "curlCode", "Could not resolve host")):
-        return f"{path}: cannot reach the storage endpoint {_endpoint() or '(the default for the URI)'}: check AWS_ENDPOINT_URL and the network ({text})"
+        return (
+            f"{path}: cannot reach the storage endpoint {_endpoint() or '(the default for the URI)'}: "
+            f"check AWS_ENDPOINT_URL and the network ({text})"
+        )
     if "NoSuchBucket" in text or ("Bucket" in text and "not found" in text):
         return f"{path}: the bucket does not exist ({text})"
     return f"{path}: {text}"
@@ -281,9 +284,9 @@ def write_parquet(
     """Write one Parquet file atomically.
 
     With `scalar_columns`, only those columns get dictionaries and statistics: on tensor columns
-    both cost 3x the write time and make the file larger. `row_groups`: the rows' consecutive
-    runs, by length, each written as a row group of its own (a reader's filter skips a row group
-    whose statistics rule it out).
+    both slow the write (bench/README.md, "Extraction") and make the file larger. `row_groups`:
+    the rows' consecutive runs, by length, each written as a row group of its own (a reader's
+    filter skips a row group whose statistics rule it out).
     """
     kwargs = {} if scalar_columns is None else {"use_dictionary": scalar_columns, "write_statistics": scalar_columns}
 
@@ -305,7 +308,7 @@ READ_GROUP = 256
 def read_parquet(path: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
     """Read a Parquet file or a directory of them (hidden and _-prefixed files are skipped), in
     scans of at most READ_GROUP files. With `schema`, files that lack one of its columns read it
-    as nulls (older writers' files); without, every file is read with the first one's schema."""
+    as nulls (files written without them); without, every file is read with the first one's schema."""
     import pyarrow.dataset as pads
 
     fs, p = resolve(path)
@@ -318,21 +321,26 @@ def read_parquet(path: str, columns: list[str] | None = None, schema: pa.Schema 
         # them), with the sizes one listing gives, so that no file is looked up on its own.
         sizes = {i.path: i.size for i in fs.get_file_info(pafs.FileSelector(p, recursive=True))}
         return pa.concat_tables(
-            pads.FileSystemDataset([found.format.make_fragment(f, fs, file_size=sizes.get(f)) for f in files[i : i + READ_GROUP]], found.schema, found.format, fs).to_table(columns=columns)
+            pads.FileSystemDataset(
+                [found.format.make_fragment(f, fs, file_size=sizes.get(f)) for f in files[i : i + READ_GROUP]],
+                found.schema,
+                found.format,
+                fs,
+            ).to_table(columns=columns)
             for i in range(0, len(files), READ_GROUP)
-        )  # fmt: skip
+        )
 
 
 def ray_read_parquet(path: str):
     """A directory of Parquet files (or one file) as a Ray Dataset, through our filesystems, with
     Ray Data's first Parquet reader (DataSource V1). Ray 2.60's default reader lists files in a
-    task of its own and samples the first file on the driver: ~3 s more a read of one split, and
-    11x slower over FMA large's 3,331 shards (bench/README.md, "Reading shards through Ray Data");
-    training reads its shards at least five times a run.
+    task of its own and samples the first file on the driver: slower for one split, far slower
+    over FMA large's shards (bench/README.md, "Reading shards through Ray Data"); training reads
+    its shards at least five times a run.
 
     One read task and block per file: left to itself, V1 cuts each file's rows into several
-    blocks to reach 200, and with `preserve_order` (cached splits) its read tasks then waited on
-    the consumer, idle, 10-40 s each (a small cnn's cached splits took 2 minutes to build)."""
+    blocks to reach 200, and with `preserve_order` (cached splits) its read tasks then wait on the
+    consumer, idle, so that cached splits are slow to build."""
     import ray.data
 
     fs, p = resolve(path)

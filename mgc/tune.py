@@ -112,19 +112,23 @@ def check_options(sweep: SweepConfig) -> None:
         raise MgcError(f"{sweep.train.model} is fitted in closed form: it has no learning rate or dropout to tune")
     if not 0 < sweep.lr_min < sweep.lr_max:
         raise MgcError(
-            f"learning-rate range [{sweep.lr_min:g}, {sweep.lr_max:g}] is empty or inverted: need 0 < --lr-min < --lr-max"
+            f"learning-rate range [{sweep.lr_min:g}, {sweep.lr_max:g}] is empty or inverted: "
+            "need 0 < --lr-min < --lr-max"
         )
     if not 0 <= sweep.dropout_min < sweep.dropout_max < 1:
         raise MgcError(
-            f"dropout range [{sweep.dropout_min:g}, {sweep.dropout_max:g}] is empty or inverted: need 0 <= --dropout-min < --dropout-max < 1"
+            f"dropout range [{sweep.dropout_min:g}, {sweep.dropout_max:g}] is empty or inverted: "
+            "need 0 <= --dropout-min < --dropout-max < 1"
         )
     if sweep.weight_decay_max and not 0 < sweep.weight_decay_min < sweep.weight_decay_max:
         raise MgcError(
-            f"weight-decay range [{sweep.weight_decay_min:g}, {sweep.weight_decay_max:g}] is empty or inverted: need 0 < --weight-decay-min < --weight-decay-max"
+            f"weight-decay range [{sweep.weight_decay_min:g}, {sweep.weight_decay_max:g}] is empty or inverted: "
+            "need 0 < --weight-decay-min < --weight-decay-max"
         )
     if sweep.mixup_max and not 0 <= sweep.mixup_min < sweep.mixup_max:
         raise MgcError(
-            f"mixup range [{sweep.mixup_min:g}, {sweep.mixup_max:g}] is empty or inverted: need 0 <= --mixup-min < --mixup-max"
+            f"mixup range [{sweep.mixup_min:g}, {sweep.mixup_max:g}] is empty or inverted: "
+            "need 0 <= --mixup-min < --mixup-max"
         )
     if sweep.metric not in training.REPORTED:
         raise MgcError(
@@ -132,7 +136,8 @@ def check_options(sweep: SweepConfig) -> None:
         )
     if sweep.train.target not in MULTILABEL and sweep.metric.endswith(metrics.MULTILABEL_SCALARS):
         raise MgcError(
-            f"metric {sweep.metric!r} scores multi-label models; --target {sweep.train.target} reports {', '.join(metrics.SCALARS)}"
+            f"metric {sweep.metric!r} scores multi-label models; "
+            f"--target {sweep.train.target} reports {', '.join(metrics.SCALARS)}"
         )
     if sweep.grace_period > sweep.train.epochs:
         raise MgcError(f"ASHA needs --grace-period <= --epochs ({sweep.train.epochs})")
@@ -155,10 +160,17 @@ def trial_config(
     dropout = tuple(params[f"dropout_{name}"] for name in layers) if sweep.dropout_per_layer else params["dropout"]
     gpus = sweep.gpus_per_trial
     return dataclasses.replace(
-        sweep.train, lr=params["lr"], dropout=dropout, weight_decay=params.get("weight_decay", sweep.train.weight_decay),
-        mixup=params.get("mixup", sweep.train.mixup), storage_path=storage.join(sweep.sweep_dir, "runs"), name=trial_id,
-        use_gpu=gpus > 0, gpus_per_worker=gpus / sweep.train.num_workers if gpus else 1.0, progress=False,
-    )  # fmt: skip
+        sweep.train,
+        lr=params["lr"],
+        dropout=dropout,
+        weight_decay=params.get("weight_decay", sweep.train.weight_decay),
+        mixup=params.get("mixup", sweep.train.mixup),
+        storage_path=storage.join(sweep.sweep_dir, "runs"),
+        name=trial_id,
+        use_gpu=gpus > 0,
+        gpus_per_worker=gpus / sweep.train.num_workers if gpus else 1.0,
+        progress=False,
+    )
 
 
 def _space(sweep: SweepConfig, layers: tuple[str, ...]) -> dict[str, Any]:
@@ -390,7 +402,7 @@ def _fit(sweep: SweepConfig, resume: bool) -> dict[str, Any]:
                     grace_period=sweep.grace_period,
                     reduction_factor=sweep.reduction_factor,
                 ),
-            ),  # fmt: skip
+            ),
             # Tune's own tables stay off (verbose 0): the bar shows finished trials and the best score.
             run_config=tune.RunConfig(
                 name=sweep.train.run_name,
@@ -432,11 +444,15 @@ def _trial_rows(sweep: SweepConfig, grid, layers: tuple[str, ...]) -> pd.DataFra
             }
             scored = history[history["epoch"].isin(kept)] if kept else history
             best = scored.loc[_best(scored[sweep.metric], sweep.mode)]
-            row.update({
-                "epochs_run": int(history["epoch"].iloc[-1]), f"last_{sweep.metric}": float(history[sweep.metric].iloc[-1]),
-                f"best_{sweep.metric}": float(best[sweep.metric]), "best_epoch": int(best["epoch"]),
-                "last_val_track_accuracy": float(history["val_track_accuracy"].iloc[-1]),
-            })  # fmt: skip
+            row.update(
+                {
+                    "epochs_run": int(history["epoch"].iloc[-1]),
+                    f"last_{sweep.metric}": float(history[sweep.metric].iloc[-1]),
+                    f"best_{sweep.metric}": float(best[sweep.metric]),
+                    "best_epoch": int(best["epoch"]),
+                    "last_val_track_accuracy": float(history["val_track_accuracy"].iloc[-1]),
+                }
+            )
         else:
             row.update(
                 {
@@ -473,9 +489,15 @@ def summarise(sweep: SweepConfig, prep: training.Prepared, grid) -> dict[str, An
     top = scored.loc[_best(scored[best_col], sweep.mode)]
     dropout_cols = [c for c in table.columns if c.startswith("dropout")]
     plots.search_plane(
-        table["lr"], table[dropout_cols].mean(axis=1), table[best_col].astype(float), table["stop_reason"] != "completed", int(top.name),
-        storage.join(sweep.sweep_dir, "search_plane.png"), sweep.metric, "dropout" if len(dropout_cols) == 1 else "mean dropout over layers",
-    )  # fmt: skip
+        table["lr"],
+        table[dropout_cols].mean(axis=1),
+        table[best_col].astype(float),
+        table["stop_reason"] != "completed",
+        int(top.name),
+        storage.join(sweep.sweep_dir, "search_plane.png"),
+        sweep.metric,
+        "dropout" if len(dropout_cols) == 1 else "mean dropout over layers",
+    )
 
     searched = [c for c in SEARCHED if c in table]
     params = {"lr": float(top["lr"]), **{c: float(top[c]) for c in [*dropout_cols, *searched]}}

@@ -18,8 +18,8 @@ Not in the registry: tagger.py, the pretrained musicnn tagger as a model that la
 with no training (the model path `musicnn`), behind the `Labeller` interface a GenreNet also meets.
 
 Every network normalises each input with statistics of the training split (buffers, so that an
-exported model carries them), and exposes `outputs` (the logits and the penultimate layer, the embedding). Adding a model is one
-new module that calls `register`, imported below.
+exported model carries them), and exposes `outputs` (the logits and the penultimate layer, the
+embedding). Adding a model is one new module that calls `register`, imported below.
 """
 
 from mgc.models.base import (  # noqa: F401

@@ -101,7 +101,8 @@ class ModelConfig:
         rates = self.dropout_rates
         if len(rates) != len(self.dropout_layers):
             raise MgcError(
-                f"{self.name} has {len(self.dropout_layers)} dropout layers ({', '.join(self.dropout_layers)}), but {len(rates)} rates were given"
+                f"{self.name} has {len(self.dropout_layers)} dropout layers ({', '.join(self.dropout_layers)}), "
+                f"but {len(rates)} rates were given"
             )
         if not all(0 <= r < 1 for r in rates):
             raise MgcError(f"dropout {self.dropout} is outside [0, 1)")
@@ -111,11 +112,13 @@ class ModelConfig:
                 out = encoder({n: torch.empty(2, *shape) for n, shape in zip(self.inputs, self.shapes)})
             except RuntimeError as e:
                 raise MgcError(
-                    f"{self.name}: its sizes do not fit its inputs {dict(zip(self.inputs, self.shapes))} ({str(e).splitlines()[0]})"
+                    f"{self.name}: its sizes do not fit its inputs {dict(zip(self.inputs, self.shapes))} "
+                    f"({str(e).splitlines()[0]})"
                 ) from None
         if tuple(out.shape) != (2, encoder.size):
             raise MgcError(
-                f"{self.name}: --kernel {self.kernel} gives {out.shape[1]} features where the head expects {encoder.size}: use an odd kernel"
+                f"{self.name}: --kernel {self.kernel} gives {out.shape[1]} features where the head expects "
+                f"{encoder.size}: use an odd kernel"
             )
 
     @property
@@ -228,7 +231,7 @@ class GenreNet(nn.Module):
 
     def complete(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`state` with a linear path of zeros and an identity scale where it has none: a network
-        saved before its architecture took a closed-form start computes the same function so."""
+        saved without a closed-form start computes the same function so."""
         if self.skip is None or "skip.weight" in state:
             return state
         identity = {"skip.weight": torch.zeros_like(self.skip.weight), "skip.bias": torch.zeros_like(self.skip.bias)}
@@ -255,8 +258,8 @@ _Module = TypeVar("_Module", bound=nn.Module)
 
 def for_inference(model: _Module) -> _Module:
     """An eval-mode copy that computes the same function faster: each batch norm folded into the
-    1-D or 2-D convolution before it, and channels-last memory for the 2-D convolutions (together
-    2-3x faster on CPU for the benchmark's cnn; bench/README.md)."""
+    1-D or 2-D convolution before it, and channels-last memory for the 2-D convolutions (faster
+    on CPU: bench/README.md, "Labelling")."""
     model = copy.deepcopy(model).eval()
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         for i in range(len(seq) - 1):

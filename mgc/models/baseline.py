@@ -110,7 +110,14 @@ def fit(net, train: Any, multilabel: bool = False) -> dict[str, float]:
     return fit_linear(net, train, multilabel, net.head.out)
 
 
-register(Architecture(
-    "baseline", "mean and standard deviation of each log-mel band and MFCC (and the musicnn vector where read), standardised, multinomial logistic regression (no training loop)",
-    (("logmel", "mfcc"), ("logmel",), ("mfcc",), ("musicnn",), ("musicnn", "logmel", "mfcc")), Statistics, {"dense": ()}, fit=fit,
-))  # fmt: skip
+register(
+    Architecture(
+        "baseline",
+        "mean and standard deviation of each log-mel band and MFCC (and the musicnn vector where read), standardised, "
+        "multinomial logistic regression (no training loop)",
+        (("logmel", "mfcc"), ("logmel",), ("mfcc",), ("musicnn",), ("musicnn", "logmel", "mfcc")),
+        Statistics,
+        {"dense": ()},
+        fit=fit,
+    )
+)

@@ -52,9 +52,12 @@ class ResBlock2d(nn.Module):
     def __init__(self, c_in: int, c_out: int, k: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, k, padding=k // 2), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-            nn.Conv2d(c_out, c_out, k, padding=k // 2), nn.BatchNorm2d(c_out),
-        )  # fmt: skip
+            nn.Conv2d(c_in, c_out, k, padding=k // 2),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, k, padding=k // 2),
+            nn.BatchNorm2d(c_out),
+        )
         self.skip = nn.Conv2d(c_in, c_out, 1)
         self.pool = nn.AvgPool2d((2, 1))
 

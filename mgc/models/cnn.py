@@ -20,7 +20,8 @@ class ConvTrunk(nn.Module):
         (bands, frames), n = cfg.shapes[0], len(cfg.channels)
         if bands >> n < 1 or frames >> n < 1:
             raise MgcError(
-                f"{cfg.name}: {n} pooling blocks leave no frequency bands of {bands} or frames of {frames}: use fewer --channels"
+                f"{cfg.name}: {n} pooling blocks leave no frequency bands of {bands} or frames of {frames}: "
+                "use fewer --channels"
             )
         blocks, c_in = [], 1
         for c in cfg.channels:

@@ -21,7 +21,8 @@ class WaveformEncoder(nn.Module):
         frames = samples // STRIDE // POOL ** len(channels)
         if frames < 1:
             raise MgcError(
-                f"{name}: {len(channels)} stages pool the {samples} samples of its input to nothing: use fewer --channels"
+                f"{name}: {len(channels)} stages pool the {samples} samples of its input to nothing: "
+                "use fewer --channels"
             )
         stages, c_in = [], 1
         for i, c in enumerate(channels):
@@ -44,5 +45,13 @@ class CNN1d(nn.Module):
         return self.trunk(x["waveform"]).mean(2)
 
 
-register(Architecture("cnn1d", "four 1-D conv stages of 32-256 filters over the waveform, the first strided, max pooling, global pooling, dense 256-64",
-                      (("waveform",),), CNN1d, {"channels": (32, 64, 128, 256), "kernel": 9, "dense": (256, 64)}))  # fmt: skip
+register(
+    Architecture(
+        "cnn1d",
+        "four 1-D conv stages of 32-256 filters over the waveform, the first strided, max pooling, global pooling, "
+        "dense 256-64",
+        (("waveform",),),
+        CNN1d,
+        {"channels": (32, 64, 128, 256), "kernel": 9, "dense": (256, 64)},
+    )
+)

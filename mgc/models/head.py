@@ -20,5 +20,14 @@ def start(net, train: Any, multilabel: bool = False) -> dict[str, float]:
     return fit_linear(net, train, multilabel, net.skip)
 
 
-register(Architecture("head", "the baseline's logistic regression plus dropout and a dense layer of 128 trained from it, over the musicnn embedding and tags (transfer), alone or with the log-mel and MFCC statistics",
-                      (("musicnn",), ("musicnn", "logmel", "mfcc")), Statistics, {"dense": (128,)}, start=start))  # fmt: skip
+register(
+    Architecture(
+        "head",
+        "the baseline's logistic regression plus dropout and a dense layer of 128 trained from it, over the musicnn "
+        "embedding and tags (transfer), alone or with the log-mel and MFCC statistics",
+        (("musicnn",), ("musicnn", "logmel", "mfcc")),
+        Statistics,
+        {"dense": (128,)},
+        start=start,
+    )
+)

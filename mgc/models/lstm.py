@@ -19,5 +19,13 @@ class LSTM(nn.Module):
         return self.seq(next(iter(x.values())).transpose(1, 2))  # frames are the time steps
 
 
-register(Architecture("lstm", "five stacked LSTMs (128, 32, 32, 32, 32) over the MFCCs", (("mfcc",), ("logmel",)), LSTM,
-                      {"dense": (1024, 256, 64, 32), "lstm_units": (128, 32, 32, 32, 32)}, lstm=True))  # fmt: skip
+register(
+    Architecture(
+        "lstm",
+        "five stacked LSTMs (128, 32, 32, 32, 32) over the MFCCs",
+        (("mfcc",), ("logmel",)),
+        LSTM,
+        {"dense": (1024, 256, 64, 32), "lstm_units": (128, 32, 32, 32, 32)},
+        lstm=True,
+    )
+)

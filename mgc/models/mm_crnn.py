@@ -29,5 +29,13 @@ class MMCRNN(nn.Module):
         return self.seq(h.transpose(1, 2))
 
 
-register(Architecture("mm_crnn", "a 1-D waveform encoder and a 2-D log-mel residual encoder, concatenated along channels, one LSTM of 128",
-                      (("waveform", "logmel"),), MMCRNN, {"channels": (16, 32, 64, 128), "kernel": 9, "dense": (256, 64), "lstm_units": (128,)}, lstm=True))  # fmt: skip
+register(
+    Architecture(
+        "mm_crnn",
+        "a 1-D waveform encoder and a 2-D log-mel residual encoder, concatenated along channels, one LSTM of 128",
+        (("waveform", "logmel"),),
+        MMCRNN,
+        {"channels": (16, 32, 64, 128), "kernel": 9, "dense": (256, 64), "lstm_units": (128,)},
+        lstm=True,
+    )
+)
