@@ -207,12 +207,15 @@ def _check_or_write_config(manifest: Manifest, cfg: ExtractConfig) -> None:
         return
     old = storage.read_json(path)
     if old.get("shard_format") != SHARD_FORMAT:
-        raise MgcError(f"{cfg.out} was written by an older mgc, whose shards carry their labels: training still reads it, "
-                       "but to extract more tracks write to a new --out")  # fmt: skip
+        raise MgcError(
+            f"{cfg.out} was written by an older mgc, whose shards carry their labels: training still reads it, "
+            "but to extract more tracks write to a new --out"
+        )
     old_features = FeatureConfig.from_dict(old["feature_config"])
     if old_features != cfg.features:
         raise MgcError(
-            f"{cfg.out} holds features made with a different FeatureConfig ({'; '.join(old_features.diff(cfg.features))}); "
+            f"{cfg.out} holds features made with a different FeatureConfig "
+            f"({'; '.join(old_features.diff(cfg.features))}); "
             "write to a new --out, or delete it to start over"
         )
     for key, what in (("manifest_fingerprint", "track list"), ("tracks_per_shard", "--tracks-per-shard")):

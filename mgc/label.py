@@ -49,18 +49,37 @@ from mgc.options import option, validate
 
 # A row of the labels Parquet (output_schema): the file and its run, then what the model says of it.
 RECORD = [
-    ("path", pa.string()), ("content_hash", pa.string()), ("size_bytes", pa.int64()), ("modified_ns", pa.int64()), ("model_id", pa.string()), ("labelled_at", pa.timestamp("us", tz="UTC")), ("status", pa.string()),
-    ("reason", pa.string()), ("detail", pa.string()), ("duration_s", pa.float32()), ("analysed_s", pa.float32()), ("n_segments", pa.int32()),
-]  # fmt: skip
+    ("path", pa.string()),
+    ("content_hash", pa.string()),
+    ("size_bytes", pa.int64()),
+    ("modified_ns", pa.int64()),
+    ("model_id", pa.string()),
+    ("labelled_at", pa.timestamp("us", tz="UTC")),
+    ("status", pa.string()),
+    ("reason", pa.string()),
+    ("detail", pa.string()),
+    ("duration_s", pa.float32()),
+    ("analysed_s", pa.float32()),
+    ("n_segments", pa.int32()),
+]
 RECORD_COLUMNS = [name for name, _ in RECORD]  # dictionaries and statistics in the Parquet (storage.write_parquet)
 
 
 def output_schema(n_classes: int, emb: int) -> pa.Schema:
     """The labels Parquet: RECORD, then the prediction (null in an error row)."""
-    return pa.schema(RECORD + [
-        ("top_genres", pa.list_(pa.string())), ("top_probs", pa.list_(pa.float32())), ("agreement", pa.float32()), ("uncertain", pa.bool_()),
-        ("probabilities", pa.list_(pa.float32(), n_classes)), ("embedding", pa.list_(pa.float32(), emb)), ("tags", pa.list_(pa.string())), ("tag_probs", pa.list_(pa.float32())),
-    ])  # fmt: skip
+    return pa.schema(
+        RECORD
+        + [
+            ("top_genres", pa.list_(pa.string())),
+            ("top_probs", pa.list_(pa.float32())),
+            ("agreement", pa.float32()),
+            ("uncertain", pa.bool_()),
+            ("probabilities", pa.list_(pa.float32(), n_classes)),
+            ("embedding", pa.list_(pa.float32(), emb)),
+            ("tags", pa.list_(pa.string())),
+            ("tag_probs", pa.list_(pa.float32())),
+        ]
+    )
 
 
 LABEL_COLUMNS = output_schema(1, 1).names
@@ -153,8 +172,15 @@ def list_inputs(source: str, follow_links: bool = False) -> Listing:
         }
         for rel in tree.files
     ]
-    rows += [{"path": storage.join(source, rel), "error": f"{storage.join(source, rel)}: a link to {target}, outside the input folder: not read", "size": -1, "mtime_ns": -1}
-             for rel, target in tree.outside]  # fmt: skip
+    rows += [
+        {
+            "path": storage.join(source, rel),
+            "error": f"{storage.join(source, rel)}: a link to {target}, outside the input folder: not read",
+            "size": -1,
+            "mtime_ns": -1,
+        }
+        for rel, target in tree.outside
+    ]
     return Listing(rows, tree.skipped)
 
 
@@ -196,9 +222,18 @@ def featurise(
     path = row["path"]
     network = [n for n in names if inputs.get(n).network]
     # Strings are "" rather than None: Ray Data would make an all-None block column float.
-    out: dict[str, Any] = {"path": path, "content_hash": "", "size": row["size"], "mtime_ns": row["mtime_ns"], "status": "error", "reason": "", "detail": "",
-                           "duration_s": np.nan, "analysed_s": np.nan,
-                           **{n: b"" if n in network else np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names}}  # fmt: skip
+    out: dict[str, Any] = {
+        "path": path,
+        "content_hash": "",
+        "size": row["size"],
+        "mtime_ns": row["mtime_ns"],
+        "status": "error",
+        "reason": "",
+        "detail": "",
+        "duration_s": np.nan,
+        "analysed_s": np.nan,
+        **{n: b"" if n in network else np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names},
+    }
     try:
         if row["error"]:
             out.update(reason="outside_root", detail=row["error"])
@@ -386,7 +421,8 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
         )
     if listed.links_skipped:
         session.note(
-            f"label: {listed.links_skipped} symbolic link(s) in {cfg.input} skipped; --follow-links follows those that stay inside it"
+            f"label: {listed.links_skipped} symbolic link(s) in {cfg.input} skipped; --follow-links follows those "
+            "that stay inside it"
         )
     storage.ensure_writable_dir(cfg.out)
     storage.remove_stale_temporaries(storage.join(cfg.out, "labels"))

@@ -191,11 +191,14 @@ def build(features: str, model_path: str, out: str, split: str = "test", progres
 
 def save_catalogue(catalogue: pd.DataFrame, path: str) -> None:
     emb = np.stack(catalogue["embedding"].to_numpy()).astype(np.float32)
-    table = pa.table({
-        "id": pa.array(catalogue["id"].astype(str)), "genre": pa.array(catalogue["genre"], pa.string()),
-        "split": pa.array(catalogue.get("split", pd.Series([None] * len(catalogue))), pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1]),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "id": pa.array(catalogue["id"].astype(str)),
+            "genre": pa.array(catalogue["genre"], pa.string()),
+            "split": pa.array(catalogue.get("split", pd.Series([None] * len(catalogue))), pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1]),
+        }
+    )
     storage.write_parquet(table, path, scalar_columns=["id", "genre", "split"])
 
 

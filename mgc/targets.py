@@ -158,8 +158,11 @@ def build(m: Manifest, kind: str, shard_tracks: pd.DataFrame, min_tracks: int = 
         return Target(kind, classes, [-1] * len(classes), ids, y, y.copy())
     lists = [v if isinstance(v, list) else [] for v in tracks[kind]]
     if m.source.get("genre_lists") is False or not any(lists):
-        raise MgcError(f"the manifest lists no {kind} for these tracks (a manifest from an older mgc, or a CSV without a genres column): "
-                       "pass --manifest with the FMA's tracks.csv (genres.csv beside it) or a CSV whose genres column lists each file's genres")  # fmt: skip
+        raise MgcError(
+            f"the manifest lists no {kind} for these tracks (a manifest from an older mgc, or a CSV without a genres "
+            "column): pass --manifest with the FMA's tracks.csv (genres.csv beside it) or a CSV whose genres column "
+            "lists each file's genres"
+        )
     training = tracks["split"].to_numpy() == "training"
     counts = pd.Series([g for keep, gs in zip(training, lists) if keep for g in set(gs)], dtype=object).value_counts()
     classes = sorted(counts[counts >= min_tracks].index)
@@ -195,7 +198,8 @@ def load_manifest(source: str, features: str) -> Manifest:
     if not source:
         if not storage.exists(extracted):
             raise MgcError(
-                f"{features}: no _manifest.parquet (not the output of mgc extract); pass --manifest with the tracks' labels"
+                f"{features}: no _manifest.parquet (not the output of mgc extract); pass --manifest with the "
+                "tracks' labels"
             )
         return manifests.read(extracted)
     if not storage.exists(source):
