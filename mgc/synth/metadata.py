@@ -53,31 +53,63 @@ def _listed(df: pd.DataFrame) -> tuple[list[list[int]], list[list[int]]]:
     return genres, genres_all
 
 
-def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
+CREATED = "2016-01-01 00:00:00"
+# Columns the FMA fills for some tracks only; filled on every 7th (the first included), so that
+# they read back with the real file's dtypes (an all-empty column reads as float).
+SPARSE = {
+    ("album", "date_released"): CREATED,
+    ("album", "engineer"): "Synthetic Engineer",
+    ("album", "producer"): "Synthetic Producer",
+    ("artist", "active_year_begin"): CREATED,
+    ("artist", "active_year_end"): CREATED,
+    ("artist", "associated_labels"): "Synthetic Records",
+    ("artist", "bio"): "<p>A synthetic artist.</p>",
+    ("artist", "latitude"): 41.39,
+    ("artist", "location"): "Barcelona",
+    ("artist", "longitude"): 2.17,
+    ("artist", "members"): "Synthetic Member",
+    ("artist", "related_projects"): "Side projects",
+    ("artist", "website"): "http://example.org",
+    ("artist", "wikipedia_page"): "http://example.org/wiki",
+    ("track", "composer"): "Synthetic Composer",
+    ("track", "date_recorded"): CREATED,
+    ("track", "information"): "<p></p>",
+    ("track", "lyricist"): "Synthetic Lyricist",
+    ("track", "publisher"): "Synthetic Publisher",
+}
+
+
+def _genre_lists(df: pd.DataFrame, cfg: SynthConfig) -> tuple[list[str], list[str]]:
+    """The genres and genres_all columns: what the audio has, or (without `truthful`) lists drawn
+    regardless of it."""
+    if cfg.truthful:
+        genres_col, genres_all = ([str(ids) for ids in c] for c in _listed(df))
+        return genres_col, genres_all
     rng = np.random.default_rng(cfg.seed + 1)
+    genres_col, genres_all = [], []
+    for g, labelled in zip(df["listed_genre"], df["labelled"]):
+        sub = SUBGENRES[g][int(rng.integers(0, 2))][0]
+        if labelled:
+            genres_col.append(f"[{sub}]")
+            genres_all.append(str(sorted([sub, GENRE_IDS[g]])))
+        else:  # several top genres: the FMA leaves genre_top empty
+            other = GENRES[(GENRES.index(g) + 1) % len(GENRES)]
+            osub = SUBGENRES[other][0][0]
+            genres_col.append(str(sorted([sub, osub])))
+            genres_all.append(str(sorted([sub, osub, GENRE_IDS[g], GENRE_IDS[other]])))
+    return genres_col, genres_all
+
+
+def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
     out = pd.DataFrame(
         index=pd.Index(df["track_id"], name="track_id"), columns=pd.MultiIndex.from_tuples(TRACKS_COLUMNS)
     )
     out.loc[:, :] = ""
-    genres_col, genres_all = [], []
-    if cfg.truthful:
-        genres_col, genres_all = ([str(ids) for ids in c] for c in _listed(df))
-    else:  # genre lists that the audio does not bear out
-        for g, labelled in zip(df["listed_genre"], df["labelled"]):
-            sub = SUBGENRES[g][int(rng.integers(0, 2))][0]
-            if labelled:
-                genres_col.append(f"[{sub}]")
-                genres_all.append(str(sorted([sub, GENRE_IDS[g]])))
-            else:  # several top genres: the FMA leaves genre_top empty
-                other = GENRES[(GENRES.index(g) + 1) % len(GENRES)]
-                osub = SUBGENRES[other][0][0]
-                genres_col.append(str(sorted([sub, osub])))
-                genres_all.append(str(sorted([sub, osub, GENRE_IDS[g], GENRE_IDS[other]])))
-    created = "2016-01-01 00:00:00"
+    genres_col, genres_all = _genre_lists(df, cfg)
     album = df["artist_id"].to_numpy()
     cols = {
         ("album", "comments"): 0,
-        ("album", "date_created"): created,
+        ("album", "date_created"): CREATED,
         ("album", "favorites"): 0,
         ("album", "id"): album,
         ("album", "information"): "<p></p>",
@@ -87,7 +119,7 @@ def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
         ("album", "tracks"): df.groupby("artist_id")["track_id"].transform("size").to_numpy(),
         ("album", "type"): "Album",
         ("artist", "comments"): 0,
-        ("artist", "date_created"): created,
+        ("artist", "date_created"): CREATED,
         ("artist", "favorites"): 0,
         ("artist", "id"): album,
         ("artist", "name"): [f"Synthetic Artist {a}" for a in album],
@@ -96,7 +128,7 @@ def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
         ("set", "subset"): df["subset"].to_numpy(),
         ("track", "bit_rate"): 320000,
         ("track", "comments"): 0,
-        ("track", "date_created"): created,
+        ("track", "date_created"): CREATED,
         ("track", "duration"): int(cfg.seconds),
         ("track", "favorites"): 0,
         ("track", "genre_top"): np.where(df["labelled"] & (df["blend"] == ""), df["listed_genre"], ""),
@@ -110,31 +142,8 @@ def _tracks_csv(df: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
         ("track", "tags"): "[]",
         ("track", "title"): [f"Track {t}" for t in df["track_id"]],
     }
-    # Columns the FMA fills for some tracks only; filled on every 7th (the first included), so
-    # that they read back with the real file's dtypes (an all-empty column reads as float).
     some = np.arange(len(df)) % 7 == 0
-    sparse = {
-        ("album", "date_released"): created,
-        ("album", "engineer"): "Synthetic Engineer",
-        ("album", "producer"): "Synthetic Producer",
-        ("artist", "active_year_begin"): created,
-        ("artist", "active_year_end"): created,
-        ("artist", "associated_labels"): "Synthetic Records",
-        ("artist", "bio"): "<p>A synthetic artist.</p>",
-        ("artist", "latitude"): 41.39,
-        ("artist", "location"): "Barcelona",
-        ("artist", "longitude"): 2.17,
-        ("artist", "members"): "Synthetic Member",
-        ("artist", "related_projects"): "Side projects",
-        ("artist", "website"): "http://example.org",
-        ("artist", "wikipedia_page"): "http://example.org/wiki",
-        ("track", "composer"): "Synthetic Composer",
-        ("track", "date_recorded"): created,
-        ("track", "information"): "<p></p>",
-        ("track", "lyricist"): "Synthetic Lyricist",
-        ("track", "publisher"): "Synthetic Publisher",
-    }
-    cols.update({k: np.where(some, v, np.nan if isinstance(v, float) else "") for k, v in sparse.items()})
+    cols.update({k: np.where(some, v, np.nan if isinstance(v, float) else "") for k, v in SPARSE.items()})
     for k, v in cols.items():
         out[k] = v
     return out
