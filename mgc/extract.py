@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 import mgc
-from mgc import inputs, pipeline, storage
+from mgc import inputs, pipeline, session, storage
 from mgc import manifest as manifests
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
@@ -294,8 +294,6 @@ def _process(todo: list[dict[str, Any]], n_tracks: int, cfg: ExtractConfig) -> N
     with a progress bar of tracks."""
     import ray
     from tqdm.auto import tqdm
-
-    from mgc import session
 
     cpus = session.connect().get("CPU", 1)
     ctx = ray.data.DataContext.get_current()

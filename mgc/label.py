@@ -41,9 +41,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mgc import inputs, metrics, pipeline, storage, targets
+from mgc import artifact, inputs, metrics, musicnn, pipeline, session, storage, targets
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
+from mgc.inference import Predictor
 from mgc.manifest import AUDIO_EXTENSIONS
 from mgc.options import option, validate
 
@@ -277,8 +278,6 @@ class Classifier:
     genre probabilities, segment agreement and embeddings."""
 
     def __init__(self, model_path: str, top_k: int, uncertain_below: float, use_gpu: bool):
-        from mgc.inference import Predictor
-
         self.predict = Predictor.load(model_path, use_gpu)
         self.labels = self.predict.meta["labels"]
         self.temperature = self.predict.meta["temperature"]
@@ -376,12 +375,8 @@ class Classifier:
 def model_id(path: str) -> str:
     """What identifies a model for skipping: the hash of its weights and metadata (of the
     pretrained weights for the built-in tagger)."""
-    from mgc import artifact
-
     digest = hashlib.sha256()
     if path == artifact.BUILTIN:
-        from mgc import musicnn
-
         digest.update(musicnn.WEIGHTS.read_bytes())
         return "musicnn-" + digest.hexdigest()[:8]
     for name in ("model.json", "weights.pt"):
@@ -408,8 +403,6 @@ def run(cfg: LabelConfig) -> dict[str, Any]:
     """Label every input file not yet labelled by this model into cfg.out; returns the summary.
     The artifact, the input and the output are checked before Ray is joined (if anything is left
     to label)."""
-    from mgc import artifact, session
-
     started = time.time()
     model, meta = artifact.load(cfg.model)  # a clear error now, not in every actor
     mid = model_id(cfg.model)
@@ -473,8 +466,6 @@ def _label(
     """The Ray Data pipeline over `todo` (mgc.pipeline), each batch written as one part; adds to
     `counts`."""
     import ray
-
-    from mgc import session
 
     fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": cfg.max_seconds})
     cpus = session.connect().get("CPU", 1)
@@ -589,8 +580,6 @@ def accuracy_by_flag(labels: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
 
 def label_file(path: str, model_path: str, max_seconds: float | None = 600.0, top_k: int = 3) -> dict[str, Any]:
     """Label one file in this process (no Ray): what a row of the output holds."""
-    from mgc import artifact
-
     model, meta = artifact.load(model_path)
     fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": max_seconds})
     row = featurise({"path": path, "error": None, "size": -1, "mtime_ns": -1}, fcfg, model.cfg.inputs, {})

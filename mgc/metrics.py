@@ -328,13 +328,14 @@ def evaluate_multilabel(
 ) -> dict[str, dict[str, Any]]:
     """{'segment': scores, 'track': scores} of a multi-label model on one split; predictions made
     consistent with the tree (`parents`), the temperature applied to tracks."""
-    roots = [c for c, p in enumerate(parents) if p < 0]
+    top = roots(parents)
     seg = consistent(np.exp(logsigmoid.astype(np.float64)), parents)
-    tids, ty, tp = track_level_multilabel(track_ids, y, logsigmoid, temperature)
+    tracks = track_probs(logsigmoid, temperature, True, parents, track_ids=track_ids, y=y)
+    tids = np.unique(track_ids)  # track_probs' order
     ttops = pd.Series(tops, index=track_ids).groupby(level=0).first().reindex(tids).to_numpy()
     return {
-        "segment": multilabel_scores(y, seg, tops, roots, cut, classes),
-        "track": multilabel_scores(ty, consistent(tp, parents), ttops, roots, cut, classes),
+        "segment": multilabel_scores(y, seg, tops, top, cut, classes),
+        "track": multilabel_scores(tracks.y, tracks.probs, ttops, top, cut, classes),
     }
 
 

@@ -53,15 +53,17 @@ def option(
     choices: tuple[str, ...] | None = None,
     registry: str = "",
     metavar: str | None = None,
+    empty: str = "none",
     factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A config field with its help text and constraints: `low`/`high` are inclusive bounds,
     `above`/`below` exclusive ones; `choices` the allowed strings; `registry` names the registry
-    whose names each item must be (resolved by whoever builds the parser: `add_options`)."""
+    whose names each item must be (resolved by whoever builds the parser: `add_options`); `empty`
+    what an empty list means, for --help."""
     rng = None
     if (low, above, high, below) != (None,) * 4:
         rng = Range(low if above is None else above, high if below is None else below, above is None, below is None)
-    meta = {"help": help, "range": rng, "choices": choices, "registry": registry, "metavar": metavar}
+    meta = {"help": help, "range": rng, "choices": choices, "registry": registry, "metavar": metavar, "empty": empty}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -142,7 +144,7 @@ def _argument(f: dataclasses.Field, kind: Any, registries: dict[str, Registry]) 
         return {"action": "store_true", "help": f"{text} (a flag)"}
     if tup is not None:
         scalar = next((t for t in kinds if t not in (tup, type(None))), None)
-        shown = ",".join(map(str, f.default)) or "none" if isinstance(f.default, tuple) else f.default
+        shown = ",".join(map(str, f.default)) or meta["empty"] if isinstance(f.default, tuple) else f.default
         return {
             "type": _tuple_type(tup, scalar, rng, registry),
             "default": f.default,

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from mgc import artifact, label, pipeline, session, storage
 from mgc import manifest as manifests
-from mgc import storage
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
+from mgc.inference import Predictor
 
 BLOCK = 65_536  # catalogue rows per matrix product
 # Query rows x catalogue rows per product: a product and its top-k selection take about 28 bytes
@@ -79,8 +80,6 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
     """Catalogue of the tracks in an extraction output: id (track_id), genre (genre_top), split,
     embedding; a track's embedding is the mean over its segments. Runs on Ray Data, joined after
     the artifact and the features are checked."""
-    from mgc import artifact, pipeline, session
-
     model, meta = artifact.load(model_path)
     names = list(model.cfg.inputs)
     shards = _check_features(features, model_path, meta, names)
@@ -103,8 +102,6 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
 def _check_features(features: str, model_path: str, meta: dict[str, Any], names: list[str]) -> str:
     """The shards folder of the extraction output `features`, refused unless it holds the inputs
     `names` of the model at `model_path`, extracted as it was trained."""
-    from mgc import artifact
-
     shards = storage.join(features, "features")
     if not storage.list_files(shards, ".parquet"):
         raise MgcError(f"{features}: no shards in features/: not the output of mgc extract")
@@ -156,8 +153,6 @@ class _Embedder:
     """Ray Data actor: the model loaded once, segment embeddings out."""
 
     def __init__(self, model_path: str):
-        from mgc.inference import Predictor
-
         self.predict = Predictor.load(model_path)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -208,8 +203,6 @@ def load_catalogue(path: str) -> pd.DataFrame:
         if not storage.exists(path):
             raise MgcError(f"{path}: catalogue not found")
         return storage.read_parquet(path).to_pandas()
-    from mgc import label
-
     rows = label.current(path)
     rows = rows[rows["status"] == "ok"]
     if rows.empty:

@@ -308,8 +308,8 @@ def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_
 def test_the_multilabel_models_top_genre_is_as_good_as_the_single_label_models(ml_runs):
     """It trains on the blends too (no genre_top); its top genre, read from the roots, is scored
     on the tracks that have one, as the single-label model's is: far above chance (1 in 8;
-    binomial p < 0.001), and within one test track of the single-label model (a paired count:
-    tracks only it gets wrong, less tracks only the other gets wrong)."""
+    binomial p < 0.001), and within one test track of the single-label model, both counted
+    track by track from the runs' saved predictions (which must give each run's reported accuracy)."""
     from scipy.stats import binomtest
 
     runs, out, _, _ = ml_runs

@@ -117,9 +117,9 @@ class TrainConfig:
         low=0,
         help="random seed (weights, shuffling, sampling); with one worker on CPU, the same seed trains the same model",
     )
-    channels: tuple[int, ...] = option((), low=1, help="filters of the conv blocks or stages (empty: the model's own)")
-    dense: tuple[int, ...] = option((), low=1, help="units of the dense head's layers (empty: the model's own)")
-    lstm_units: tuple[int, ...] = option((), low=1, help="units of the stacked LSTMs (empty: the model's own)")
+    channels: tuple[int, ...] = option((), low=1, empty="the model's", help="filters of the conv blocks or stages")
+    dense: tuple[int, ...] = option((), low=1, empty="the model's", help="units of the dense head's layers")
+    lstm_units: tuple[int, ...] = option((), low=1, empty="the model's", help="units of the stacked LSTMs")
     kernel: int = option(
         0, low=0, high=33, help="conv kernel size (0: the model's own: 3 in 2-D, 9 in 1-D; mm_crnn: its 1-D stages)"
     )
