@@ -58,7 +58,6 @@ def test_tune_search_hyperopt_has_hyperopt_propose_the_trials(ray_connected, fea
     The sweep runs, and Ray Tune's saved searcher state is HyperOptSearch's: hyperopt's own
     record of the trials it proposed holds exactly the learning rates and dropouts that trials.csv
     says the trials ran with."""
-    pytest.importorskip("hyperopt", reason="--search hyperopt needs `pip install hyperopt` (not a test dependency)")
     import cloudpickle
 
     argv = ["tune", "--features", str(features), "--storage-path", str(tmp_path), "--name", "hx", *SWEEP,
