@@ -268,7 +268,7 @@ def test_musicnn_patches_runs_the_network_on_k_segments_and_copies_the_nearest()
     assert len(np.unique(every, axis=0)) == 10 and len(np.unique(three, axis=0)) == 3
     for seg, ran in enumerate([1, 1, 1, 1, 5, 5, 5, 8, 8, 8]):  # the centres of three spans of 10/3: segments 1, 5, 8
         np.testing.assert_allclose(three[seg], every[ran], rtol=0, atol=2e-3)  # float16; batch sizes may round apart
-    with pytest.raises(MgcError, match="musicnn_patches"):
+    with pytest.raises(MgcError, match="--musicnn-patches -1 is out of range"):
         FeatureConfig(musicnn_patches=-1)
     with pytest.raises(MgcError, match="musicnn input needs segments of at least 3 s"):
         FeatureConfig(inputs=("musicnn",), segment_seconds=2.0)
