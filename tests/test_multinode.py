@@ -17,33 +17,53 @@ from helpers import assert_complete_and_unique
 EXTRACTION = "FlatMap(process_chunk)"
 
 
+NODE_PORTS = (
+    "node-manager-port",
+    "object-manager-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+)
+
+
+def _start_node(cluster: dict, log) -> subprocess.Popen:
+    """`ray start --address` of a 2-CPU node with resource `second_node` on its own fresh ports,
+    its output (Ray's own account of any subprocess that died) going to `log`."""
+    ports = {f"--{p}": str(n) for p, n in zip(NODE_PORTS, _free_ports(len(NODE_PORTS)))}
+    cmd = [cluster["ray"], "start", f"--address={cluster['address']}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+           "--object-store-memory=200000000", "--resources", json.dumps({"second_node": 1}), "--disable-usage-stats",
+           "--block", *(f"{k}={v}" for k, v in ports.items())]  # fmt: skip
+    return subprocess.Popen(cmd, env=cluster["env"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @pytest.fixture
-def second_node(ray_connected):
-    """A node of 2 CPUs and resource `second_node`, started as a user starts one; yields its node
-    id and the process group to kill. Stopped (the whole group) at the end."""
+def second_node(ray_connected, tmp_path):
+    """A node started as a user starts one; yields its node id and the process group to kill.
+    Stopped (the whole group) at the end. The ports are probed free, then bound by Ray a moment
+    later, so another process can take one in between; Ray's node then gives up at start-up (its
+    raylet has 30 s to register, which a loaded machine can overrun too). Such a start is tried
+    again on fresh ports (three tries), and a failure shows what Ray said each time."""
     import ray
 
-    names = (
-        "node-manager-port",
-        "object-manager-port",
-        "dashboard-agent-listen-port",
-        "dashboard-agent-grpc-port",
-        "runtime-env-agent-port",
-        "metrics-export-port",
-    )
-    ports = {f"--{p}": str(n) for p, n in zip(names, _free_ports(len(names)))}
-    cmd = [ray_connected["ray"], "start", f"--address={ray_connected['address']}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-           "--resources", json.dumps({"second_node": 1}), "--disable-usage-stats", "--block", *(f"{k}={v}" for k, v in ports.items())]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, env=ray_connected["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.time() + 120
-    node = None
-    while node is None:
-        alive = [n for n in ray.nodes() if n["Alive"] and "second_node" in n["Resources"]]
-        node = alive[0]["NodeID"] if alive else None
-        assert proc.poll() is None and time.time() < deadline, "the second node did not join"
-        time.sleep(0.5)
+    said = []
+    for attempt in range(3):
+        log_path = tmp_path / f"second_node_{attempt}.log"
+        with open(log_path, "w") as log:
+            proc = _start_node(ray_connected, log)
+        deadline = time.time() + 120
+        node = None
+        while node is None and proc.poll() is None and time.time() < deadline:
+            alive = [n for n in ray.nodes() if n["Alive"] and "second_node" in n["Resources"]]
+            node = alive[0]["NodeID"] if alive else None
+            time.sleep(0.5)
+        if node is not None:
+            break
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        said.append(f"try {attempt + 1}, exit {proc.returncode}:\n" + log_path.read_text()[-3000:])
+    assert node is not None, "the second node did not join:\n" + "\n".join(said)
     yield node, proc
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
