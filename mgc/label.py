@@ -350,7 +350,7 @@ class Classifier:
         track = metrics.track_probs(seg_lp, self.temperature, self.predict.multilabel, self.parents, self.top_k)
         probs, order = track.probs, track.top
         if self.parents is not None:
-            tags = self._tags(probs)
+            tags = targets.tags(probs, self.cut, self.parents, self.depth)
             cols["tags"][i] = [self.labels[j] for j in tags]
             cols["tag_probs"][i] = probs[tags].astype(np.float32).tolist()
         cols["top_genres"][i] = [self.labels[j] for j in order]
@@ -360,16 +360,6 @@ class Classifier:
         cols["uncertain"][i] = bool(probs[order[0]] < self.uncertain_below)
         cols["probabilities"][i] = probs.astype(np.float32).tolist()
         cols["embedding"][i] = seg_emb.mean(0).astype(np.float32).tolist()
-
-    def _tags(self, probs: np.ndarray) -> np.ndarray:
-        """The genres at or above their thresholds, with their ancestors (the tree holds them
-        too), deepest first, then most probable first."""
-        tagged = set(np.flatnonzero(probs >= self.cut).tolist())
-        for c in list(tagged):
-            while self.parents[c] >= 0 and self.parents[c] not in tagged:
-                c = self.parents[c]
-                tagged.add(c)
-        return np.array(sorted(tagged, key=lambda c: (-self.depth[c], -probs[c])), dtype=int)
 
 
 def model_id(path: str) -> str:

@@ -118,6 +118,19 @@ def consistent(probs: np.ndarray, parents: list[int]) -> np.ndarray:
     return out
 
 
+def tags(probs: np.ndarray, cut: np.ndarray, parents: list[int], depths: list[int] | None = None) -> np.ndarray:
+    """One prediction's tags: the classes at or above their thresholds `cut`, with their ancestors
+    (a tag's parent genre holds too), deepest first, then most probable first. `depths`: the
+    tree's `depth(parents)`, given by a caller that tags many predictions."""
+    depths = depth(parents) if depths is None else depths
+    tagged = set(np.flatnonzero(probs >= cut).tolist())
+    for c in list(tagged):
+        while parents[c] >= 0 and parents[c] not in tagged:
+            c = parents[c]
+            tagged.add(c)
+    return np.array(sorted(tagged, key=lambda c: (-depths[c], -probs[c])), dtype=int)
+
+
 def roots(parents: list[int]) -> list[int]:
     """The classes of a tree without an ancestor among the classes: a top genre is one of them."""
     return [c for c, p in enumerate(parents) if p < 0]

@@ -70,6 +70,23 @@ def test_every_prediction_is_consistent_with_the_real_tree(logits, seed):
             assert TITLES[keep[p]] in _ancestors(TITLES[keep[c]], tree)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(np.float64, len(TITLES), elements=st.floats(0, 1)), arrays(np.float64, len(TITLES), elements=st.floats(0, 1))
+)
+def test_tags_are_the_genres_above_their_cuts_with_their_ancestors_deepest_first(probs, cut):
+    """Over the FMA's own tree (four levels), random probabilities and thresholds: the tags are
+    exactly the genres at or above their thresholds and all their ancestors, deepest first, then
+    most probable first."""
+    tree = dict(zip(TITLES, [TITLES[p] if p >= 0 else None for p in PARENTS]))
+    above = np.flatnonzero(probs >= cut)
+    want = {TITLES[c] for c in above} | {a for c in above for a in _ancestors(TITLES[c], tree)}
+    got = targets.tags(probs, cut, PARENTS)
+    assert {TITLES[c] for c in got} == want and len(got) == len(want)
+    depth = targets.depth(PARENTS)
+    assert [(-depth[c], -probs[c]) for c in got] == sorted((-depth[c], -probs[c]) for c in got)
+
+
 def _ancestors(genre: str, tree: dict[str, str | None]) -> list[str]:
     out = []
     while tree.get(genre):
@@ -354,61 +371,108 @@ def test_relabelling_retrains_on_the_same_shards(ml_runs):
     assert json.loads((runs / "control" / "run_config.json").read_text())["manifest"].endswith("shuffled.parquet")
 
 
-def test_labelling_writes_tags_at_the_models_thresholds(ray_connected, ml_runs, tmp_path):
-    """A multi-label artifact's rows carry the genres at or above their thresholds, with their
-    ancestors, deepest first, tree-consistent probabilities and root top genres; their tags name
-    the upload's true genre far more often than tags spread at random over the roots would
-    (binomial p < 0.01); a single-label artifact's rows have no tags and a softmax."""
+def _label(model: Path, folder: Path, out: Path) -> pd.DataFrame:
+    """`mgc label` of `folder` with `model` into `out`; the rows labelled ok (all 16 uploads)."""
+    from mgc import label
+
+    argv = ["label", "--model", str(model), "--input", str(folder), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    rows = label.current(str(out))
+    ok = rows[rows["status"] == "ok"]
+    assert len(ok) == 16
+    return ok
+
+
+def _check_tags(ok: pd.DataFrame, model: Path, out: Path, folder: Path, truth: pd.Series) -> list[list[str]]:
+    """Rows of a multi-label artifact carry the genres at or above their thresholds, with their
+    ancestors, deepest first, tree-consistent probabilities and root top genres; their root tags
+    name the upload's true genre far more often than tags spread at random over the roots would
+    (binomial p < 0.01); summary.csv counts the tags. Returns the rows' tags."""
     from scipy.stats import binomtest
 
-    from mgc import label
+    meta = json.loads((model / "model.json").read_text())
+    cut, parents, labels = np.asarray(meta["thresholds"]), meta["parents"], meta["labels"]
+    depth = targets.depth(parents)
+    for _, r in ok.iterrows():
+        p = np.asarray(r["probabilities"])
+        assert all(p[c] <= p[q] + 1e-6 for c, q in enumerate(parents) if q >= 0)
+        above = {c for c in range(len(p)) if p[c] >= cut[c]}
+        tags = [labels.index(t) for t in r["tags"]]
+        assert above <= set(tags) and all(parents[c] < 0 or parents[c] in tags for c in tags)
+        assert [depth[c] for c in tags] == sorted((depth[c] for c in tags), reverse=True)
+        np.testing.assert_allclose(r["tag_probs"], p[tags], rtol=1e-6)
+        assert all(parents[labels.index(g)] < 0 for g in r["top_genres"])
+    roots = [labels[c] for c, q in enumerate(parents) if q < 0]
+    tagged = [[t for t in ts if t in roots] for ts in ok["tags"]]
+    hits = sum(truth[os.path.relpath(path, folder)] in ts for path, ts in zip(ok["path"], tagged))
+    chance = np.mean([len(ts) for ts in tagged]) / len(roots)  # a root tag's chance of being the right one
+    assert binomtest(hits, len(ok), chance, alternative="greater").pvalue < 0.01, (hits, tagged)
+    summary = pd.read_csv(out / "summary.csv")
+    counted = summary[summary["kind"] == "tag"].set_index("name")["files"]
+    assert counted.to_dict() == pd.Series([t for ts in ok["tags"] for t in ts]).value_counts().to_dict()
+    return list(ok["tags"])
+
+
+@pytest.fixture(scope="module")
+def uploads_16(tmp_path_factory) -> tuple[Path, pd.Series]:
+    """16 uploads of the synthetic genres (6 s) and each file's true genre."""
     from mgc.synth import uploads
 
+    folder = tmp_path_factory.mktemp("uploads")
+    return folder, uploads(str(folder), n=16, seconds=6.0).set_index("file")["genre"]
+
+
+def test_labelling_writes_tags_at_the_models_thresholds(ml_runs, uploads_16, tmp_path):
+    """A multi-label network's rows pass `_check_tags`; a single-label artifact's rows have no
+    tags and a softmax."""
     runs, _, _, _ = ml_runs
-    folder = tmp_path / "uploads"
-    truth = uploads(str(folder), n=16, seconds=6.0).set_index("file")["genre"]
-    for name in ("multi", "single"):
-        assert (
-            main(
-                [
-                    "label",
-                    "--model",
-                    str(runs / name / "model"),
-                    "--input",
-                    str(folder),
-                    "--out",
-                    str(tmp_path / name),
-                    "--no-progress",
-                ]
-            )
-            == 0
-        )
-        rows = label.current(str(tmp_path / name))
-        ok = rows[rows["status"] == "ok"]
-        assert len(ok) == 16
-        meta = json.loads((runs / name / "model" / "model.json").read_text())
-        if name == "single":
-            assert ok["tags"].isna().all() and np.allclose([sum(p) for p in ok["probabilities"]], 1, atol=1e-4)
-            continue
-        cut, parents, labels = np.asarray(meta["thresholds"]), meta["parents"], meta["labels"]
-        depth = targets.depth(parents)
-        summary = pd.read_csv(tmp_path / name / "summary.csv")
-        for _, r in ok.iterrows():
-            p = np.asarray(r["probabilities"])
-            assert all(p[c] <= p[q] + 1e-6 for c, q in enumerate(parents) if q >= 0)
-            above = {c for c in range(len(p)) if p[c] >= cut[c]}
-            tags = [labels.index(t) for t in r["tags"]]
-            assert above <= set(tags) and all(parents[c] < 0 or parents[c] in tags for c in tags)
-            assert [depth[c] for c in tags] == sorted((depth[c] for c in tags), reverse=True)
-            np.testing.assert_allclose(r["tag_probs"], p[tags], rtol=1e-6)
-            assert all(parents[labels.index(g)] < 0 for g in r["top_genres"])
-        roots = [labels[c] for c, q in enumerate(parents) if q < 0]
-        tagged = [[t for t in ts if t in roots] for ts in ok["tags"]]
-        hits = sum(truth[os.path.relpath(path, folder)] in ts for path, ts in zip(ok["path"], tagged))
-        chance = np.mean([len(ts) for ts in tagged]) / len(roots)  # a root tag's chance of being the right one
-        assert binomtest(hits, len(ok), chance, alternative="greater").pvalue < 0.01, (hits, tagged)
-        counted = summary[summary["kind"] == "tag"].set_index("name")["files"]
-        assert counted.to_dict() == pd.Series([t for ts in ok["tags"] for t in ts]).value_counts().to_dict()
+    folder, truth = uploads_16
+    single = _label(runs / "single" / "model", folder, tmp_path / "single")
+    assert single["tags"].isna().all() and np.allclose([sum(p) for p in single["probabilities"]], 1, atol=1e-4)
+    _check_tags(
+        _label(runs / "multi" / "model", folder, tmp_path / "multi"),
+        runs / "multi" / "model",
+        tmp_path / "multi",
+        folder,
+        truth,
+    )
+
+
+# Real FMA genres two and three levels under the synthetic sub-genres (tests/data/fma/genres.csv).
+DEEPER = {"Techno": "Bigbeat", "Novelty": "Holiday", "Soundtrack": "Compilation", "Latin America": "Tango",
+          "Punk": "Post-Punk", "Post-Rock": "Space-Rock"}  # fmt: skip
+
+
+def test_labelling_follows_the_real_fma_tree(blends, uploads_16, tmp_path):
+    """The FMA's own genres.csv (163 genres, four levels) as the tree: the blends' tracks relabelled
+    (no re-extraction) so that six sub-genres stand for a real genre one or two levels under them,
+    with every ancestor the real tree gives; a multi-label `baseline` trained on them writes rows
+    that pass `_check_tags` against that tree, and some rows carry tags three levels deep."""
+    from mgc.manifest import read, write
+
+    features, _ = blends
+    genres = fma.read_genres(str(GENRES_CSV))
+    title = genres["title"].to_dict()
+    parents = {title[g]: title[p] for g, p in genres["parent"].items() if p in title}
+    m = read(str(features / "_manifest.parquet"))
+    df = m.tracks.drop(columns=["genres_all"]).assign(
+        genres=[[DEEPER.get(g, g) for g in gs] for gs in m.tracks["genres"]]
+    )
+    relabel = tmp_path / "real_tree.parquet"
+    write(build(df, m.source, str(relabel), parents), str(relabel))
+    argv = ["train", "--features", str(features), "--manifest", str(relabel), "--model", "baseline", "--target", "genres_all",
+            "--min-genre-tracks", "3", "--storage-path", str(tmp_path / "runs"), "--name", "real_tree", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    model = tmp_path / "runs" / "real_tree" / "model"
+    meta = json.loads((model / "model.json").read_text())
+    assert {"Holiday", "Sound Effects", "Novelty", "Experimental", "Space-Rock"} <= set(meta["labels"])
+    assert all(
+        parents.get(g) == (meta["labels"][q] if q >= 0 else None) for g, q in zip(meta["labels"], meta["parents"])
+    )
+    folder, truth = uploads_16
+    tags = _check_tags(_label(model, folder, tmp_path / "labels"), model, tmp_path / "labels", folder, truth)
+    depth = dict(zip(meta["labels"], targets.depth(meta["parents"])))
+    assert max(depth[t] for ts in tags for t in ts) >= 2, tags
 
 
 def test_the_multilabel_baseline_is_one_vs_rest_beside_the_network(blends, tmp_path):
