@@ -63,8 +63,9 @@ def _quiet_ray_data(loud: bool) -> None:
 
 
 def connect() -> dict[str, float]:
-    """Join the cluster at RAY_ADDRESS (or start a local Ray) unless joined already, quietly
-    unless verbose(); returns the cluster's resources."""
+    """Join the cluster at RAY_ADDRESS (without it, the one the last `ray start` on this machine
+    recorded, or else a local Ray of its own) unless joined already, quietly unless verbose();
+    returns the cluster's resources."""
     import ray
 
     loud = verbose()
@@ -80,6 +81,13 @@ def connect() -> dict[str, float]:
             logging.INFO if loud else logging.ERROR
         )
         ray.init(address=address, log_to_driver=loud, logging_level=logging.INFO if loud else logging.WARNING)
+        if address is None and not ray._private.worker._global_node.head:
+            # Ray joins the cluster the last `ray start` on this machine recorded: say so, as a
+            # user who meant a Ray of mgc's own would otherwise not know.
+            note(
+                f"joined the Ray cluster already running on this machine at {ray.get_runtime_context().gcs_address} "
+                "(the last `ray start`); RAY_ADDRESS=local gives mgc a Ray of its own"
+            )
     if not loud:
         # Tune's current console output prints its experiment heading even at verbose=0; its
         # previous one is silent there (mgc shows a bar of trials instead).

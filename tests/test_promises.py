@@ -432,3 +432,33 @@ def test_with_no_ray_address_mgc_starts_a_local_ray_and_stops_it(clips, tmp_path
                 psutil.Process(pid).kill()
             except psutil.Error:
                 pass
+
+
+def test_with_no_ray_address_mgc_says_when_it_joins_a_cluster_ray_start_recorded(ray_cluster, clips, tmp_path):
+    """With no RAY_ADDRESS, Ray joins the cluster that the last `ray start` on the machine recorded
+    (its temp folder's ray_current_cluster), where a user may have expected a Ray of mgc's own:
+    mgc says so, naming the cluster, and starts no Ray of its own. The record is written where Ray
+    reads it (RAY_TMPDIR), as `ray start` writes it, naming the suite's head."""
+    import psutil
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(clips / "clip1.wav", src / "clip1.wav")
+    (tmp_path / "rt" / "ray").mkdir(parents=True)
+    (tmp_path / "rt" / "ray" / "ray_current_cluster").write_text(ray_cluster["address"])
+    marker = uuid.uuid4().hex
+    env = {k: v for k, v in ray_cluster["env"].items() if k != "RAY_ADDRESS"}
+    env |= {"RAY_TMPDIR": str(tmp_path / "rt"), "MGC_TEST_MARK": marker}
+    rays = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")}
+    cmd = [MGC, "label", "--model", "musicnn", "--input", str(src), "--out", str(tmp_path / "tags"), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[int, str] = {}
+    while proc.poll() is None:
+        seen |= _marked(marker)
+        time.sleep(0.5)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert _summary(stdout)["labelled"] == 1
+    port = ray_cluster["address"].rsplit(":", 1)[1]  # Ray names the host by its IP
+    assert re.search(rf"joined the Ray cluster already running on this machine at \S+:{port} ", stderr), stderr
+    assert not {n for pid, n in seen.items() if pid not in rays} & {"raylet", "gcs_server"}, seen
