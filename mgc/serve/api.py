@@ -82,15 +82,23 @@ def _upload_name(name: str | None) -> str:
 
 
 def build(replica: Any) -> FastAPI:
-    """The routes of one replica; `replica` holds cfg, service (mgc.serve.service.Service) and
-    label_batch (its batched labelling)."""
-    cfg, service = replica.cfg, replica.service
+    """The routes of one replica; `replica` holds cfg, service (mgc.serve.service.Service),
+    label_batch (its batched labelling) and its counts."""
     app = FastAPI(title="mgc serve", docs_url=None, redoc_url=None, openapi_url=None)
-    page = resources.files("mgc.serve").joinpath("page.html").read_text(encoding="utf-8")
+    _guard(app, replica.cfg.token)
+    _upload_routes(app, replica)
+    _catalogue_routes(app, replica.service)
+    _service_routes(app, replica)
+    return app
+
+
+def _guard(app: FastAPI, token: str) -> None:
+    """The token checked before every route but OPEN_ROUTES; refusals and invalid parameters
+    answered as JSON with a reason."""
 
     @app.middleware("http")
     async def authorise(request: Request, call_next):
-        if cfg.token and request.url.path not in OPEN_ROUTES and not _authorised(request, cfg.token):
+        if token and request.url.path not in OPEN_ROUTES and not _authorised(request, token):
             return _answer(401, "unauthorised", "a bearer token is required", {"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 
@@ -103,16 +111,69 @@ def build(replica: Any) -> FastAPI:
         where = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         return _answer(422, "bad_request", where)
 
+
+def _catalogue_of(service: Any):
+    if service.catalogue is None:
+        raise Refused(404, "no_catalogue", "this service has no catalogue (mgc serve --catalogue)")
+    return service.catalogue
+
+
+def _upload_routes(app: FastAPI, replica: Any) -> None:
+    """POST /label and POST /similar: an upload labelled through the replica's batch."""
+    cfg = replica.cfg
+
     async def labelled(request: Request, name: str | None) -> dict[str, Any]:
         row = await replica.label_batch((await read_upload(request, cfg.max_upload_mb), _upload_name(name)))
         if row["status"] != "ok":
             raise Refused(UNUSABLE, row["reason"] or "feature_error", row["detail"] or "the upload cannot be used")
         return row
 
-    def catalogue():
-        if service.catalogue is None:
-            raise Refused(404, "no_catalogue", "this service has no catalogue (mgc serve --catalogue)")
-        return service.catalogue
+    @app.post("/label")
+    async def label_upload(request: Request, name: str | None = None) -> dict[str, Any]:
+        return await labelled(request, name)
+
+    @app.post("/similar")
+    async def similar_to_upload(
+        request: Request, k: int = Query(10, ge=1, le=100), name: str | None = None
+    ) -> dict[str, Any]:
+        cat = _catalogue_of(replica.service)
+        row = await labelled(request, name)
+        query = np.asarray(row["embedding"], np.float32)
+        return {"label": row, "similar": cat.nearest(query, k), "map": cat.place(query)}
+
+
+def _catalogue_routes(app: FastAPI, service: Any) -> None:
+    """GET /similar, /map and /audio: the catalogue alone."""
+
+    @app.get("/similar")
+    async def similar_to_track(track_id: str, k: int = Query(10, ge=1, le=100)) -> dict[str, Any]:
+        cat = _catalogue_of(service)
+        i = cat.index(track_id)
+        if i is None:
+            raise Refused(404, "unknown_track", "no such track in the catalogue")
+        return {"track": cat.item(i), "similar": cat.nearest(cat.embeddings[i], k, exclude=i)}
+
+    @app.get("/map")
+    async def catalogue_map() -> dict[str, Any]:
+        cat = _catalogue_of(service)
+        return {"tracks": [cat.item(i) for i in range(len(cat))], "genres": sorted({g for g in cat.genres if g})}
+
+    @app.get("/audio/{track_id:path}")
+    async def audio(track_id: str) -> Response:
+        # An exact key of the catalogue's own table: `../`, encoded or not, is just an unknown id.
+        path = _catalogue_of(service).audio_file(track_id)
+        if path is None:
+            raise Refused(404, "unknown_track", "no audio for such a track in the catalogue")
+        media = MEDIA_TYPES.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
+        if storage.is_uri(path):
+            return Response(storage.read_bytes(path), media_type=media)
+        return FileResponse(path, media_type=media)  # range requests: the page's player can seek
+
+
+def _service_routes(app: FastAPI, replica: Any) -> None:
+    """GET /health, /model and the page."""
+    page = resources.files("mgc.serve").joinpath("page.html").read_text(encoding="utf-8")
+    token = replica.cfg.token
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -126,51 +187,12 @@ def build(replica: Any) -> FastAPI:
 
     @app.get("/model")
     async def model() -> dict[str, Any]:
-        return service.describe()
-
-    @app.post("/label")
-    async def label_upload(request: Request, name: str | None = None) -> dict[str, Any]:
-        return await labelled(request, name)
-
-    @app.post("/similar")
-    async def similar_to_upload(
-        request: Request, k: int = Query(10, ge=1, le=100), name: str | None = None
-    ) -> dict[str, Any]:
-        cat = catalogue()
-        row = await labelled(request, name)
-        query = np.asarray(row["embedding"], np.float32)
-        return {"label": row, "similar": cat.nearest(query, k), "map": cat.place(query)}
-
-    @app.get("/similar")
-    async def similar_to_track(track_id: str, k: int = Query(10, ge=1, le=100)) -> dict[str, Any]:
-        cat = catalogue()
-        i = cat.index(track_id)
-        if i is None:
-            raise Refused(404, "unknown_track", "no such track in the catalogue")
-        return {"track": cat.item(i), "similar": cat.nearest(cat.embeddings[i], k, exclude=i)}
-
-    @app.get("/map")
-    async def catalogue_map() -> dict[str, Any]:
-        cat = catalogue()
-        return {"tracks": [cat.item(i) for i in range(len(cat))], "genres": sorted({g for g in cat.genres if g})}
-
-    @app.get("/audio/{track_id:path}")
-    async def audio(track_id: str) -> Response:
-        # An exact key of the catalogue's own table: `../`, encoded or not, is just an unknown id.
-        path = catalogue().audio_file(track_id)
-        if path is None:
-            raise Refused(404, "unknown_track", "no audio for such a track in the catalogue")
-        media = MEDIA_TYPES.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
-        if storage.is_uri(path):
-            return Response(storage.read_bytes(path), media_type=media)
-        return FileResponse(path, media_type=media)  # range requests: the page's player can seek
+        return replica.service.describe()
 
     @app.get("/")
     async def index(request: Request) -> HTMLResponse:
         response = HTMLResponse(page)
         given = request.query_params.get("token")
-        if cfg.token and given:  # the page's own requests (and its players) then carry the cookie
+        if token and given:  # the page's own requests (and its players) then carry the cookie
             response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
         return response
-
-    return app
