@@ -380,3 +380,17 @@ def test_a_killed_replica_is_replaced_and_the_service_answers_again(served, inbo
     after = [_post(served, "/label", data).status_code for _ in range(3)]
     assert after == [200, 200, 200]
     print(f"replica replaced, labelling again {answered:.1f} s after the kill")
+
+
+def test_the_pretrained_tagger_serves_with_no_trained_model(inbox):
+    """`--model musicnn` (as `mgc label --model musicnn`): a replica's Service labels an upload as
+    label_file does, with the tagger's 50 tags."""
+    from mgc.serve.service import Service
+
+    folder, truth = inbox
+    file = folder / truth.loc[truth["status"] == "ok", "file"].iloc[0]
+    service = Service(ServeConfig(model="musicnn"))
+    assert len(service.describe()["classes"]) == 50 and service.describe()["multilabel"]
+    row = service.label([(file.read_bytes(), "upload")])[0]
+    assert row["status"] == "ok" and row["model_id"].startswith("musicnn-")
+    assert np.allclose(row["probabilities"], label.label_file(str(file), "musicnn")["probabilities"], atol=1e-4)
