@@ -113,6 +113,7 @@ def _guard(app: FastAPI, token: str) -> None:
 
 
 def _catalogue_of(service: Any):
+    """The replica's catalogue, or a 404 where the service was started without one."""
     if service.catalogue is None:
         raise Refused(404, "no_catalogue", "this service has no catalogue (mgc serve --catalogue)")
     return service.catalogue
