@@ -100,8 +100,9 @@ def bench_model(name: str, model: str, data: bytes, port: int, memory_requests: 
     for batch in (32, 1):
         url = deploy(model, port, batch)
         key = "batched" if batch > 1 else "unbatched"
+        for _ in range(3):  # warm-up: a new replica's first forward passes are slower
+            post(url, data)
         if batch > 1:
-            post(url, data)  # warm-up
             served = [post(url, data) for _ in range(20)]
             lat = [t for t, s in served]
             out["serve_p50_ms"], out["serve_p99_ms"] = (round(1000 * float(np.percentile(lat, q)), 1) for q in (50, 99))
