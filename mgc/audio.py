@@ -1,10 +1,13 @@
 """Decoding: any file libsndfile reads (MP3, WAV, FLAC, OGG/Vorbis/Opus, AIFF, AU) from a local
-path or a URI, to mono float32 at the feature sample rate."""
+path, a URI or bytes in memory (an upload to `mgc serve`, never written to disk), to mono float32
+at the feature sample rate."""
 
 from __future__ import annotations
 
 import io
 import os
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
@@ -15,8 +18,24 @@ from mgc.errors import Reject
 from mgc.features import FeatureConfig
 
 
-def _open(path: str):
-    """Local files go straight to libsndfile; remote ones are fetched whole (a 30 s MP3 is ~1 MB)."""
+@dataclass(frozen=True)
+class Upload:
+    """An audio file's bytes, and the name messages give it: `load` decodes it from memory."""
+
+    data: bytes
+    name: str = "upload"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _open(path: str | Upload):
+    """Local files go straight to libsndfile; remote ones are fetched whole (a 30 s MP3 is ~1 MB);
+    an Upload is read from memory."""
+    if isinstance(path, Upload):
+        if not path.data:
+            raise Reject("decode_error", f"{path}: file is empty (0 bytes)")
+        return io.BytesIO(path.data)
     if not storage.is_uri(path):
         if not os.path.exists(path):
             raise Reject("missing_file", f"{path}: no such file")
@@ -39,8 +58,9 @@ def _open(path: str):
 BLOCK_SECONDS = 60  # decode unit of long files
 
 
-def load(path: str, cfg: FeatureConfig) -> np.ndarray:
-    """Decode `path` to mono float32 at cfg.sample_rate (at most cfg.max_seconds of it).
+def load(path: str | Upload, cfg: FeatureConfig) -> np.ndarray:
+    """Decode `path` (or an Upload's bytes) to mono float32 at cfg.sample_rate (at most
+    cfg.max_seconds of it).
 
     Raises Reject('missing_file' | 'decode_error') for files that cannot be used.
     """
@@ -85,6 +105,8 @@ def _what(error: Exception) -> str:
     """libsndfile's reason in words: it calls a file of no known format 'not recognised' or, for
     a .mp3 name, 'not a regular file'."""
     text = str(error).split("': ", 1)[-1].strip()
+    # A file in memory (an upload) is named by its object's repr: the reason is what follows.
+    text = re.sub(r"^Error opening <[^>]*>: ", "", text)
     if any(k in text for k in ("not recognised", "unknown format", "not a regular file")):
         return f"not a recognised audio format (libsndfile: {text})"
     return text

@@ -7,7 +7,9 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import sys
+import time
 from typing import Callable
 
 from mgc import demo, extract, fma, inputs, label, manifest, options, recommend, report, session, synth, train, tune
@@ -19,6 +21,7 @@ from mgc.fma import SUBSETS
 from mgc.inputs import INPUTS
 from mgc.label import LabelConfig
 from mgc.models import ARCHITECTURES, architecture
+from mgc.serve import ServeConfig
 from mgc.synth import SynthConfig
 from mgc.targets import TARGETS
 from mgc.train import TrainConfig
@@ -211,6 +214,28 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from mgc.serve import app  # Ray Serve and FastAPI: imported by this command only, not at every command's start
+
+    cfg = options.from_args(ServeConfig, args)
+    if cfg.write_config:
+        app.write_config(cfg, cfg.write_config)
+        print(f"Serve config: {cfg.write_config}\n  serve deploy {cfg.write_config}  (on the cluster's head)")
+        return 0
+    _use_ray_address(args)
+    url = app.start(cfg)
+    print(f"mgc serve: {url} (the listening page; POST /label, /similar), Ctrl-C stops it", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a service manager's stop is a Ctrl-C
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.delete(cfg.name)  # its replicas' CPUs back to the cluster
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     html = demo.run(options.from_args(DemoConfig, args, progress=not args.no_progress))
     print(f"\nThe report: {html}\n  open it in a browser, or read report.md beside it")
@@ -240,6 +265,7 @@ def build_parser(tune_defaults: dict | None = None) -> argparse.ArgumentParser:
     _add_extract(sub)
     _add_training(sub, tune_defaults)
     _add_labelling(sub)
+    _add_serve(sub)
     _add_demo(sub)
     # --debug and --verbose are accepted after the subcommand too, where people type them.
     for parser in sub.choices.values():
@@ -356,6 +382,16 @@ def _add_labelling(sub) -> None:
     r.add_argument("--model", help="model artifact (needed with --file)")
     r.add_argument("-k", type=_count(1), default=10, help="how many similar tracks to list (default: 10)")
     r.set_defaults(func=_cmd_similar)
+
+
+def _add_serve(sub) -> None:
+    s = sub.add_parser(
+        "serve",
+        help="label uploads as they arrive and find similar catalogue tracks (Ray Serve), with a listening page",
+    )
+    s.add_argument("--ray-address", default=None, help=RAY_ADDRESS)
+    add_options(s, ServeConfig, "serving options")
+    s.set_defaults(func=_cmd_serve)
 
 
 def _add_demo(sub) -> None:

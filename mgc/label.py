@@ -29,6 +29,7 @@ latest row of each path.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import posixpath
 import time
@@ -41,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mgc import artifact, inputs, metrics, musicnn, pipeline, session, storage, targets
+from mgc import artifact, audio, inputs, metrics, musicnn, pipeline, session, storage, targets
 from mgc.errors import MgcError
 from mgc.features import FeatureConfig
 from mgc.inference import Predictor
@@ -221,20 +222,7 @@ def featurise(
     network (musicnn) is only prepared here, packed (mgc.pipeline.pack), and finished where the
     model runs (Classifier: on its GPU with use_gpu). Never raises: failures are error rows."""
     path = row["path"]
-    network = [n for n in names if inputs.get(n).network]
-    # Strings are "" rather than None: Ray Data would make an all-None block column float.
-    out: dict[str, Any] = {
-        "path": path,
-        "content_hash": "",
-        "size": row["size"],
-        "mtime_ns": row["mtime_ns"],
-        "status": "error",
-        "reason": "",
-        "detail": "",
-        "duration_s": np.nan,
-        "analysed_s": np.nan,
-        **{n: b"" if n in network else np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names},
-    }
+    out = _blank_row(path, row["size"], row["mtime_ns"], fcfg, names)
     try:
         if row["error"]:
             out.update(reason="outside_root", detail=row["error"])
@@ -247,27 +235,62 @@ def featurise(
     if path in done and done[path] == (out["content_hash"] or None):
         out["status"] = "skipped"  # same content (or still unreadable) as its latest row
         return out
-    if not out["content_hash"]:
-        return out
-    try:
-        seconds, parts = pipeline.decode(path, fcfg, names)
-        out.update(inputs.finish({n: p for n, p in parts.items() if n not in network}))
-        out.update({n: pipeline.pack(parts[n]) for n in network})
-        out.update(status="ok", analysed_s=seconds, duration_s=_duration(path))
-    except Exception as e:  # noqa: BLE001 - one odd file must not sink the batch
-        reason, detail = pipeline.failure(path, e)
-        out.update(reason=reason, detail=detail)
+    if out["content_hash"]:
+        _decode_into(out, path, fcfg, names)
     return out
 
 
-def _duration(path: str) -> float:
+def featurise_bytes(data: bytes, name: str, fcfg: FeatureConfig, names: tuple[str, ...]) -> dict[str, Any]:
+    """`featurise`'s row for a file held in memory (an upload to `mgc serve`, never written to
+    disk), under `name`: the same decode and inputs, so the Classifier gives it the same row."""
+    out = _blank_row(name, len(data), -1, fcfg, names)
+    out["content_hash"] = hashlib.sha256(data).hexdigest()
+    _decode_into(out, audio.Upload(data, name), fcfg, names)
+    return out
+
+
+def _blank_row(path: str, size: int, mtime_ns: int, fcfg: FeatureConfig, names: tuple[str, ...]) -> dict[str, Any]:
+    """A featurised row before anything is read: an error row with no reason yet, empty inputs."""
+    network = [n for n in names if inputs.get(n).network]
+    # Strings are "" rather than None: Ray Data would make an all-None block column float.
+    return {
+        "path": path,
+        "content_hash": "",
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "status": "error",
+        "reason": "",
+        "detail": "",
+        "duration_s": np.nan,
+        "analysed_s": np.nan,
+        **{n: b"" if n in network else np.zeros((0, *inputs.get(n).shape(fcfg)), np.float16) for n in names},
+    }
+
+
+def _decode_into(out: dict[str, Any], source: str | audio.Upload, fcfg: FeatureConfig, names: tuple[str, ...]) -> None:
+    """Decode `source` (a path or an Upload) into the row `out`: its inputs, status ok and its
+    durations, or the failure's reason and detail."""
+    network = [n for n in names if inputs.get(n).network]
+    try:
+        seconds, parts = pipeline.decode(source, fcfg, names)
+        out.update(inputs.finish({n: p for n, p in parts.items() if n not in network}))
+        out.update({n: pipeline.pack(parts[n]) for n in network})
+        out.update(status="ok", analysed_s=seconds, duration_s=_duration(source))
+    except Exception as e:  # noqa: BLE001 - one odd file must not sink the batch
+        out["reason"], out["detail"] = pipeline.failure(str(source), e)
+
+
+def _duration(source: str | audio.Upload) -> float:
     """The whole file's duration from its header (the analysed part may be shorter)."""
     import soundfile as sf
 
     try:
-        if storage.is_uri(path):
+        if isinstance(source, audio.Upload):
+            info = sf.info(io.BytesIO(source.data))
+        elif storage.is_uri(source):
             return np.nan
-        info = sf.info(path)
+        else:
+            info = sf.info(source)
         return info.frames / info.samplerate
     except Exception:  # noqa: BLE001 - a header without a length is not an error
         return np.nan
@@ -568,6 +591,12 @@ def accuracy_by_flag(labels: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def classify_rows(classifier: Classifier, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Featurised rows (`featurise`, `featurise_bytes`) through one call of `classifier`, their
+    forward passes shared: each one's row of the output (less model_id and labelled_at), in order."""
+    return classifier({k: [r[k] for r in rows] for k in rows[0]}).to_pylist()
+
+
 def label_file(path: str, model_path: str, max_seconds: float | None = 600.0, top_k: int = 3) -> dict[str, Any]:
     """Label one file in this process (no Ray): what a row of the output holds."""
     model, meta = artifact.load(model_path)
@@ -575,5 +604,4 @@ def label_file(path: str, model_path: str, max_seconds: float | None = 600.0, to
     row = featurise({"path": path, "error": None, "size": -1, "mtime_ns": -1}, fcfg, model.cfg.inputs, {})
     if row["status"] != "ok":
         raise MgcError(row["detail"])
-    out = Classifier(model_path, top_k, 0.5, use_gpu=False)({k: [v] for k, v in row.items()})
-    return out.to_pylist()[0]
+    return classify_rows(Classifier(model_path, top_k, 0.5, use_gpu=False), [row])[0]

@@ -31,7 +31,7 @@ def failure(path: str, e: Exception) -> tuple[str, str]:
     return "feature_error", f"{path}: {type(e).__name__}: {e}"
 
 
-def decode(path: str, cfg: FeatureConfig, names: tuple[str, ...]) -> tuple[float, dict[str, list]]:
+def decode(path: str | audio.Upload, cfg: FeatureConfig, names: tuple[str, ...]) -> tuple[float, dict[str, list]]:
     """One file decoded (at most cfg.max_seconds) and the inputs `names` prepared: (seconds
     decoded, inputs.prepare's parts). Raises what audio.load and inputs.prepare raise (`failure`
     names it)."""

@@ -91,12 +91,17 @@ def embed(features: str, model_path: str, progress: bool = True) -> pd.DataFrame
     if tracks is None:
         raise MgcError(f"{features}: no segments to embed")
     unique, mean, splits = tracks
-    genre = (
-        manifests.read(storage.join(features, "_manifest.parquet"))
-        .tracks.set_index("track_id")["genre_top"]
-        .reindex(unique)
-    )  # labels are the manifest's
-    return pd.DataFrame({"id": unique, "genre": genre.to_numpy(), "split": splits, "embedding": list(mean)})
+    known = manifests.read(storage.join(features, "_manifest.parquet")).tracks.set_index("track_id").reindex(unique)
+    # Labels are the manifest's; so is each track's audio file, which `mgc serve` plays.
+    return pd.DataFrame(
+        {
+            "id": unique,
+            "genre": known["genre_top"].to_numpy(),
+            "split": splits,
+            "embedding": list(mean),
+            "path": known["path"].to_numpy(),
+        }
+    )
 
 
 def _check_features(features: str, model_path: str, meta: dict[str, Any], names: list[str]) -> str:
@@ -194,11 +199,14 @@ def save_catalogue(catalogue: pd.DataFrame, path: str) -> None:
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), emb.shape[1]),
         }
     )
-    storage.write_parquet(table, path, scalar_columns=["id", "genre", "split"])
+    if "path" in catalogue.columns:  # each track's audio file (catalogues of earlier mgc have none)
+        table = table.append_column("path", pa.array(catalogue["path"], pa.string()))
+    storage.write_parquet(table, path, scalar_columns=["id", "genre", "split", "path"])
 
 
 def load_catalogue(path: str) -> pd.DataFrame:
-    """A catalogue from `embed` (a .parquet file) or a labelling output folder (its ok rows)."""
+    """A catalogue from `embed` (a .parquet file) or a labelling output folder (its ok rows);
+    `path` is each item's audio file where known."""
     if path.endswith(".parquet"):
         if not storage.exists(path):
             raise MgcError(f"{path}: catalogue not found")
@@ -213,6 +221,7 @@ def load_catalogue(path: str) -> pd.DataFrame:
             "genre": rows["top_genres"].map(lambda g: g[0]),
             "split": None,
             "embedding": list(rows["embedding"]),
+            "path": rows["path"],
         }
     )
 
