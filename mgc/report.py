@@ -250,8 +250,18 @@ def recommendations(run_dir: str) -> Section:
         "For each test track, the share of its 5 and 10 nearest catalogue neighbours (cosine similarity of "
         "embeddings) with the same genre."
     )
+    # The labelling model is the one that embedded the catalogue where both came from one run (the demo).
+    labelled = _json(os.path.join(run_dir, "labels", "_summary.json")) or {}
+    model = labelled.get("model", "MODEL")
+    serve = (
+        f"To listen to them and label uploads as they arrive: `mgc serve --model {model} --catalogue "
+        f'{os.path.dirname(path)}`, then open http://127.0.0.1:8000/ (README, "Serve"; the model must be the '
+        "one that embedded the catalogue)."
+    )
     return Section(
-        "Recommendations", [line], [("Genre precision of the 5 and 10 nearest neighbours", _csv(path).round(4))]
+        "Recommendations",
+        [line, serve],
+        [("Genre precision of the 5 and 10 nearest neighbours", _csv(path).round(4))],
     )
 
 

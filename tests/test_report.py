@@ -48,7 +48,7 @@ def run_dir(features, compared, sweep, labelled, catalogue, tmp_path_factory):
     return run
 
 
-def test_the_report_has_every_section_with_the_runs_figures(run_dir, capsys):
+def test_the_report_has_every_section_with_the_runs_figures(run_dir, model, capsys):
     assert main(["report", str(run_dir)]) == 0
     assert str(run_dir / "report" / "report.html") in capsys.readouterr().out
     page = (run_dir / "report" / "report.html").read_text()
@@ -62,6 +62,9 @@ def test_the_report_has_every_section_with_the_runs_figures(run_dir, capsys):
     assert len(re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", md)) == 7 and all(
         (run_dir / "report" / f).is_file() for f in re.findall(r"\]\(([^)]+\.png)\)", md)
     )
+
+    # How to serve the labelling model with the catalogue it embedded (README, "Serve").
+    assert f"`mgc serve --model {model} --catalogue {run_dir / 'catalogue'}`" in md
 
     tables = _tables(md)
     summary = json.loads((run_dir / "features" / "_summary.json").read_text())
