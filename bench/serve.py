@@ -13,7 +13,7 @@ For one clip (a 30 s synthetic MP3) and each model given:
     .venv/bin/python bench/serve.py --models baseline=runs/baseline/model,cnn=runs/cnn/model,head=runs/head/model \\
         --clip clip30.mp3 [--memory-requests 2000]
 
-Starts a local Ray (RAY_ADDRESS unset) and Serve on a free port, and stops them. Results go to
+Starts a Ray of its own (RAY_ADDRESS=local) and Serve on a free port, and stops them. Results go to
 bench/out/serve.json and print as Markdown.
 """
 
@@ -120,7 +120,7 @@ def bench_model(name: str, model: str, data: bytes, port: int, memory_requests: 
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | plain p50 / p99 ms | served p50 / p99 ms | ratio p50 | "
+    lines = ["| model | plain p50 / p99 ms | served p50 / p99 ms | served / plain, p50 | "
              + " | ".join(f"req/s c={c} batched / unbatched" for c in LEVELS) + " | errors |",
              "| --- " * (5 + len(LEVELS)) + "|"]  # fmt: skip
     for r in rows:
@@ -142,7 +142,7 @@ def main() -> None:
     p.add_argument("--clip", required=True, help="the audio file every request uploads (a 30 s clip)")
     p.add_argument("--memory-requests", type=int, default=2000, help="uploads between the two memory readings")
     args = p.parse_args()
-    os.environ.pop("RAY_ADDRESS", None)
+    os.environ["RAY_ADDRESS"] = "local"  # a Ray of its own: never a `ray start` cluster's Serve, which it shuts down
     from ray import serve
 
     from mgc import session

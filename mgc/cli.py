@@ -223,16 +223,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"Serve config: {cfg.write_config}\n  serve deploy {cfg.write_config}  (on the cluster's head)")
         return 0
     _use_ray_address(args)
-    url = app.start(cfg)
-    print(f"mgc serve: {url} (the listening page; POST /label, /similar), Ctrl-C stops it", flush=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a service manager's stop is a Ctrl-C
+    url = app.start(cfg)  # a start that fails leaves nothing deployed
+    print(f"mgc serve: {url} (the listening page; POST /label, /similar), Ctrl-C stops it", flush=True)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        from ray import serve
-
-        serve.delete(cfg.name)  # its replicas' CPUs back to the cluster
+        pass
+    finally:
+        app.stop(cfg)  # its replicas' CPUs back to the cluster
     return 0
 
 

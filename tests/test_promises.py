@@ -453,10 +453,15 @@ def test_with_no_ray_address_mgc_says_when_it_joins_a_cluster_ray_start_recorded
     cmd = [MGC, "label", "--model", "musicnn", "--input", str(src), "--out", str(tmp_path / "tags"), "--no-progress"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen: dict[int, str] = {}
-    while proc.poll() is None:
-        seen |= _marked(marker)
-        time.sleep(0.5)
-    stdout, stderr = proc.communicate(timeout=300)
+    try:
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            seen |= _marked(marker)
+            time.sleep(0.5)
+        stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.time()))
+    finally:
+        if proc.poll() is None:  # joined to the suite's cluster: its driver must not outlive the test
+            proc.kill()
     assert proc.returncode == 0, stderr[-3000:]
     assert _summary(stdout)["labelled"] == 1
     port = ray_cluster["address"].rsplit(":", 1)[1]  # Ray names the host by its IP

@@ -48,11 +48,10 @@ def served(ray_connected, model, catalogue):
     token = secrets.token_hex(16)
     cfg = ServeConfig(model=model, catalogue=str(catalogue), port=_free_port(), token=token, max_seconds=60,
                       max_upload_mb=MAX_UPLOAD_MB, max_batch_size=8, batch_wait_s=0.05)  # fmt: skip
-    url = app.start(cfg).rstrip("/")
     client = requests.Session()
     client.headers["Authorization"] = f"Bearer {token}"
     try:
-        yield {"url": url, "token": token, "cfg": cfg, "http": client}
+        yield {"url": app.start(cfg).rstrip("/"), "token": token, "cfg": cfg, "http": client}
     finally:
         serve.shutdown()
         wait_for_free_cpus(120, after="serve.shutdown()")
@@ -341,7 +340,9 @@ def test_the_command_writes_a_serve_config_and_refuses_an_open_host_without_a_to
         assert "--token" in capsys.readouterr().err
     with pytest.raises(MgcError, match="--min-replicas 4 is above --replicas 2"):
         ServeConfig(model=model, replicas=2, min_replicas=4)
+    path.chmod(0o644)  # a file that was there: rewritten, it is the owner's only again
     assert main(["serve", "--model", model, "--host", "0.0.0.0", "--no-auth", "--write-config", str(path)]) == 0
+    assert os.stat(path).st_mode & 0o077 == 0
 
 
 def test_a_killed_replica_is_replaced_and_the_service_answers_again(served, inbox):
@@ -394,3 +395,52 @@ def test_the_pretrained_tagger_serves_with_no_trained_model(inbox):
     row = service.label([(file.read_bytes(), "upload")])[0]
     assert row["status"] == "ok" and row["model_id"].startswith("musicnn-")
     assert np.allclose(row["probabilities"], label.label_file(str(file), "musicnn")["probabilities"], atol=1e-4)
+
+
+def test_replicas_autoscale_between_min_and_max_under_load(served, model, inbox):
+    """`--min-replicas 1 --replicas 2` (a second application beside the served one, half a CPU a
+    replica): one replica while idle; under a steady flood of uploads beyond what one replica holds,
+    Serve starts the second (its own upscale delay, 30 s by default); deleted, its CPUs come back."""
+    import ray
+    from ray import serve
+
+    from mgc.serve import app
+
+    folder, truth = inbox
+    data = (folder / truth.loc[truth["status"] == "ok", "file"].iloc[0]).read_bytes()
+    cfg = ServeConfig(model=model, replicas=2, min_replicas=1, replica_cpus=0.5, max_batch_size=2)
+    free = ray.available_resources().get("CPU", 0)
+    serve.run(app.application(cfg), name="autoscaled", route_prefix="/autoscaled")
+
+    def running() -> int:
+        states = serve.status().applications["autoscaled"].deployments["UploadLabeller"].replica_states
+        return states.get("RUNNING", 0)
+
+    assert running() == 1
+    stop, statuses = threading.Event(), []
+
+    def load():
+        while not stop.is_set():
+            with contextlib.suppress(requests.RequestException):
+                statuses.append(requests.post(served["url"] + "/autoscaled/label", data=data, timeout=120).status_code)
+
+    workers = [threading.Thread(target=load) for _ in range(12)]
+    for w in workers:
+        w.start()
+    started, scaled = time.time(), None
+    try:
+        while time.time() - started < 180 and scaled is None:
+            scaled = time.time() - started if running() == 2 else None
+            time.sleep(1)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=120)
+    assert scaled is not None, f"no second replica within 180 s of load; {len(statuses)} answers"
+    assert statuses and set(statuses) == {200}, sorted(set(statuses))
+    print(f"second replica running {scaled:.0f} s into the load ({len(statuses)} uploads answered)")
+    serve.delete("autoscaled")
+    deadline = time.time() + 60
+    while ray.available_resources().get("CPU", 0) < free and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) >= free

@@ -194,6 +194,8 @@ def _service_routes(app: FastAPI, replica: Any) -> None:
     async def index(request: Request) -> HTMLResponse:
         response = HTMLResponse(page)
         given = request.query_params.get("token")
-        if token and given:  # the page's own requests (and its players) then carry the cookie
+        # The page's own requests (and its players) then carry the cookie; a wrong ?token= beside a
+        # good cookie must not replace it.
+        if token and given and hmac.compare_digest(given.encode(), token.encode()):
             response.set_cookie(COOKIE, given, httponly=True, samesite="strict")
         return response

@@ -6,12 +6,14 @@ the cluster (`start`) and the Serve config file (`write_config`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from typing import Any
 
 from ray import serve
 
 from mgc import artifact, session, storage
+from mgc.errors import MgcError
 from mgc.serve import api
 from mgc.serve.config import ServeConfig
 from mgc.serve.service import Catalogue, Service
@@ -87,14 +89,43 @@ def check(cfg: ServeConfig) -> None:
             session.note("serve: --use-gpu, but this machine has no CUDA device; the replicas need one that has")
 
 
+def located(cfg: ServeConfig) -> ServeConfig:
+    """cfg with its local paths made absolute: replicas, and `serve deploy`, resolve paths in
+    another working directory than the command's."""
+    model = cfg.model if cfg.model == artifact.BUILTIN else storage.absolute(cfg.model)
+    return dataclasses.replace(cfg, model=model, catalogue=cfg.catalogue and storage.absolute(cfg.catalogue))
+
+
 def start(cfg: ServeConfig) -> str:
     """Deploy `cfg` on the cluster (RAY_ADDRESS, or a local Ray), listening on cfg.host:cfg.port,
-    and return its URL once every replica is up."""
+    and return its URL once every replica is up. A Serve already running on the cluster keeps its
+    own HTTP address (Serve applies it once): one elsewhere is refused rather than served on."""
+    cfg = located(cfg)
     check(cfg)
     session.connect()
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(application(cfg), name=cfg.name, route_prefix="/")
+    http = serve.context._get_global_client().http_config
+    if (http.host, http.port) != (cfg.host, cfg.port):
+        raise MgcError(
+            f"Serve already runs on this cluster at {http.host}:{http.port}, not --host {cfg.host} --port "
+            f"{cfg.port}: serve there with those options, or stop it first (serve shutdown)"
+        )
+    if cfg.name in serve.status().applications:  # serve.run would replace it without a word
+        raise MgcError(f"an application named {cfg.name} already runs on this cluster: give another --name")
+    try:
+        serve.run(application(cfg), name=cfg.name, route_prefix="/")
+    except BaseException:  # a replica that cannot start, or Ctrl-C meanwhile: nothing of it stays
+        stop(cfg)
+        raise
     return f"http://{cfg.host}:{cfg.port}/"
+
+
+def stop(cfg: ServeConfig) -> None:
+    """Remove `cfg`'s application (its replicas' CPUs back to the cluster), and Serve itself when
+    no other application is left, so that its HTTP address is free for the next `mgc serve`."""
+    serve.delete(cfg.name)
+    if not serve.status().applications:
+        serve.shutdown()
 
 
 def write_config(cfg: ServeConfig, path: str) -> None:
@@ -102,17 +133,15 @@ def write_config(cfg: ServeConfig, path: str) -> None:
     any, is in it: the file is readable by its owner only)."""
     import yaml
 
+    cfg = located(cfg)
     check(cfg)
     args = {k: v for k, v in cfg.to_dict().items() if k != "write_config"}
-    # `serve deploy` runs it from another working directory: local paths made absolute.
-    for key in ("model", "catalogue"):
-        if args[key] and args[key] != artifact.BUILTIN and not storage.is_uri(args[key]):
-            args[key] = os.path.abspath(args[key])
     config = {
         "proxy_location": "EveryNode",
         "http_options": {"host": cfg.host, "port": cfg.port},
         "applications": [{"name": cfg.name, "route_prefix": "/", "import_path": IMPORT_PATH, "args": args}],
     }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was there keeps its mode through os.open
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)

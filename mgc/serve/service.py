@@ -44,8 +44,10 @@ class Catalogue:
             )
         ids = frame["id"].astype(str).to_numpy()
         paths = frame["path"] if "path" in frame.columns else pd.Series([None] * len(frame))
-        # The only files /audio ever serves: those the catalogue lists, looked up by exact id.
-        files = {i: str(p) for i, p in zip(ids, paths) if isinstance(p, str) and p}
+        # The only files /audio ever serves: those the catalogue lists (and that are there), looked up by exact id.
+        files = {
+            i: p for i, p in zip(ids, paths) if isinstance(p, str) and p and (storage.is_uri(p) or os.path.isfile(p))
+        }
         genres = frame["genre"].astype(object).where(frame["genre"].notna(), None).to_numpy()
         xy, projection = _map(emb)
         return cls(ids, genres, emb, xy, projection, files)
@@ -85,11 +87,9 @@ class Catalogue:
 
     def audio_file(self, track_id: str) -> str | None:
         """The audio file of a catalogue item, None for an id the catalogue does not list (nothing of
-        the request is ever used as a path) or whose file is gone."""
+        the request is ever used as a path) or whose file is gone (since the replica started)."""
         path = self.files.get(track_id)
-        if path is None or (not storage.is_uri(path) and not os.path.isfile(path)):
-            return None
-        return path
+        return path if path is not None and (storage.is_uri(path) or os.path.isfile(path)) else None
 
 
 def _map(emb: np.ndarray) -> tuple[np.ndarray, Any]:
