@@ -480,7 +480,7 @@ def _label(
     `counts`."""
     import ray
 
-    fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": cfg.max_seconds})
+    fcfg = feature_config(meta, cfg.max_seconds)
     cpus = session.connect().get("CPU", 1)
     ds = ray.data.from_items(todo, override_num_blocks=max(1, min(len(todo), int(cpus) * 4)))
     # With use_gpu, decoding in CPU tasks and inference in one actor per GPU. On CPU, Ray Data
@@ -597,10 +597,16 @@ def classify_rows(classifier: Classifier, rows: list[dict[str, Any]]) -> list[di
     return classifier({k: [r[k] for r in rows] for k in rows[0]}).to_pylist()
 
 
+def feature_config(meta: dict[str, Any], max_seconds: float | None) -> FeatureConfig:
+    """The features a model was trained on (its artifact's `meta`), with at most `max_seconds` of
+    each file analysed: what labelling an upload computes."""
+    return FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": max_seconds})
+
+
 def label_file(path: str, model_path: str, max_seconds: float | None = 600.0, top_k: int = 3) -> dict[str, Any]:
     """Label one file in this process (no Ray): what a row of the output holds."""
     model, meta = artifact.load(model_path)
-    fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": max_seconds})
+    fcfg = feature_config(meta, max_seconds)
     row = featurise({"path": path, "error": None, "size": -1, "mtime_ns": -1}, fcfg, model.cfg.inputs, {})
     if row["status"] != "ok":
         raise MgcError(row["detail"])

@@ -386,6 +386,27 @@ def _marked(marker: str) -> dict[int, str]:
     return found
 
 
+def _run_watched(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, dict[int, str]]:
+    """`cmd` run to its end (killed after 300 s), and the raylet and GCS servers it started
+    meanwhile (pid: name): those carrying env's MGC_TEST_MARK that were not running before."""
+    import psutil
+
+    rays = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: dict[int, str] = {}
+    try:
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline:
+            seen |= _marked(env["MGC_TEST_MARK"])
+            time.sleep(0.5)
+        stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.time()))
+    finally:
+        if proc.poll() is None:  # a driver joined to a cluster must not outlive the test
+            proc.kill()
+    started = {pid: name for pid, name in seen.items() if pid not in rays and name in ("raylet", "gcs_server")}
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), started
+
+
 def test_with_no_ray_address_mgc_starts_a_local_ray_and_stops_it(clips, tmp_path):
     """README, "Set-up": with no cluster named (no RAY_ADDRESS), as in `make demo` and a first
     run, mgc starts a local Ray itself. `mgc label --model musicnn` on two files succeeds, labels
@@ -400,33 +421,23 @@ def test_with_no_ray_address_mgc_starts_a_local_ray_and_stops_it(clips, tmp_path
     marker = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH")}
     env["MGC_TEST_MARK"] = marker
-    rays = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")}
     out = tmp_path / "tags"
     cmd = [MGC, "label", "--model", "musicnn", "--input", str(src), "--out", str(out), "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen: dict[int, str] = {}
     try:
-        deadline = time.time() + 300
-        while proc.poll() is None and time.time() < deadline:
-            seen |= _marked(marker)
-            time.sleep(0.5)
-        stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.time()))
-        assert proc.returncode == 0, stderr[-3000:]
-        assert _summary(stdout)["labelled"] == 2
+        done, started = _run_watched(cmd, env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert _summary(done.stdout)["labelled"] == 2
         rows = label.current(str(out))
         assert (
             sorted(rows["path"]) == [str(src / "clip1.wav"), str(src / "clip3.wav")] and (rows["status"] == "ok").all()
         )
-        started = {pid: name for pid, name in seen.items() if pid not in rays}
-        assert {"raylet", "gcs_server"} <= set(started.values()), f"no local Ray of its own seen: {seen}"
+        assert {"raylet", "gcs_server"} <= set(started.values()), f"no local Ray of its own seen: {started}"
         deadline = time.time() + 10  # the processes it stopped may take a moment to be reaped
         while _marked(marker) and time.time() < deadline:
             time.sleep(0.5)
         left = _marked(marker)
         assert not left, f"left running after mgc exited: {left}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
         for pid in _marked(marker):  # only what this command started
             try:
                 psutil.Process(pid).kill()
@@ -439,8 +450,6 @@ def test_with_no_ray_address_mgc_says_when_it_joins_a_cluster_ray_start_recorded
     (its temp folder's ray_current_cluster), where a user may have expected a Ray of mgc's own:
     mgc says so, naming the cluster, and starts no Ray of its own. The record is written where Ray
     reads it (RAY_TMPDIR), as `ray start` writes it, naming the suite's head."""
-    import psutil
-
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(clips / "clip1.wav", src / "clip1.wav")
@@ -449,21 +458,12 @@ def test_with_no_ray_address_mgc_says_when_it_joins_a_cluster_ray_start_recorded
     marker = uuid.uuid4().hex
     env = {k: v for k, v in ray_cluster["env"].items() if k != "RAY_ADDRESS"}
     env |= {"RAY_TMPDIR": str(tmp_path / "rt"), "MGC_TEST_MARK": marker}
-    rays = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")}
     cmd = [MGC, "label", "--model", "musicnn", "--input", str(src), "--out", str(tmp_path / "tags"), "--no-progress"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen: dict[int, str] = {}
-    try:
-        deadline = time.time() + 300
-        while proc.poll() is None and time.time() < deadline:
-            seen |= _marked(marker)
-            time.sleep(0.5)
-        stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.time()))
-    finally:
-        if proc.poll() is None:  # joined to the suite's cluster: its driver must not outlive the test
-            proc.kill()
-    assert proc.returncode == 0, stderr[-3000:]
-    assert _summary(stdout)["labelled"] == 1
+    done, started = _run_watched(cmd, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _summary(done.stdout)["labelled"] == 1
     port = ray_cluster["address"].rsplit(":", 1)[1]  # Ray names the host by its IP
-    assert re.search(rf"joined the Ray cluster already running on this machine at \S+:{port} ", stderr), stderr
-    assert not {n for pid, n in seen.items() if pid not in rays} & {"raylet", "gcs_server"}, seen
+    assert re.search(rf"joined the Ray cluster already running on this machine at \S+:{port} ", done.stderr), (
+        done.stderr
+    )
+    assert not started, started

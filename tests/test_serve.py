@@ -345,23 +345,35 @@ def test_the_command_writes_a_serve_config_and_refuses_an_open_host_without_a_to
     assert os.stat(path).st_mode & 0o077 == 0
 
 
+@contextlib.contextmanager
+def _flood(served, route: str, data: bytes, clients: int):
+    """`clients` threads posting `data` to `route` again and again until the block ends; yields the
+    list of statuses answered (a request that raised is left out)."""
+    stop, statuses = threading.Event(), []
+
+    def load():
+        while not stop.is_set():
+            with contextlib.suppress(requests.RequestException):
+                statuses.append(_post(served, route, data).status_code)
+
+    workers = [threading.Thread(target=load) for _ in range(clients)]
+    for w in workers:
+        w.start()
+    try:
+        yield statuses
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=120)
+
+
 def test_a_killed_replica_is_replaced_and_the_service_answers_again(served, inbox):
     """SIGKILL the replica while uploads keep coming: Serve starts another, and within seconds
     the service labels again (requests in flight at the kill may fail; none after recovery)."""
     folder, truth = inbox
     data = (folder / truth.loc[truth["status"] == "ok", "file"].iloc[0]).read_bytes()
     before = requests.get(served["url"] + "/health", timeout=30).json()
-    stop, seen = threading.Event(), []
-
-    def load():
-        while not stop.is_set():
-            with contextlib.suppress(requests.RequestException):
-                seen.append(_post(served, "/label", data).status_code)
-
-    workers = [threading.Thread(target=load) for _ in range(3)]
-    for w in workers:
-        w.start()
-    try:
+    with _flood(served, "/label", data, 3) as seen:
         time.sleep(2)
         os.kill(before["pid"], signal.SIGKILL)
         killed_at, answered = time.time(), None
@@ -372,10 +384,6 @@ def test_a_killed_replica_is_replaced_and_the_service_answers_again(served, inbo
                     answered = time.time() - killed_at
                     break
             time.sleep(0.5)
-    finally:
-        stop.set()
-        for w in workers:
-            w.join(timeout=120)
     assert answered is not None, f"no answer within 90 s of the kill; statuses seen: {seen[-20:]}"
     assert answered < 60 and 200 in seen, (answered, seen[-20:])
     after = [_post(served, "/label", data).status_code for _ in range(3)]
@@ -417,25 +425,12 @@ def test_replicas_autoscale_between_min_and_max_under_load(served, model, inbox)
         return states.get("RUNNING", 0)
 
     assert running() == 1
-    stop, statuses = threading.Event(), []
-
-    def load():
-        while not stop.is_set():
-            with contextlib.suppress(requests.RequestException):
-                statuses.append(requests.post(served["url"] + "/autoscaled/label", data=data, timeout=120).status_code)
-
-    workers = [threading.Thread(target=load) for _ in range(12)]
-    for w in workers:
-        w.start()
-    started, scaled = time.time(), None
-    try:
+    # The served app's session: its token header means nothing to this app, which has none.
+    with _flood(served, "/autoscaled/label", data, 12) as statuses:
+        started, scaled = time.time(), None
         while time.time() - started < 180 and scaled is None:
             scaled = time.time() - started if running() == 2 else None
             time.sleep(1)
-    finally:
-        stop.set()
-        for w in workers:
-            w.join(timeout=120)
     assert scaled is not None, f"no second replica within 180 s of load; {len(statuses)} answers"
     assert statuses and set(statuses) == {200}, sorted(set(statuses))
     print(f"second replica running {scaled:.0f} s into the load ({len(statuses)} uploads answered)")

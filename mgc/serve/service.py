@@ -14,7 +14,6 @@ from sklearn.decomposition import PCA
 
 from mgc import label, recommend, storage
 from mgc.errors import MgcError
-from mgc.features import FeatureConfig
 from mgc.serve.config import ServeConfig
 
 
@@ -112,7 +111,7 @@ class Service:
         self.cfg = cfg
         self.classifier = label.Classifier(cfg.model, cfg.top_k, cfg.uncertain_below, cfg.use_gpu)
         meta = self.classifier.predict.meta
-        self.fcfg = FeatureConfig.from_dict({**meta["feature_config"], "max_seconds": cfg.max_seconds})
+        self.fcfg = label.feature_config(meta, cfg.max_seconds)
         self.inputs = tuple(self.classifier.predict.inputs)
         self.model_id = label.model_id(cfg.model)
         self.catalogue = (
