@@ -226,33 +226,37 @@ def _shard_state(features: Path) -> dict[str, tuple[int, str]]:
     }
 
 
+# The runs ml_runs' `mgc compare` names by model and target.
+MULTI, SINGLE = "cnn-genres_all", "cnn"
+
+
 @pytest.fixture(scope="module")
 def ml_runs(blends, tmp_path_factory):
-    """On the same shards: cnn with --target genres_all, with genre_top, and with genres_all from a
-    manifest whose training labels are permuted (the control); the shards' state before and after."""
+    """On the same shards: `mgc compare --models baseline,cnn --targets genre_top,genres_all` (the
+    one-vs-rest baseline and cnn, with genre_top and with genres_all), and cnn with genres_all from
+    a manifest whose training labels are permuted (the control); metrics.json of the cnn runs and
+    the control, and the shards' state before and after."""
     from mgc.train import run as train
 
     features, _ = blends
     runs = tmp_path_factory.mktemp("ml_runs")
     before = _shard_state(features)
-    out = {
-        "multi": train(
-            TrainConfig(features=str(features), target="genres_all", name="multi", storage_path=str(runs), **ML)
-        ),
-        "single": train(
-            TrainConfig(features=str(features), target="genre_top", name="single", storage_path=str(runs), **ML)
-        ),
-        "control": train(
-            TrainConfig(
-                features=str(features),
-                target="genres_all",
-                name="control",
-                storage_path=str(runs),
-                manifest=shuffled_manifest(features, runs / "shuffled.parquet"),
-                **{**ML, "patience": 4},
-            )
-        ),  # fmt: skip
-    }
+    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={','.join(map(str, v)) if isinstance(v, tuple) else v}")
+             for k, v in ML.items() if k not in ("model", "progress")]  # fmt: skip
+    argv = ["compare", "--models", "baseline,cnn", "--targets", "genre_top,genres_all", "--features", str(features),
+            "--storage-path", str(runs), "--no-progress", *flags]  # fmt: skip
+    assert main(argv) == 0
+    out = {name: json.loads((runs / name / "metrics.json").read_text()) for name in (MULTI, SINGLE)}
+    out["control"] = train(
+        TrainConfig(
+            features=str(features),
+            target="genres_all",
+            name="control",
+            storage_path=str(runs),
+            manifest=shuffled_manifest(features, runs / "shuffled.parquet"),
+            **{**ML, "patience": 4},
+        )
+    )
     return runs, out, before, _shard_state(features)
 
 
@@ -303,7 +307,7 @@ def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_
 
     features, truth = blends
     runs, out, _, _ = ml_runs
-    multi, control = out["multi"], out["control"]
+    multi, control = out[MULTI], out["control"]
     target = check(TrainConfig(features=str(features), target="genres_all", **ML)).target
     assert len(target.classes) == 24  # 8 genres and their 16 sub-genres, all audible
     prior = _prior_ap(features, target)
@@ -313,7 +317,7 @@ def test_a_multilabel_model_learns_the_tags_and_the_control_does_not(blends, ml_
         control["validation"],
     )
     (ours, our_two, our_both), (theirs, their_two, their_both) = (
-        _blends(runs, "multi", truth),
+        _blends(runs, MULTI, truth),
         _blends(runs, "control", truth),
     )
     assert len(ours) >= 10 and np.mean(ours) >= 0.7 and np.mean(ours) >= np.mean(theirs) + 0.2, (ours, theirs)
@@ -330,13 +334,13 @@ def test_the_multilabel_models_top_genre_is_as_good_as_the_single_label_models(m
     from scipy.stats import binomtest
 
     runs, out, _, _ = ml_runs
-    multi, single = out["multi"], out["single"]
+    multi, single = out[MULTI], out[SINGLE]
     assert multi["tracks"]["training"] > single["tracks"]["training"]
     n = single["test"]["track"]["n"]
     assert multi["test"]["track"]["n_top"] == n >= 8
-    right = {k: round(out[k]["test"]["track"]["accuracy"] * n) for k in ("multi", "single")}
+    right = {k: round(out[run]["test"]["track"]["accuracy"] * n) for k, run in (("multi", MULTI), ("single", SINGLE))}
     assert binomtest(right["multi"], n, 1 / 8, alternative="greater").pvalue < 1e-3, right
-    truth, tops = _top_genres(runs, "single"), _top_genres(runs, "multi")
+    truth, tops = _top_genres(runs, SINGLE), _top_genres(runs, MULTI)
     wrong = {
         "single": {t for t, g in truth.items() if g[0] != g[1]},
         "multi": {t for t in truth if tops[t][1] != truth[t][0]},
@@ -366,7 +370,7 @@ def test_relabelling_retrains_on_the_same_shards(ml_runs):
     models, and no shard was rewritten."""
     runs, _, before, after = ml_runs
     assert before == after and len(before) > 1
-    a = (runs / "multi" / "model" / "weights.pt").read_bytes()
+    a = (runs / MULTI / "model" / "weights.pt").read_bytes()
     assert a != (runs / "control" / "model" / "weights.pt").read_bytes()
     assert json.loads((runs / "control" / "run_config.json").read_text())["manifest"].endswith("shuffled.parquet")
 
@@ -427,11 +431,11 @@ def test_labelling_writes_tags_at_the_models_thresholds(ml_runs, uploads_16, tmp
     tags and a softmax."""
     runs, _, _, _ = ml_runs
     folder, truth = uploads_16
-    single = _label(runs / "single" / "model", folder, tmp_path / "single")
+    single = _label(runs / SINGLE / "model", folder, tmp_path / "single")
     assert single["tags"].isna().all() and np.allclose([sum(p) for p in single["probabilities"]], 1, atol=1e-4)
     _check_tags(
-        _label(runs / "multi" / "model", folder, tmp_path / "multi"),
-        runs / "multi" / "model",
+        _label(runs / MULTI / "model", folder, tmp_path / "multi"),
+        runs / MULTI / "model",
         tmp_path / "multi",
         folder,
         truth,
@@ -475,54 +479,25 @@ def test_labelling_follows_the_real_fma_tree(blends, uploads_16, tmp_path):
     assert max(depth[t] for ts in tags for t in ts) >= 2, tags
 
 
-def test_the_multilabel_baseline_is_one_vs_rest_beside_the_network(blends, tmp_path):
-    """`mgc compare --targets genre_top,genres_all --models baseline,cnn`: one-vs-rest logistic
-    regressions as the multi-label baseline, in one table with the network and with the
+def test_the_multilabel_baseline_is_one_vs_rest_beside_the_network(blends, ml_runs, tmp_path):
+    """`mgc compare --targets genre_top,genres_all --models baseline,cnn` (ml_runs): one-vs-rest
+    logistic regressions as the multi-label baseline, in one table with the network and with the
     single-label runs: top-genre accuracy for all four, the multi-label scores for two."""
     features, _ = blends
-    flags = [
-        "--epochs",
-        "1",
-        "--channels",
-        "8,16,32,32",
-        "--dense",
-        "64,32",
-        "--num-workers",
-        "1",
-        "--min-genre-tracks",
-        "3",
-        "--no-progress",
-    ]
-    assert (
-        main(
-            [
-                "compare",
-                "--models",
-                "baseline,cnn",
-                "--targets",
-                "genre_top,genres_all",
-                "--features",
-                str(features),
-                "--storage-path",
-                str(tmp_path),
-                *flags,
-            ]
-        )
-        == 0
-    )
-    table = pd.read_csv(tmp_path / "comparison.csv").set_index("run")
+    runs = ml_runs[0]
+    table = pd.read_csv(runs / "comparison.csv").set_index("run")
     assert list(table.index) == ["baseline", "cnn", "baseline-genres_all", "cnn-genres_all"]
     assert table["target"].tolist() == ["genre_top"] * 2 + ["genres_all"] * 2 and table["track_accuracy"].notna().all()
     assert table["track_ap_micro"].isna().tolist() == [True, True, False, False]
     from mgc.train import check
 
     prior = _prior_ap(features, check(TrainConfig(features=str(features), target="genres_all", **ML)).target)
-    fitted = json.loads((tmp_path / "baseline-genres_all" / "metrics.json").read_text())
+    fitted = json.loads((runs / "baseline-genres_all" / "metrics.json").read_text())
     assert fitted["validation"]["val_track_ap_micro"] >= prior + 0.3, (prior, fitted["validation"])
     assert table.loc["baseline-genres_all", "track_ap_micro"] == round(fitted["test"]["track"]["ap_micro"], 4)
-    single = json.loads((tmp_path / "baseline" / "metrics.json").read_text())
+    single = json.loads((runs / "baseline" / "metrics.json").read_text())
     assert fitted["test"]["track"]["n_top"] == single["test"]["track"]["n"]  # the same tracks scored for the top genre
-    base = json.loads((tmp_path / "baseline-genres_all" / "model" / "model.json").read_text())
+    base = json.loads((runs / "baseline-genres_all" / "model" / "model.json").read_text())
     assert base["multilabel"] and len(base["thresholds"]) == len(base["labels"]) == 24
     # --target genres: the chosen genres, no tree (a sub-genre is listed without its parent), so
     # no top genre to read; the run still ends with its metrics and plots.
@@ -540,7 +515,9 @@ def test_the_multilabel_baseline_is_one_vs_rest_beside_the_network(blends, tmp_p
                 str(tmp_path),
                 "--name",
                 "own",
-                *flags,
+                "--min-genre-tracks",
+                "3",
+                "--no-progress",
             ]
         )
         == 0

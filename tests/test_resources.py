@@ -51,107 +51,107 @@ def _assert_all_given_back(stage: str) -> None:
 
 
 @pytest.mark.slow
-def test_the_demos_stages_again_and_again_leave_every_cpu_free(ray_connected, features, inbox, tmp_path):
-    """train, compare, a sweep whose ASHA stops trials, label and embed, twice in a row in
+def test_the_demos_stages_one_after_another_leave_every_cpu_free(ray_connected, features, inbox, tmp_path):
+    """train, compare, a sweep whose ASHA stops trials, label and embed, one after another in
     this one process on the session's cluster: after each stage every CPU is free again, and the
-    stage left no placement group nor Ray Train controller of this job behind."""
+    stage left no placement group nor Ray Train controller of this job behind. (Every other test
+    that trains or sweeps is followed by the same check of the CPUs: _cpus_free_after_each_test.)"""
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     for f in sorted(inbox[0].rglob("*.wav"))[:4]:
         shutil.copy(f, uploads)
     common = ["--features", str(features), "--num-workers", "1", *TINY]
-    for i in range(2):
-        runs = tmp_path / f"runs{i}"
-        stages = [
-            (
+    runs = tmp_path / "runs"
+    stages = [
+        (
+            "train",
+            [
                 "train",
-                [
-                    "train",
-                    "--model",
-                    "cnn",
-                    "--epochs",
-                    "2",
-                    "--storage-path",
-                    str(runs),
-                    "--cpus-per-worker",
-                    "1",
-                    *common,
-                ],
-            ),
-            (
+                "--model",
+                "cnn",
+                "--epochs",
+                "2",
+                "--storage-path",
+                str(runs),
+                "--cpus-per-worker",
+                "1",
+                *common,
+            ],
+        ),
+        (
+            "compare",
+            [
                 "compare",
-                [
-                    "compare",
-                    "--models",
-                    "baseline,cnn_lstm",
-                    "--epochs",
-                    "1",
-                    "--storage-path",
-                    str(runs / "compared"),
-                    "--cpus-per-worker",
-                    "1",
-                    *common,
-                ],
-            ),
-            # Half a CPU per trial, two at once: ASHA stops some of the three trials after their first epoch.
-            (
+                "--models",
+                "baseline,cnn_lstm",
+                "--epochs",
+                "1",
+                "--storage-path",
+                str(runs / "compared"),
+                "--cpus-per-worker",
+                "1",
+                *common,
+            ],
+        ),
+        # Half a CPU per trial, two at once: ASHA stops some of the three trials after their first epoch.
+        (
+            "tune",
+            [
                 "tune",
-                [
-                    "tune",
-                    "--model",
-                    "cnn",
-                    "--epochs",
-                    "2",
-                    "--num-samples",
-                    "3",
-                    "--max-concurrent",
-                    "2",
-                    "--grace-period",
-                    "1",
-                    "--reduction-factor",
-                    "2",
-                    "--storage-path",
-                    str(tmp_path / f"sweeps{i}"),
-                    "--name",
-                    "sw",
-                    "--cpus-per-worker",
-                    "0.5",
-                    *common,
-                ],
-            ),  # fmt: skip
-            (
+                "--model",
+                "cnn",
+                "--epochs",
+                "2",
+                "--num-samples",
+                "3",
+                "--max-concurrent",
+                "2",
+                "--grace-period",
+                "1",
+                "--reduction-factor",
+                "2",
+                "--storage-path",
+                str(tmp_path / "sweeps"),
+                "--name",
+                "sw",
+                "--cpus-per-worker",
+                "0.5",
+                *common,
+            ],
+        ),  # fmt: skip
+        (
+            "label",
+            [
                 "label",
-                [
-                    "label",
-                    "--model",
-                    str(runs / "cnn" / "model"),
-                    "--input",
-                    str(uploads),
-                    "--out",
-                    str(tmp_path / f"labels{i}"),
-                    "--no-progress",
-                ],
-            ),
-            (
+                "--model",
+                str(runs / "cnn" / "model"),
+                "--input",
+                str(uploads),
+                "--out",
+                str(tmp_path / "labels"),
+                "--no-progress",
+            ],
+        ),
+        (
+            "embed",
+            [
                 "embed",
-                [
-                    "embed",
-                    "--features",
-                    str(features),
-                    "--model",
-                    str(runs / "cnn" / "model"),
-                    "--out",
-                    str(tmp_path / f"catalogue{i}"),
-                    "--no-progress",
-                ],
-            ),
-        ]
-        for name, argv in stages:
-            started = time.time()
-            assert main(argv) == 0, f"round {i}: {name} failed"
-            ran = time.time() - started
-            _assert_all_given_back(f"round {i}: {name}")
-            print(f"round {i}: {name} {ran:.1f} s, given back in {time.time() - started - ran:.1f} s")
+                "--features",
+                str(features),
+                "--model",
+                str(runs / "cnn" / "model"),
+                "--out",
+                str(tmp_path / "catalogue"),
+                "--no-progress",
+            ],
+        ),
+    ]
+    for name, argv in stages:
+        started = time.time()
+        assert main(argv) == 0, f"{name} failed"
+        ran = time.time() - started
+        _assert_all_given_back(name)
+        print(f"{name} {ran:.1f} s, given back in {time.time() - started - ran:.1f} s")
 
 
 def test_a_placement_group_left_behind_is_released_and_an_earlier_one_kept(ray_connected):
