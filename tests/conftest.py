@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import cli_flags
 
 from mgc.train import PLAIN
 
@@ -281,9 +282,7 @@ def musicnn_runs(tagged, tmp_path_factory) -> Path:
     from mgc.cli import main
 
     runs = tmp_path_factory.mktemp("musicnn_runs")
-    flags = [
-        f"--{k.replace('_', '-')}" + ("" if v is True else f"={v}") for k, v in MUSICNN_HEAD.items() if k != "progress"
-    ]
+    flags = cli_flags({k: v for k, v in MUSICNN_HEAD.items() if k != "progress"})
     assert (
         main(
             [
@@ -308,7 +307,7 @@ def musicnn_runs(tagged, tmp_path_factory) -> Path:
 # constant rate, no augmentation): their budgets of 10-24 epochs were set by it, and the default
 # recipe's augmentation needs more epochs on the synthetic corpus (bench/README.md, "The training
 # recipe"); test_recipe.py trains with the default recipe.
-PLAIN_RECIPE = [f"--{k.replace('_', '-')}={v}" for k, v in PLAIN.items()]
+PLAIN_RECIPE = cli_flags(PLAIN)
 
 
 @pytest.fixture(scope="session")

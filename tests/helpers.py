@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from mgc import manifest, storage
+from mgc.options import flag
 
 
 def read_output(out: Path | str):
@@ -61,3 +62,9 @@ def shuffled_manifest(features, dest) -> str:
         t.loc[train, c] = t.loc[order, c].to_numpy()
     manifest.write(m, str(dest))
     return str(dest)
+
+
+def cli_flags(options: dict) -> list[str]:
+    """Options as the command line spells them: True a bare flag, a tuple comma-separated."""
+    return [flag(k) + ("" if v is True else "=" + (",".join(map(str, v)) if isinstance(v, tuple) else str(v)))
+            for k, v in options.items()]  # fmt: skip

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from conftest import PLAIN_RECIPE
-from helpers import shuffled_manifest
+from helpers import cli_flags, shuffled_manifest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -241,11 +241,9 @@ def ml_runs(blends, tmp_path_factory):
     features, _ = blends
     runs = tmp_path_factory.mktemp("ml_runs")
     before = _shard_state(features)
-    flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f"={','.join(map(str, v)) if isinstance(v, tuple) else v}")
-             for k, v in ML.items() if k not in ("model", "progress")]  # fmt: skip
-    argv = ["compare", "--models", "baseline,cnn", "--targets", "genre_top,genres_all", "--features", str(features),
-            "--storage-path", str(runs), "--no-progress", *flags]  # fmt: skip
-    assert main(argv) == 0
+    flags = cli_flags({k: v for k, v in ML.items() if k not in ("model", "progress")})
+    assert main(["compare", "--models", "baseline,cnn", "--targets", "genre_top,genres_all", "--features", str(features),
+                 "--storage-path", str(runs), "--no-progress", *flags]) == 0  # fmt: skip
     out = {name: json.loads((runs / name / "metrics.json").read_text()) for name in (MULTI, SINGLE)}
     out["control"] = train(
         TrainConfig(

@@ -62,90 +62,18 @@ def test_the_demos_stages_one_after_another_leave_every_cpu_free(ray_connected, 
         shutil.copy(f, uploads)
     common = ["--features", str(features), "--num-workers", "1", *TINY]
     runs = tmp_path / "runs"
+    model = str(runs / "cnn" / "model")
     stages = [
-        (
-            "train",
-            [
-                "train",
-                "--model",
-                "cnn",
-                "--epochs",
-                "2",
-                "--storage-path",
-                str(runs),
-                "--cpus-per-worker",
-                "1",
-                *common,
-            ],
-        ),
-        (
-            "compare",
-            [
-                "compare",
-                "--models",
-                "baseline,cnn_lstm",
-                "--epochs",
-                "1",
-                "--storage-path",
-                str(runs / "compared"),
-                "--cpus-per-worker",
-                "1",
-                *common,
-            ],
-        ),
+        ("train", ["train", "--model", "cnn", "--epochs", "2", "--storage-path", str(runs), "--cpus-per-worker", "1", *common]),
+        ("compare", ["compare", "--models", "baseline,cnn_lstm", "--epochs", "1", "--storage-path", str(runs / "compared"),
+                     "--cpus-per-worker", "1", *common]),
         # Half a CPU per trial, two at once: ASHA stops some of the three trials after their first epoch.
-        (
-            "tune",
-            [
-                "tune",
-                "--model",
-                "cnn",
-                "--epochs",
-                "2",
-                "--num-samples",
-                "3",
-                "--max-concurrent",
-                "2",
-                "--grace-period",
-                "1",
-                "--reduction-factor",
-                "2",
-                "--storage-path",
-                str(tmp_path / "sweeps"),
-                "--name",
-                "sw",
-                "--cpus-per-worker",
-                "0.5",
-                *common,
-            ],
-        ),  # fmt: skip
-        (
-            "label",
-            [
-                "label",
-                "--model",
-                str(runs / "cnn" / "model"),
-                "--input",
-                str(uploads),
-                "--out",
-                str(tmp_path / "labels"),
-                "--no-progress",
-            ],
-        ),
-        (
-            "embed",
-            [
-                "embed",
-                "--features",
-                str(features),
-                "--model",
-                str(runs / "cnn" / "model"),
-                "--out",
-                str(tmp_path / "catalogue"),
-                "--no-progress",
-            ],
-        ),
-    ]
+        ("tune", ["tune", "--model", "cnn", "--epochs", "2", "--num-samples", "3", "--max-concurrent", "2", "--grace-period", "1",
+                  "--reduction-factor", "2", "--storage-path", str(tmp_path / "sweeps"), "--name", "sw", "--cpus-per-worker", "0.5",
+                  *common]),
+        ("label", ["label", "--model", model, "--input", str(uploads), "--out", str(tmp_path / "labels"), "--no-progress"]),
+        ("embed", ["embed", "--features", str(features), "--model", model, "--out", str(tmp_path / "catalogue"), "--no-progress"]),
+    ]  # fmt: skip
     for name, argv in stages:
         started = time.time()
         assert main(argv) == 0, f"{name} failed"
