@@ -72,8 +72,11 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
             "val": dataset(cfg.features, "validation", prep.target, read, cache=cfg.cache_data),
         },
         # Only training is split across workers (Ray's equal split may drop rows); every rank reads
-        # all of validation and scores the tracks that fall to it (_share).
-        dataset_config=DataConfig(datasets_to_split=["train"], execution_options={"train": ordered}),
+        # all of validation and scores the tracks that fall to it (_share). One worker reads its
+        # splits itself: a split across one would cost an actor (SplitCoordinator) a run.
+        dataset_config=DataConfig(
+            datasets_to_split=["train"] if cfg.num_workers > 1 else [], execution_options={"train": ordered}
+        ),
     )
 
 
