@@ -62,6 +62,14 @@ def _quiet_ray_data(loud: bool) -> None:
                 handler.addFilter(_DropNoFreeCpu())
 
 
+def idle_workers_kept(cpus: int) -> int:
+    """The raylet's limit on worker processes beyond which it stops idle ones (Ray's default: the
+    node's CPUs). A training run's controller and helper actors (about five) count against it, so
+    at the default the idle workers Ray Data's reads run in are stopped during every run and each
+    read after it starts a fresh process (about a second on a laptop; bench/workers.py)."""
+    return cpus + 4
+
+
 def connect() -> dict[str, float]:
     """Join the cluster at RAY_ADDRESS (without it, the one the last `ray start` on this machine
     recorded, or else a local Ray of its own) unless joined already, quietly unless verbose();
@@ -76,6 +84,7 @@ def connect() -> dict[str, float]:
             # live, which a sweep's trials, trainers and Ray Data's tasks reach on a laptop. Raising
             # the start-up limit (the raylet's only knob for it) silences that at its cause.
             os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
+            os.environ.setdefault("RAY_num_workers_soft_limit", str(idle_workers_kept(os.cpu_count() or 1)))
         # Harmless notices at start-up: the token it generated, where the dashboard is.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.INFO if loud else logging.ERROR

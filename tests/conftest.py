@@ -180,10 +180,12 @@ def stop_head(head: dict) -> None:
 def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """What the test cluster's nodes run with: token authentication, the project's venv first on
     PATH (jobs' `python` is the project's), a raylet that does not warn about worker start-up on
-    2 CPUs (as `mgc` configures the local Ray it starts). (Ray Train's poll interval is mgc's
-    own: `mgc.train.POLL_INTERVAL_S`.)"""
+    2 CPUs and keeps idle workers through a training run (as `mgc` configures the local Ray it
+    starts). (Ray Train's poll interval is mgc's own: `mgc.train.POLL_INTERVAL_S`.)"""
+    from mgc.session import idle_workers_kept
+
     env = {**os.environ, **(extra or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_worker_maximum_startup_concurrency": "16"}  # fmt: skip
+           "RAY_worker_maximum_startup_concurrency": "16", "RAY_num_workers_soft_limit": str(idle_workers_kept(2))}  # fmt: skip
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("RAY_ADDRESS", None)
     return env
