@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import BIN, SWEEP
 
-from mgc import label, manifest, storage
+from mgc import label, manifest, session, storage
 from mgc.cli import main
 
 MGC = str(BIN / "mgc")
@@ -386,9 +386,12 @@ def _marked(marker: str) -> dict[int, str]:
     return found
 
 
-def _run_watched(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess, dict[int, str]]:
+def _run_watched(
+    cmd: list[str], env: dict[str, str], raylet_env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess, dict[int, str]]:
     """`cmd` run to its end (killed after 300 s), and the raylet and GCS servers it started
-    meanwhile (pid: name): those carrying env's MGC_TEST_MARK that were not running before."""
+    meanwhile (pid: name): those carrying env's MGC_TEST_MARK that were not running before.
+    `raylet_env` gets the RAY_ variables a raylet it started ran with."""
     import psutil
 
     rays = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in ("raylet", "gcs_server")}
@@ -398,6 +401,12 @@ def _run_watched(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Comple
         deadline = time.time() + 300
         while proc.poll() is None and time.time() < deadline:
             seen |= _marked(env["MGC_TEST_MARK"])
+            ours = [pid for pid, name in seen.items() if name == "raylet" and pid not in rays]
+            if raylet_env is not None and not raylet_env and ours:
+                try:
+                    raylet_env |= {k: v for k, v in psutil.Process(ours[0]).environ().items() if k.startswith("RAY_")}
+                except psutil.Error:  # ended meanwhile: read it at the next poll
+                    pass
             time.sleep(0.5)
         stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.time()))
     finally:
@@ -411,7 +420,8 @@ def test_with_no_ray_address_mgc_starts_a_local_ray_and_stops_it(clips, tmp_path
     """README, "Set-up": with no cluster named (no RAY_ADDRESS), as in `make demo` and a first
     run, mgc starts a local Ray itself. `mgc label --model musicnn` on two files succeeds, labels
     both, and the Ray it started (its raylet and GCS server, told apart from the suite's cluster
-    and anyone else's by a variable in their environment) is gone once it exits."""
+    and anyone else's by a variable in their environment) is gone once it exits. Its raylet ran
+    with the worker limits the README names (start-up concurrency, idle workers kept)."""
     import psutil
 
     src = tmp_path / "in"
@@ -423,10 +433,18 @@ def test_with_no_ray_address_mgc_starts_a_local_ray_and_stops_it(clips, tmp_path
     env["MGC_TEST_MARK"] = marker
     out = tmp_path / "tags"
     cmd = [MGC, "label", "--model", "musicnn", "--input", str(src), "--out", str(out), "--no-progress"]
+    raylet_env: dict[str, str] = {}
     try:
-        done, started = _run_watched(cmd, env)
+        done, started = _run_watched(cmd, env, raylet_env)
         assert done.returncode == 0, done.stderr[-3000:]
         assert _summary(done.stdout)["labelled"] == 2
+        limits = {
+            k: raylet_env.get(k) for k in ("RAY_worker_maximum_startup_concurrency", "RAY_num_workers_soft_limit")
+        }
+        assert limits == {
+            "RAY_worker_maximum_startup_concurrency": "16",
+            "RAY_num_workers_soft_limit": str(session.idle_workers_kept(os.cpu_count() or 1)),
+        }, limits
         rows = label.current(str(out))
         assert (
             sorted(rows["path"]) == [str(src / "clip1.wav"), str(src / "clip3.wav")] and (rows["status"] == "ok").all()
