@@ -7,6 +7,7 @@ import contextlib
 import copy
 import dataclasses
 import os
+import pickle
 import threading
 import time
 from typing import Any
@@ -41,16 +42,20 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
     ordered.preserve_order = cfg.num_workers == 1
     return TorchTrainer(
         train_loop,
+        # Pickled here and unpickled by the workers alone: the controller, which unpickles its
+        # arguments as it starts, would otherwise import mgc and torch (seconds a run) for nothing.
         train_loop_config={
-            "worker": WorkerConfig(
-                cfg,
-                prep.model,
-                prep.norm,
-                prep.target,
-                prep.segments["training"],
-                score,
-                prep.class_weights,
-                prep.start,
+            "worker": pickle.dumps(
+                WorkerConfig(
+                    cfg,
+                    prep.model,
+                    prep.norm,
+                    prep.target,
+                    prep.segments["training"],
+                    score,
+                    prep.class_weights,
+                    prep.start,
+                )
             )
         },
         scaling_config=ScalingConfig(
