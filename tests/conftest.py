@@ -412,9 +412,9 @@ def truth(corpus) -> pd.DataFrame:
     return pd.read_csv(corpus / "fma_metadata" / "synth_truth.csv")
 
 
-# 6 trials of a small cnn, one at a time (1 worker x 1 CPU, a CPU left for Ray Data's reads), over
+# 4 trials of a small cnn, one at a time (1 worker x 1 CPU, a CPU left for Ray Data's reads), over
 # learning rate, dropout, weight decay and mixup.
-SWEEP = ["--model", "cnn", "--epochs", "3", "--num-samples", "6", "--max-concurrent", "1", "--num-workers", "1", "--cpus-per-worker", "1",
+SWEEP = ["--model", "cnn", "--epochs", "3", "--num-samples", "4", "--max-concurrent", "1", "--num-workers", "1", "--cpus-per-worker", "1",
          "--grace-period", "1", "--reduction-factor", "2", "--lr-min", "1e-5", "--lr-max", "1e-2", "--channels", "8,16,32,32",
          "--dense", "64,32", "--batch-size", "32", "--seed", "1", "--weight-decay-min", "1e-4", "--weight-decay-max", "1e-1",
          "--mixup-max", "0.5", "--no-progress"]  # fmt: skip
