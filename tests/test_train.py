@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -169,6 +170,35 @@ def test_training_polls_its_workers_often_unless_told_otherwise(features, monkey
     monkeypatch.setenv(HEALTH_CHECK_INTERVAL_S_ENV_VAR, "1.5")
     trainer(cfg, prep)
     assert get_env_vars_to_propagate()[HEALTH_CHECK_INTERVAL_S_ENV_VAR] == "1.5"
+
+
+def test_ray_trains_controller_opens_nothing_of_mgc(features):
+    """Ray Train's controller unpickles the run's context as it starts: in a fresh process, the
+    context of an mgc run (its worker config sealed: mgc.sealed) unpickles without importing any
+    mgc module but the seal's, and Ray's record of the run shows the config's size, not its bytes;
+    opened, it is the worker config the driver made."""
+    import ray
+    from ray.train.v2._internal.state.schema import _to_json_serializable_value
+
+    from mgc.train import WorkerConfig, prepare, trainer
+
+    cfg = TrainConfig(
+        features=str(features), model="cnn", channels=(4, 8, 16, 16), dense=(32,), num_workers=1, progress=False
+    )
+    context = trainer(cfg, prepare(cfg)).train_run_context
+    script = (
+        "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'mgc')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], input=ray.cloudpickle.dumps(context), capture_output=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    assert proc.stdout.decode().split() == ["mgc", "mgc.sealed"]
+    shown = _to_json_serializable_value(context.train_loop_config)["worker"]
+    assert re.fullmatch(r"Sealed\(\d+ bytes\)", shown), shown[:200]
+    opened = context.train_loop_config["worker"].open()
+    assert isinstance(opened, WorkerConfig) and opened.train == cfg and opened.model.name == "cnn"
 
 
 def test_a_seed_gives_the_same_model_on_every_run(features, tmp_path):

@@ -7,13 +7,13 @@ import contextlib
 import copy
 import dataclasses
 import os
-import pickle
 import threading
 import time
 from typing import Any
 
 from mgc import metrics, resources, session, storage
 from mgc.models import build
+from mgc.sealed import Sealed
 from mgc.train.config import POLL_INTERVAL_S, Prepared, TrainConfig
 from mgc.train.data import dataset, evaluate
 from mgc.train.export import finish, split_predictions
@@ -42,10 +42,9 @@ def trainer(cfg: TrainConfig, prep: Prepared, callbacks: list | None = None, sco
     ordered.preserve_order = cfg.num_workers == 1
     return TorchTrainer(
         train_loop,
-        # Pickled here and unpickled by the workers alone: the controller, which unpickles its
-        # arguments as it starts, would otherwise import mgc and torch (seconds a run) for nothing.
+        # Opened by the workers alone: the controller only passes it on (mgc.sealed).
         train_loop_config={
-            "worker": pickle.dumps(
+            "worker": Sealed.seal(
                 WorkerConfig(
                     cfg,
                     prep.model,

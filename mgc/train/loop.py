@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import pickle
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,14 +36,14 @@ class WorkerConfig:
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker (`config["worker"]`: a pickled WorkerConfig): restores the latest
+    """Runs on every Ray Train worker (`config["worker"]`: a sealed WorkerConfig): restores the latest
     checkpoint, then every epoch trains on this rank's share, scores validation with the other
     ranks and reports, rank 0 with a checkpoint, until the last epoch or early stopping."""
     import ray.train
     import ray.train.torch
     import torch
 
-    w: WorkerConfig = pickle.loads(config["worker"])
+    w: WorkerConfig = config["worker"].open()
     tc = w.train
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
