@@ -1,7 +1,7 @@
 """An object pickled where it is made and unpickled where it is used, for the processes that only
-pass it on: Ray Train's controller unpickles its arguments as it starts, and a config sealed in
-them costs it no import of the modules the config's classes live in (mgc.train imports torch,
-scikit-learn and matplotlib: seconds a run), and Ray's record of the run shows its size, not it."""
+pass it on. Ray Train's controller unpickles its arguments as it starts: a config sealed in them
+costs it no import of the modules its classes live in (mgc.train imports torch, scikit-learn and
+matplotlib: seconds a run), and Ray's record of the run shows the config's size, not its bytes."""
 
 from __future__ import annotations
 
