@@ -324,7 +324,7 @@ def test_the_command_writes_a_serve_config_and_refuses_an_open_host_without_a_to
 
     path = tmp_path / "serve.yaml"
     assert main(["serve", "--model", model, "--catalogue", str(catalogue), "--port", "8123", "--replicas", "3",
-                 "--min-replicas", "1", "--write-config", str(path)]) == 0  # fmt: skip
+                 "--min-replicas", "1", "--upscale-delay-s", "5", "--downscale-delay-s", "60", "--write-config", str(path)]) == 0  # fmt: skip
     config = yaml.safe_load(path.read_text())
     ServeDeploySchema.model_validate(config)  # what `serve deploy` checks
     application = config["applications"][0]
@@ -334,7 +334,9 @@ def test_the_command_writes_a_serve_config_and_refuses_an_open_host_without_a_to
     }
     assert os.stat(path).st_mode & 0o077 == 0  # a token would be in it: the owner's only
     built = app.build(application["args"])  # the application `serve deploy` builds from it
-    assert built._bound_deployment._deployment_config.autoscaling_config.max_replicas == 3
+    scaling = built._bound_deployment._deployment_config.autoscaling_config
+    fields = ("min_replicas", "max_replicas", "upscale_delay_s", "downscale_delay_s")
+    assert {k: getattr(scaling, k) for k in fields} == dict(zip(fields, (1, 3, 5, 60)))
     for argv in (["--host", "0.0.0.0"], ["--host", "192.0.2.7", "--replicas", "1"]):
         assert main(["serve", "--model", model, *argv, "--write-config", str(tmp_path / "x.yaml")]) == 2
         assert "--token" in capsys.readouterr().err
@@ -408,7 +410,8 @@ def test_the_pretrained_tagger_serves_with_no_trained_model(inbox):
 def test_replicas_autoscale_between_min_and_max_under_load(served, model, inbox):
     """`--min-replicas 1 --replicas 2` (a second application beside the served one, half a CPU a
     replica): one replica while idle; under a steady flood of uploads beyond what one replica holds,
-    Serve starts the second (its own upscale delay, 30 s by default); deleted, its CPUs come back."""
+    Serve starts the second (after --upscale-delay-s: 1 s here, 30 by default); deleted, its CPUs
+    come back."""
     import ray
     from ray import serve
 
@@ -416,7 +419,7 @@ def test_replicas_autoscale_between_min_and_max_under_load(served, model, inbox)
 
     folder, truth = inbox
     data = (folder / truth.loc[truth["status"] == "ok", "file"].iloc[0]).read_bytes()
-    cfg = ServeConfig(model=model, replicas=2, min_replicas=1, replica_cpus=0.5, max_batch_size=2)
+    cfg = ServeConfig(model=model, replicas=2, min_replicas=1, replica_cpus=0.5, max_batch_size=2, upscale_delay_s=1)
     free = ray.available_resources().get("CPU", 0)
     serve.run(app.application(cfg), name="autoscaled", route_prefix="/autoscaled")
 

@@ -62,6 +62,8 @@ def application(cfg: ServeConfig):
                 "max_replicas": cfg.replicas,
                 # A replica is busy with a full batch; more waiting than that asks for another.
                 "target_ongoing_requests": cfg.max_batch_size,
+                "upscale_delay_s": cfg.upscale_delay_s,
+                "downscale_delay_s": cfg.downscale_delay_s,
             }
         }
     )

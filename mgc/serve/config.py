@@ -34,6 +34,12 @@ class ServeConfig:
     min_replicas: int | None = option(
         None, low=0, help="autoscale between this and --replicas on the requests each replica holds (none: fixed)"
     )
+    upscale_delay_s: float = option(
+        30.0, low=0, help="with --min-replicas: how long the load must last before another replica starts, s"
+    )
+    downscale_delay_s: float = option(
+        600.0, low=0, help="with --min-replicas: how long the load must stay low before a replica stops, s"
+    )
     replica_cpus: float = option(1.0, low=0, help="CPUs reserved per replica")
     use_gpu: bool = option(False, help="run each replica's model on a GPU")
     gpu_fraction: float = option(1.0, above=0, high=1, help="with --use-gpu: the share of a GPU each replica reserves")
