@@ -328,6 +328,27 @@ def compared(features, tmp_path_factory) -> Path:
     return runs
 
 
+def mgc_beside(cluster: dict, beside: list[str], *here: list[str], timeout: int = 1500) -> None:
+    """`mgc BESIDE` in a driver process of its own on `cluster` while this process runs each `mgc
+    HERE` in turn. A run of a small model keeps about one core busy, so two at once use both where
+    one after another would leave one idle; a seed gives the same model either way. (A process of
+    its own costs mgc's imports and its first Ray Data read, a few seconds: one is enough.)"""
+    from mgc.cli import main
+
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([str(BIN / "mgc"), *beside], env=cluster["env"], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for argv in here:
+                assert main(argv) == 0, f"mgc {' '.join(argv)} failed"
+            proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log.seek(0)
+        assert proc.returncode == 0, f"mgc {' '.join(beside)}:\n{log.read()[-4000:]}"
+
+
 # The models compared_all trains (compared has cnn and cnn_lstm), at sizes and settings that reach
 # the genres within a few minutes on 2 CPUs. crnn, the slowest to learn (an LSTM reading the last
 # of 65 steps of a residual encoder), trains longer on the cheaper MFCCs, at a lower rate; lstm
@@ -346,6 +367,8 @@ SMALL_ALL = [
     "0.2",
     "--num-workers",
     "1",
+    "--cpus-per-worker",
+    "0.5",
     "--cache-data",
     "--no-progress",
     *PLAIN_RECIPE,
@@ -353,36 +376,20 @@ SMALL_ALL = [
 
 
 @pytest.fixture(scope="session")
-def compared_all(all_inputs, tmp_path_factory) -> Path:
-    """The other seven models trained on `all_inputs` (`mgc compare`, and `mgc train` for lstm and crnn): the runs folder."""
-    from mgc.cli import main
-
+def compared_all(ray_connected, all_inputs, tmp_path_factory) -> Path:
+    """The other seven models trained on `all_inputs`: `mgc compare` of four beside `mgc train`
+    of cnn_bilstm, lstm and crnn (mgc_beside; about as long). The runs folder."""
     runs = tmp_path_factory.mktemp("runs_all")
     common = ["--features", str(all_inputs), "--storage-path", str(runs), *SMALL_ALL]
-    assert main(["compare", "--models", "baseline,cnn_bilstm,resnet2d,cnn1d,mm_crnn", "--epochs", "12", "--lr", "0.003", "--channels", "4,8,16,16",
-                 "--lstm-units", "64", *common]) == 0  # fmt: skip
-    assert main(["train", "--model", "lstm", "--epochs", "24", "--lr", "0.003", "--lstm-units", "64,64", *common]) == 0
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "crnn",
-                "--input",
-                "mfcc",
-                "--epochs",
-                "16",
-                "--lr",
-                "0.001",
-                "--channels",
-                "16,32,64,64",
-                "--lstm-units",
-                "128",
-                *common,
-            ]
-        )
-        == 0
-    )
+    small = ["--epochs", "12", "--lr", "0.003", "--channels", "4,8,16,16", "--lstm-units", "64", *common]
+    mgc_beside(
+        ray_connected,
+        ["compare", "--models", "baseline,resnet2d,cnn1d,mm_crnn", *small],
+        ["train", "--model", "cnn_bilstm", *small],
+        ["train", "--model", "lstm", "--epochs", "24", "--lr", "0.003", "--lstm-units", "64,64", *common],
+        ["train", "--model", "crnn", "--input", "mfcc", "--epochs", "16", "--lr", "0.001", "--channels", "16,32,64,64",
+         "--lstm-units", "128", *common],
+    )  # fmt: skip
     return runs
 
 

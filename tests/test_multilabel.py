@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import PLAIN_RECIPE
+from conftest import PLAIN_RECIPE, mgc_beside
 from helpers import cli_flags, shuffled_manifest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -231,30 +231,24 @@ MULTI, SINGLE = "cnn-genres_all", "cnn"
 
 
 @pytest.fixture(scope="module")
-def ml_runs(blends, tmp_path_factory):
+def ml_runs(ray_connected, blends, tmp_path_factory):
     """On the same shards: `mgc compare --models baseline,cnn --targets genre_top,genres_all` (the
-    one-vs-rest baseline and cnn, with genre_top and with genres_all), and cnn with genres_all from
-    a manifest whose training labels are permuted (the control); metrics.json of the cnn runs and
-    the control, and the shards' state before and after."""
-    from mgc.train import run as train
-
+    one-vs-rest baseline and cnn, with genre_top and with genres_all), and beside it (mgc_beside)
+    cnn with genres_all from a manifest whose training labels are permuted (the control);
+    metrics.json of the cnn runs and the control, and the shards' state before and after."""
     features, _ = blends
     runs = tmp_path_factory.mktemp("ml_runs")
     before = _shard_state(features)
-    flags = cli_flags({k: v for k, v in ML.items() if k not in ("model", "progress")})
-    assert main(["compare", "--models", "baseline,cnn", "--targets", "genre_top,genres_all", "--features", str(features),
-                 "--storage-path", str(runs), "--no-progress", *flags]) == 0  # fmt: skip
-    out = {name: json.loads((runs / name / "metrics.json").read_text()) for name in (MULTI, SINGLE)}
-    out["control"] = train(
-        TrainConfig(
-            features=str(features),
-            target="genres_all",
-            name="control",
-            storage_path=str(runs),
-            manifest=shuffled_manifest(features, runs / "shuffled.parquet"),
-            **{**ML, "patience": 4},
-        )
-    )
+    options = {k: v for k, v in ML.items() if k not in ("model", "progress")} | {"cpus_per_worker": 0.5}
+    where = ["--features", str(features), "--storage-path", str(runs), "--no-progress"]
+    shuffled = shuffled_manifest(features, runs / "shuffled.parquet")
+    mgc_beside(
+        ray_connected,
+        ["train", "--model", "cnn", "--target", "genres_all", "--name", "control", "--manifest", shuffled, *where,
+         *cli_flags(options | {"patience": 4})],
+        ["compare", "--models", "baseline,cnn", "--targets", "genre_top,genres_all", *where, *cli_flags(options)],
+    )  # fmt: skip
+    out = {name: json.loads((runs / name / "metrics.json").read_text()) for name in (MULTI, SINGLE, "control")}
     return runs, out, before, _shard_state(features)
 
 

@@ -296,24 +296,22 @@ def test_on_one_configuration_the_default_recipe_stays_ahead_of_the_plain_one_an
     unlike the catalogue, from labels a fifth wrong. The schedule, the temperature fitted on
     validation (it lowers the validation and test ECE) and the reliability diagram are checked
     as any run's."""
-    import dataclasses
-
     import pandas as pd
-    from conftest import _extract
+    from conftest import _extract, mgc_beside
+    from helpers import cli_flags
 
     from mgc.synth import SynthConfig, generate
-    from mgc.train import run as train
 
     corpus = generate(SynthConfig(out=str(tmp_path / "corpus"), **UPLOADS), progress=False)
     features = _extract(tmp_path / "corpus", tmp_path / "features")
     runs = tmp_path / "runs"
-    base = TrainConfig(
-        features=str(features), num_workers=1, cache_data=True, storage_path=str(runs), progress=False, seed=0, **MID
+    base = cli_flags(dict(features=str(features), num_workers=1, cpus_per_worker=0.5, cache_data=True, storage_path=str(runs),
+                          seed=0, **MID))  # fmt: skip
+    recipes = {"plain": PLAIN, "default": {"patience": 0}}
+    mgc_beside(
+        ray_connected, *(["train", *base, f"--name={r}", *cli_flags(o), "--no-progress"] for r, o in recipes.items())
     )
-    out = {
-        recipe: train(dataclasses.replace(base, name=recipe, **options))
-        for recipe, options in (("plain", PLAIN), ("default", {"patience": 0}))
-    }
+    out = {r: json.loads((runs / r / "metrics.json").read_text()) for r in recipes}
     truth = pd.read_csv(f"{corpus}/fma_metadata/synth_truth.csv")
     assert truth["upload"].sum() == (truth["split"] != "training").sum()
     tracks = int((truth["split"] == "validation").sum())
