@@ -62,6 +62,10 @@ def _quiet_ray_data(loud: bool) -> None:
                 handler.addFilter(_DropNoFreeCpu())
 
 
+# Read by Ray Train's controller from the driver's environment as fit() starts it.
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
 def idle_workers_kept(cpus: int) -> int:
     """The raylet's limit on worker processes beyond which it stops idle ones (Ray's default: the
     node's CPUs). A training run's controller and helper actors (about five) count against it, so
@@ -79,18 +83,25 @@ def connect() -> dict[str, float]:
     loud = verbose()
     if not ray.is_initialized():
         address = os.environ.get(ADDRESS_ENV) or None
+        watcher_set = False
         if address is None:
             # A local Ray of ours: its raylet warns whenever more than 4 x CPUs worker processes
             # live, which a sweep's trials, trainers and Ray Data's tasks reach on a laptop. Raising
             # the start-up limit (the raylet's only knob for it) silences that at its cause.
             os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
             os.environ.setdefault("RAY_num_workers_soft_limit", str(idle_workers_kept(os.cpu_count() or 1)))
+            # Nor can one machine's node be preempted while a run lives on: Ray Train's preemption
+            # watcher, an actor a run polling the node, guards nothing there (bench/README.md).
+            watcher_set = PREEMPTION_WATCHER not in os.environ
+            os.environ.setdefault(PREEMPTION_WATCHER, "0")
         # Harmless notices at start-up: the token it generated, where the dashboard is.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
             logging.INFO if loud else logging.ERROR
         )
         ray.init(address=address, log_to_driver=loud, logging_level=logging.INFO if loud else logging.WARNING)
         if address is None and not ray._private.worker._global_node.head:
+            if watcher_set:  # not ours after all: its nodes may be preempted
+                del os.environ[PREEMPTION_WATCHER]
             # Ray joins the cluster the last `ray start` on this machine recorded: say so, as a
             # user who meant a Ray of mgc's own would otherwise not know.
             note(

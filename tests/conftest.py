@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from helpers import cli_flags
 
+from mgc.session import PREEMPTION_WATCHER
 from mgc.train import PLAIN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +43,8 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ["RAY_AUTH_TOKEN"] = TOKEN
+    # The runs this process drives see the cluster as mgc's own Ray of one machine (cluster_env).
+    os.environ[PREEMPTION_WATCHER] = "0"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -182,12 +185,14 @@ def stop_head(head: dict) -> None:
 def cluster_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """What the test cluster's nodes run with: token authentication, the project's venv first on
     PATH (jobs' `python` is the project's), a raylet that does not warn about worker start-up on
-    2 CPUs and keeps idle workers through a training run (as `mgc` configures the local Ray it
-    starts). (Ray Train's poll interval is mgc's own: `mgc.train.POLL_INTERVAL_S`.)"""
+    2 CPUs and keeps idle workers through a training run, and runs (jobs' drivers, Tune's trials)
+    without Ray Train's preemption watcher, as `mgc` configures the local Ray of one machine it
+    starts (mgc.session). (Ray Train's poll interval is mgc's own: `mgc.train.POLL_INTERVAL_S`.)"""
     from mgc.session import idle_workers_kept
 
     env = {**os.environ, **(extra or {}), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_worker_maximum_startup_concurrency": "16", "RAY_num_workers_soft_limit": str(idle_workers_kept(2))}  # fmt: skip
+           "RAY_worker_maximum_startup_concurrency": "16", "RAY_num_workers_soft_limit": str(idle_workers_kept(2)),
+           PREEMPTION_WATCHER: "0"}  # fmt: skip
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.pop("RAY_ADDRESS", None)
     return env
@@ -330,9 +335,9 @@ def compared(features, tmp_path_factory) -> Path:
 
 def mgc_beside(cluster: dict, beside: list[str], *here: list[str], timeout: int = 1500) -> None:
     """`mgc BESIDE` in a driver process of its own on `cluster` while this process runs each `mgc
-    HERE` in turn. A run of a small model keeps about one core busy, so two at once use both where
-    one after another would leave one idle; a seed gives the same model either way. (A process of
-    its own costs mgc's imports and its first Ray Data read, a few seconds: one is enough.)"""
+    HERE` in turn. A run trains on one thread, so two at once keep both cores busier than one after
+    another; a seed gives the same model either way. (A process of its own costs mgc's imports and
+    its first Ray Data read, a few seconds: one is enough.)"""
     from mgc.cli import main
 
     with tempfile.TemporaryFile("w+") as log:

@@ -421,7 +421,8 @@ def test_with_no_ray_address_mgc_starts_a_local_ray_and_stops_it(clips, tmp_path
     run, mgc starts a local Ray itself. `mgc label --model musicnn` on two files succeeds, labels
     both, and the Ray it started (its raylet and GCS server, told apart from the suite's cluster
     and anyone else's by a variable in their environment) is gone once it exits. Its raylet ran
-    with the worker limits the README names (start-up concurrency, idle workers kept)."""
+    with the worker limits the README names (start-up concurrency, idle workers kept), and Ray
+    Train's preemption watcher off, as the driver had it."""
     import psutil
 
     src = tmp_path / "in"
@@ -429,7 +430,11 @@ def test_with_no_ray_address_mgc_starts_a_local_ray_and_stops_it(clips, tmp_path
     for name in ("clip1.wav", "clip3.wav"):
         shutil.copy(clips / name, src / name)
     marker = uuid.uuid4().hex
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAY_ADDRESS", session.PREEMPTION_WATCHER) and not k.startswith("RAY_AUTH")
+    }
     env["MGC_TEST_MARK"] = marker
     out = tmp_path / "tags"
     cmd = [MGC, "label", "--model", "musicnn", "--input", str(src), "--out", str(out), "--no-progress"]
@@ -438,13 +443,13 @@ def test_with_no_ray_address_mgc_starts_a_local_ray_and_stops_it(clips, tmp_path
         done, started = _run_watched(cmd, env, raylet_env)
         assert done.returncode == 0, done.stderr[-3000:]
         assert _summary(done.stdout)["labelled"] == 2
-        limits = {
-            k: raylet_env.get(k) for k in ("RAY_worker_maximum_startup_concurrency", "RAY_num_workers_soft_limit")
-        }
-        assert limits == {
+        expected = {
             "RAY_worker_maximum_startup_concurrency": "16",
             "RAY_num_workers_soft_limit": str(session.idle_workers_kept(os.cpu_count() or 1)),
-        }, limits
+            session.PREEMPTION_WATCHER: "0",
+        }
+        limits = {k: raylet_env.get(k) for k in expected}
+        assert limits == expected, limits
         rows = label.current(str(out))
         assert (
             sorted(rows["path"]) == [str(src / "clip1.wav"), str(src / "clip3.wav")] and (rows["status"] == "ok").all()
