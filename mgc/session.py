@@ -15,6 +15,8 @@ from mgc import resources
 
 LOG_ENV = "MGC_LOG"
 ADDRESS_ENV = "RAY_ADDRESS"
+# Read by Ray Train's controller from the driver's environment as fit() starts it.
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def verbose() -> bool:
@@ -62,10 +64,6 @@ def _quiet_ray_data(loud: bool) -> None:
                 handler.addFilter(_DropNoFreeCpu())
 
 
-# Read by Ray Train's controller from the driver's environment as fit() starts it.
-PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
-
-
 def idle_workers_kept(cpus: int) -> int:
     """The raylet's limit on worker processes beyond which it stops idle ones (Ray's default: the
     node's CPUs). A training run's controller and helper actors (about five) count against it, so
@@ -90,8 +88,8 @@ def connect() -> dict[str, float]:
             # the start-up limit (the raylet's only knob for it) silences that at its cause.
             os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
             os.environ.setdefault("RAY_num_workers_soft_limit", str(idle_workers_kept(os.cpu_count() or 1)))
-            # Nor can one machine's node be preempted while a run lives on: Ray Train's preemption
-            # watcher, an actor a run polling the node, guards nothing there (bench/README.md).
+            # One machine's node cannot be preempted while a run on it lives on: Ray Train's
+            # preemption watcher (an actor a run, polling the nodes) guards nothing there.
             watcher_set = PREEMPTION_WATCHER not in os.environ
             os.environ.setdefault(PREEMPTION_WATCHER, "0")
         # Harmless notices at start-up: the token it generated, where the dashboard is.

@@ -383,7 +383,7 @@ SMALL_ALL = [
 @pytest.fixture(scope="session")
 def compared_all(ray_connected, all_inputs, tmp_path_factory) -> Path:
     """The other seven models trained on `all_inputs`: `mgc compare` of four beside `mgc train`
-    of cnn_bilstm, lstm and crnn (mgc_beside; about as long). The runs folder."""
+    of cnn_bilstm, lstm and crnn, the two of similar length (mgc_beside). The runs folder."""
     runs = tmp_path_factory.mktemp("runs_all")
     common = ["--features", str(all_inputs), "--storage-path", str(runs), *SMALL_ALL]
     small = ["--epochs", "12", "--lr", "0.003", "--channels", "4,8,16,16", "--lstm-units", "64", *common]

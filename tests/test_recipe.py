@@ -305,8 +305,8 @@ def test_on_one_configuration_the_default_recipe_stays_ahead_of_the_plain_one_an
     corpus = generate(SynthConfig(out=str(tmp_path / "corpus"), **UPLOADS), progress=False)
     features = _extract(tmp_path / "corpus", tmp_path / "features")
     runs = tmp_path / "runs"
-    base = cli_flags(dict(features=str(features), num_workers=1, cpus_per_worker=0.5, cache_data=True, storage_path=str(runs),
-                          seed=0, **MID))  # fmt: skip
+    base = cli_flags(dict(features=str(features), storage_path=str(runs), num_workers=1, cpus_per_worker=0.5,
+                          cache_data=True, seed=0, **MID))  # fmt: skip
     recipes = {"plain": PLAIN, "default": {"patience": 0}}
     mgc_beside(
         ray_connected, *(["train", *base, f"--name={r}", *cli_flags(o), "--no-progress"] for r, o in recipes.items())

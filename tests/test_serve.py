@@ -324,7 +324,8 @@ def test_the_command_writes_a_serve_config_and_refuses_an_open_host_without_a_to
 
     path = tmp_path / "serve.yaml"
     assert main(["serve", "--model", model, "--catalogue", str(catalogue), "--port", "8123", "--replicas", "3",
-                 "--min-replicas", "1", "--upscale-delay-s", "5", "--downscale-delay-s", "60", "--write-config", str(path)]) == 0  # fmt: skip
+                 "--min-replicas", "1", "--upscale-delay-s", "5", "--downscale-delay-s", "60",
+                 "--write-config", str(path)]) == 0  # fmt: skip
     config = yaml.safe_load(path.read_text())
     ServeDeploySchema.model_validate(config)  # what `serve deploy` checks
     application = config["applications"][0]
