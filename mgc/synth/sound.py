@@ -42,7 +42,10 @@ def _partials(freq: float, n: int, sr: int, timbre: str, decay: float) -> tuple[
     f, amp, dmul = (np.array(c)[:, None] for c in zip(*rows))
     t = np.arange(n) / sr
     # Phases in cycles, wrapped in float64 so that float32 (2-3x faster sines) stays exact enough.
-    w = (2 * np.pi * ((f * t) % 1.0)).astype(np.float32)
+    # x - floor(x) is x % 1.0 to the bit for x >= 0 (both exact), at a tenth of numpy's float mod.
+    cycles = f * t
+    cycles -= np.floor(cycles)
+    w = (2 * np.pi * cycles).astype(np.float32)
     env = (amp * np.exp(-t / (decay * dmul))).astype(np.float32)
     return np.sin(w) * env, np.cos(w) * env
 
